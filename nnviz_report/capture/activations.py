@@ -1,0 +1,444 @@
+"""Activation functions: what the model uses, what inputs they really get, and their curves.
+
+Curves and derivatives always come from torch's own ``torch.nn`` modules, differentiated
+with autograd: no formula is written by hand here.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .tensors import Histogram, as_float, tensor_stats
+
+# How an activation can go wrong, which decides what is measured on its inputs.
+ZEROING = "zeroing"  # a flat zero region: units can die (ReLU, ReLU6, Threshold, shrinks)
+SATURATING = "saturating"  # flat tails: inputs can saturate (Sigmoid, Tanh, Hardtanh, ...)
+SMOOTH = "smooth"  # gradient flows almost everywhere (GELU, SiLU, LeakyReLU, ELU, ...)
+SOFTMAX = "softmax"  # normalises along a dimension; shown on a 2-class slice
+GATED = "gated"  # GLU: halves a dimension; shown as GLU([x, x])
+
+_KINDS = {
+    "ReLU": ZEROING, "ReLU6": ZEROING, "Threshold": ZEROING, "Hardshrink": ZEROING,
+    "Softshrink": ZEROING,
+    "Sigmoid": SATURATING, "Tanh": SATURATING, "Hardsigmoid": SATURATING,
+    "Hardtanh": SATURATING, "Softsign": SATURATING, "LogSigmoid": SATURATING,
+    "Softmax": SOFTMAX, "Softmin": SOFTMAX, "LogSoftmax": SOFTMAX, "Softmax2d": SOFTMAX,
+    "GLU": GATED,
+}
+# Constructor arguments that are not part of the function (or are shown another way).
+_NOT_PARAMS = {"inplace", "num_parameters", "init", "device", "dtype"}
+# The gallery needs a value for constructor arguments without a default.
+_GALLERY_REQUIRED = {"Threshold": {"threshold": 0.1, "value": 20.0}}
+# Activations torch.nn ships whose module is not an elementwise function.
+_NOT_ACTIVATIONS = {"MultiheadAttention"}
+
+
+def _activation_classes() -> dict[str, type[nn.Module]]:
+    names = [n for n in nn.modules.activation.__all__ if n not in _NOT_ACTIVATIONS]
+    return {n: getattr(nn, n) for n in names}
+
+
+ACTIVATION_CLASSES: dict[str, type[nn.Module]] = _activation_classes()
+
+
+def kind_of(name: str) -> str:
+    return _KINDS.get(name, SMOOTH)
+
+
+@functools.cache
+def _ctor_defaults(name: str) -> dict[str, Any]:
+    sig = inspect.signature(ACTIVATION_CLASSES[name].__init__)
+    out = {}
+    for pname, p in list(sig.parameters.items())[1:]:
+        if pname in _NOT_PARAMS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        out[pname] = None if p.default is inspect.Parameter.empty else p.default
+    if name == "PReLU":
+        out["weight"] = 0.25
+    out.update(_GALLERY_REQUIRED.get(name, {}))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """A parameter value as JSON-able data (PReLU's learned weight becomes floats)."""
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().float().reshape(-1).cpu()
+        return round(float(flat[0]), 6) if flat.numel() == 1 else [round(float(v), 6) for v in flat]
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def classify_module(module: nn.Module) -> tuple[str, dict[str, Any]] | None:
+    """``(torch.nn class name, parameters)`` when ``module`` is an activation.
+
+    Subclasses count as their nearest torch.nn activation base (``class MyReLU(nn.ReLU)`` is
+    a ReLU); ReLU6 stays ReLU6 although it subclasses Hardtanh.
+    """
+    for cls in type(module).__mro__:
+        name = cls.__name__
+        if ACTIVATION_CLASSES.get(name) is cls:
+            return name, {p: _plain(getattr(module, p, None)) for p in _ctor_defaults(name)}
+    return None
+
+
+# --- functional calls --------------------------------------------------------------------
+
+def _functional_table() -> dict[Callable, tuple[str, tuple[str, ...]]]:
+    T = torch.Tensor
+    groups: list[tuple[str, tuple[str, ...], tuple[Any, ...]]] = [
+        ("ReLU", (), (torch.relu, torch.relu_, F.relu, F.relu_, T.relu, T.relu_)),
+        ("Sigmoid", (), (torch.sigmoid, torch.sigmoid_, F.sigmoid, torch.special.expit,
+                         T.sigmoid, T.sigmoid_)),
+        ("Tanh", (), (torch.tanh, torch.tanh_, F.tanh, T.tanh, T.tanh_)),
+        ("GELU", ("approximate",), (F.gelu,)),
+        ("SiLU", (), (F.silu,)),
+        ("Mish", (), (F.mish,)),
+        ("ELU", ("alpha",), (F.elu, F.elu_)),
+        ("SELU", (), (F.selu, F.selu_, torch.selu, torch.selu_)),
+        ("CELU", ("alpha",), (F.celu, F.celu_, torch.celu, torch.celu_)),
+        ("LeakyReLU", ("negative_slope",), (F.leaky_relu, F.leaky_relu_)),
+        ("ReLU6", (), (F.relu6,)),
+        ("Hardtanh", ("min_val", "max_val"), (F.hardtanh, F.hardtanh_)),
+        ("Hardsigmoid", (), (F.hardsigmoid,)),
+        ("Hardswish", (), (F.hardswish,)),
+        ("LogSigmoid", (), (F.logsigmoid,)),
+        ("Softplus", ("beta", "threshold"), (F.softplus,)),
+        ("Softsign", (), (F.softsign,)),
+        ("Softshrink", ("lambd",), (F.softshrink,)),
+        ("Hardshrink", ("lambd",), (F.hardshrink, torch.hardshrink, T.hardshrink)),
+        ("Tanhshrink", (), (F.tanhshrink,)),
+        ("Threshold", ("threshold", "value"), (F.threshold, F.threshold_, torch.threshold,
+                                                torch.threshold_)),
+        ("GLU", ("dim",), (F.glu,)),
+        ("Softmax", ("dim",), (F.softmax, torch.softmax, T.softmax)),
+        ("LogSoftmax", ("dim",), (F.log_softmax, torch.log_softmax, T.log_softmax)),
+        ("Softmin", ("dim",), (F.softmin,)),
+        ("PReLU", ("weight",), (F.prelu, torch.prelu)),
+        ("RReLU", ("lower", "upper"), (F.rrelu, F.rrelu_, torch.rrelu, torch.rrelu_)),
+    ]
+    table: dict[Callable, tuple[str, tuple[str, ...]]] = {}
+    for name, positional, funcs in groups:
+        for f in funcs:
+            table[f] = (name, positional)
+    return table
+
+
+FUNCTIONAL: dict[Callable, tuple[str, tuple[str, ...]]] = _functional_table()
+
+
+def function_name(func: Callable) -> str:
+    """How the user wrote the call: ``torch.relu``, ``F.gelu``, ``Tensor.tanh``."""
+    name = getattr(func, "__name__", repr(func))
+    qual = getattr(func, "__qualname__", name)
+    if qual.startswith(("TensorBase.", "Tensor.")):
+        return "Tensor." + name
+    module = getattr(func, "__module__", None) or ""
+    if module.startswith("torch.nn.functional") or module == "torch._C._nn":
+        return "F." + name
+    if isinstance(func, type(torch.relu)) and getattr(torch, name, None) is func:
+        return "torch." + name
+    if getattr(F, name, None) is func:
+        return "F." + name
+    if getattr(torch.special, name, None) is func:
+        return "torch.special." + name
+    return "torch." + name
+
+
+def classify_call(func: Callable, args: tuple, kwargs: Mapping) -> tuple[str, dict[str, Any]] | None:
+    """``(torch.nn class name, parameters)`` when ``func(*args, **kwargs)`` is an activation."""
+    entry = FUNCTIONAL.get(func)
+    if entry is None or not args or not isinstance(args[0], torch.Tensor):
+        return None
+    name, positional = entry
+    defaults = _ctor_defaults(name)
+    params = {k: v for k, v in defaults.items() if k != "weight"}
+    for pname, value in zip(positional, args[1:]):
+        params[pname] = value
+    for pname in positional:
+        if pname in kwargs:
+            params[pname] = kwargs[pname]
+    if name == "RReLU":
+        params.pop("inplace", None)
+    return name, {k: _plain(v) for k, v in params.items()}
+
+
+def rnn_internals(module: nn.Module) -> list[str] | None:
+    """Activations fused inside recurrent modules, which no hook can observe."""
+    if isinstance(module, (nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell)):
+        return ["Sigmoid", "Tanh"]
+    if isinstance(module, (nn.RNN, nn.RNNCell)):
+        return ["ReLU" if getattr(module, "nonlinearity", "tanh") == "relu" else "Tanh"]
+    return None
+
+
+# --- evaluating an activation as a 1-D function ------------------------------------------
+
+def params_key(params: Mapping[str, Any]) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
+
+
+def make_function(
+    name: str,
+    params: Mapping[str, Any],
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The activation as an elementwise function of a 1-D tensor, built from torch.nn.
+
+    Softmax-like modules are evaluated on the 2-class slice ``[x, 0]`` (first output), GLU on
+    ``[x, x]``; PReLU with several learned slopes uses their mean; RReLU runs in eval mode
+    (its fixed mean slope).
+    """
+    cls = ACTIVATION_CLASSES[name]
+    kwargs = {k: v for k, v in params.items() if k in _ctor_defaults(name) and v is not None}
+    if name == "PReLU":
+        w = kwargs.pop("weight", 0.25)
+        w = sum(w) / len(w) if isinstance(w, list) else w
+        module: nn.Module = cls(num_parameters=1, init=float(w))
+    elif kind_of(name) in (SOFTMAX, GATED) and name != "Softmax2d":
+        kwargs["dim"] = -1
+        module = cls(**kwargs)
+    else:
+        module = cls(**kwargs)
+    module.to(device=device, dtype=dtype).eval()
+
+    if name == "Softmax2d":
+        return lambda x: module(torch.stack([x, torch.zeros_like(x)], dim=1)[:, :, None, None])[:, 0, 0, 0]
+    if kind_of(name) == SOFTMAX:
+        return lambda x: module(torch.stack([x, torch.zeros_like(x)], dim=-1))[..., 0]
+    if name == "GLU":
+        return lambda x: module(torch.stack([x, x], dim=-1))[..., 0]
+    return module
+
+
+def curve(name: str, params: Mapping[str, Any], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(f(x), f'(x))`` with the derivative from autograd."""
+    fn = make_function(name, params, x.dtype, x.device)
+    with torch.enable_grad():
+        xs = x.detach().clone().requires_grad_(True)
+        y = fn(xs)
+        (dy,) = torch.autograd.grad(y.sum(), xs)
+    return y.detach(), dy.detach()
+
+
+GALLERY_X = torch.linspace(-6.0, 6.0, 241, dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class CurveInfo:
+    x: list[float]
+    y: list[float]
+    dy: list[float]
+    output_range: tuple[float | None, float | None]  # None: unbounded on that side
+    derivative_max: float
+
+
+def _round(values: torch.Tensor, digits: int = 5) -> list[float]:
+    return [float(f"{v:.{digits}g}") if math.isfinite(v) else None for v in values.tolist()]
+
+
+@functools.lru_cache(maxsize=256)
+def _curve_info(name: str, key: tuple) -> CurveInfo:
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in key}
+    y, dy = curve(name, params, GALLERY_X)
+    far = torch.tensor([-1e6, -1e3, 1e3, 1e6], dtype=torch.float64)
+    yf, dyf = curve(name, params, far)
+    all_y = torch.cat([y, yf])
+    lo, hi = float(all_y.min()), float(all_y.max())
+    # A side is unbounded when the function still moves between |x| = 1e3 and 1e6.
+    f_neg6, f_neg3, f_pos3, f_pos6 = yf.tolist()
+    ends = [v for v in (f_neg6, f_pos6)]
+    moving = [abs(f_neg6 - f_neg3) > 1.0, abs(f_pos6 - f_pos3) > 1.0]
+    grows_up = any(m and e > 0 for m, e in zip(moving, ends))
+    grows_down = any(m and e < 0 for m, e in zip(moving, ends))
+    dmax = float(torch.cat([dy, dyf]).abs().max())
+    return CurveInfo(
+        x=_round(GALLERY_X, 6),
+        y=_round(y),
+        dy=_round(dy),
+        output_range=(None if grows_down else float(f"{lo:.5g}"), None if grows_up else float(f"{hi:.5g}")),
+        derivative_max=float(f"{dmax:.5g}"),
+    )
+
+
+def curve_info(name: str, params: Mapping[str, Any]) -> CurveInfo:
+    return _curve_info(name, params_key(params))
+
+
+def curve_over(name: str, params: Mapping[str, Any], lo: float, hi: float) -> tuple[list, list, list]:
+    """Points of the curve dense around zero and covering ``[lo, hi]`` (observed inputs)."""
+    grid = torch.arange(-8.0, 8.0 + 1e-9, 0.05, dtype=torch.float64)
+    lo, hi = min(lo, -1.0), max(hi, 1.0)
+    span = torch.linspace(lo, hi, 201, dtype=torch.float64)
+    x = torch.unique(torch.cat([grid[(grid >= lo) & (grid <= hi)], span]))
+    y, dy = curve(name, params, x)
+    return _round(x, 6), _round(y), _round(dy)
+
+
+# --- measuring real calls -----------------------------------------------------------------
+
+SAMPLE = 65536
+SATURATION = 0.01  # |f'(x)| below 1% of the derivative's maximum counts as saturated
+SOFTMAX_PEAKED = 0.99
+
+
+@dataclass
+class ActivationCall:
+    """One call of an activation during the forward pass, reduced to numbers."""
+
+    activation: str  # torch.nn class name
+    params: dict[str, Any]
+    where: str  # qualified module name (module) or the module whose forward made the call
+    source: str  # "module" or "functional"
+    function: str  # "ReLU" / "MyReLU (ReLU subclass)" or "torch.relu"
+    call: int  # 0-based count per (where, function)
+    shape: list[int]
+    input_hist: Histogram | None = None
+    dead_fraction: float | None = None
+    dead_channel_fraction: float | None = None
+    saturated_fraction: float | None = None
+    mean_derivative: float | None = None
+    batch: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def measure_input(call: ActivationCall, x: torch.Tensor, bins: int) -> None:
+    """Histogram of the inputs and, for elementwise activations, the derivative at a sample
+    of them (strided, at most 65 536 values), computed on the tensor's device."""
+    if not x.is_floating_point():
+        call.notes.append(f"input dtype {x.dtype} is not floating point; not measured")
+        return
+    stats = tensor_stats(x, bins=bins)
+    call.input_hist = stats.histogram
+    kind = kind_of(call.activation)
+    if kind in (SOFTMAX, GATED) or stats.numel == 0:
+        return
+    flat = as_float(x).reshape(-1)
+    step = max(1, flat.numel() // SAMPLE)
+    sample = flat[::step][:SAMPLE]
+    sample = sample[torch.isfinite(sample)]
+    if sample.numel() == 0:
+        return
+    info = curve_info(call.activation, call.params)
+    xs = sample.detach()
+    if xs.dtype not in (torch.float32, torch.float64):
+        xs = xs.float()
+    fn = make_function(call.activation, call.params, xs.dtype, xs.device)
+    with torch.enable_grad():
+        xs = xs.clone().requires_grad_(True)
+        (dy,) = torch.autograd.grad(fn(xs).sum(), xs)
+    mean_d, sat = torch.stack(
+        [dy.mean(), (dy.abs() < SATURATION * info.derivative_max).float().mean().to(dy.dtype)]
+    ).tolist()
+    call.mean_derivative = mean_d
+    if kind != ZEROING:  # for the ReLU family, dead units say it better
+        call.saturated_fraction = sat
+
+
+def measure_output(call: ActivationCall, y: torch.Tensor) -> None:
+    """Dead units (zeroing activations) or peaked rows (softmax) from the real output."""
+    kind = kind_of(call.activation)
+    if kind == ZEROING and y.dim() >= 2 and y.shape[0] > 0:
+        zero = y.detach() == 0
+        dead_units = zero.all(dim=0).float().mean()
+        values = [dead_units]
+        if y.dim() >= 3:
+            dims = [0] + list(range(2, y.dim()))
+            values.append(zero.permute(1, *dims).reshape(y.shape[1], -1).all(dim=1).float().mean())
+        out = torch.stack(values).tolist()
+        call.dead_fraction = out[0]
+        call.dead_channel_fraction = out[1] if len(out) > 1 else None
+        call.batch = int(y.shape[0])
+    elif kind == SOFTMAX and y.numel():
+        dim = call.params.get("dim")
+        if call.activation == "Softmax2d":
+            dim = -3
+        if dim is None:
+            return
+        probs = as_float(y)
+        if call.activation == "LogSoftmax":
+            probs = probs.exp()
+        call.saturated_fraction = float((probs.amax(dim=dim) > SOFTMAX_PEAKED).float().mean())
+
+
+# --- summary for the report -----------------------------------------------------------------
+
+GALLERY_VARIANTS: list[tuple[str, dict[str, Any]]] = [
+    (n, {k: _plain(v) for k, v in _ctor_defaults(n).items()}) for n in ACTIVATION_CLASSES
+] + [("GELU", {"approximate": "tanh"})]
+
+
+@dataclass(frozen=True)
+class GalleryEntry:
+    name: str
+    params: dict[str, Any]
+    used: bool
+    curve: CurveInfo
+
+
+@dataclass
+class ActivationSummary:
+    calls: list[ActivationCall]
+    call_curves: list[str | None]  # per call: key into ``curves``
+    curves: dict[str, dict[str, Any]]  # dense curves over the observed input ranges
+    gallery: list[GalleryEntry]
+    internals: list[tuple[str, str, list[str]]]  # (module, type, activations) fused in RNNs
+    used: list[str]  # torch.nn class names, in order of first use
+
+
+def summarise(calls: list[ActivationCall], internals: list[tuple[str, str, list[str]]]) -> ActivationSummary:
+    """The gallery (every torch.nn activation; the used ones first, with the parameters the
+    model used) and, per used (activation, parameters), a curve dense enough to be read at
+    any observed input."""
+    used: list[str] = []
+    variants: dict[tuple[str, tuple], dict[str, Any]] = {}
+    ranges: dict[tuple[str, tuple], list[float]] = {}
+    for c in calls:
+        if c.activation not in used:
+            used.append(c.activation)
+        k = (c.activation, params_key(c.params))
+        variants.setdefault(k, c.params)
+        if c.input_hist is not None:
+            lo_hi = ranges.setdefault(k, [c.input_hist.lo, c.input_hist.hi])
+            lo_hi[0] = min(lo_hi[0], c.input_hist.lo)
+            lo_hi[1] = max(lo_hi[1], c.input_hist.hi)
+    for _, _, names in internals:
+        for n in names:
+            if n not in used:
+                used.append(n)
+
+    curves: dict[str, dict[str, Any]] = {}
+    keys: dict[tuple[str, tuple], str] = {}
+    for k, params in variants.items():
+        if k not in ranges:
+            continue
+        lo, hi = ranges[k]
+        x, y, dy = curve_over(k[0], params, lo, hi)
+        key = f"c{len(curves)}"
+        keys[k] = key
+        curves[key] = {"activation": k[0], "params": params, "x": x, "y": y, "dy": dy,
+                       "derivative_max": curve_info(k[0], params).derivative_max}
+    call_curves = [keys.get((c.activation, params_key(c.params))) for c in calls]
+
+    gallery = [GalleryEntry(k[0], p, True, curve_info(k[0], p)) for k, p in variants.items()]
+    shown = set(variants)
+    for name, _, names in internals:
+        for n in names:
+            default = next(p for v, p in GALLERY_VARIANTS if v == n)
+            if (n, params_key(default)) not in shown:
+                shown.add((n, params_key(default)))
+                gallery.append(GalleryEntry(n, default, True, curve_info(n, default)))
+    for name, params in GALLERY_VARIANTS:
+        if (name, params_key(params)) not in shown:
+            gallery.append(GalleryEntry(name, params, False, curve_info(name, params)))
+    return ActivationSummary(calls, call_curves, curves, gallery, internals, used)

@@ -1,0 +1,471 @@
+"""One forward pass that captures everything the report shows about activations.
+
+Hooks go on every module (not only leaves) so that each call knows its caller: feature maps
+are taken from calls that ran no child module ("runtime leaves": ordinary leaf modules, and
+blocks such as ``nn.MultiheadAttention`` that apply their children functionally), and every
+autograd node is attributed to the module call that created it. Functional activations
+(``torch.relu(x)``, ``F.gelu``, ``x.tanh()``) are seen through a ``TorchFunctionMode``,
+active for this one call only; torch is never patched.
+
+All reductions happen inside the hooks, on the tensor's device, from the tensor exactly as
+the module returned it: a later in-place op (``ReLU(inplace=True)``, ``out += identity``)
+cannot change what was recorded, and no activation is kept after its hook returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ..errors import NNVizError
+from . import activations as act
+from .guard import preserve_model_state
+from .tensors import (
+    GridImage,
+    TensorStats,
+    channel_grid,
+    describe_non_tensors,
+    iter_tensors,
+    matrix_image,
+    tensor_stats,
+)
+
+MODES = ("eval", "train", "as-is")
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    layers: tuple[str, ...] = ()  # fnmatch patterns on qualified module names
+    layer_types: tuple[str, ...] = ()  # module class names (subclasses match too)
+    max_channels: int = 16  # channels drawn per conv map
+    tile: int = 32  # largest side of one channel tile, in pixels
+    example: int = 0  # which example of the batch is drawn
+    bins: int = 32  # histogram bins per layer
+    mode: str = "eval"  # mode of the forward pass: "eval", "train" or "as-is"
+    max_rows: int = 64  # rows of a drawn matrix (examples, tokens, channels)
+    max_cols: int = 128  # columns of a drawn matrix (features, positions)
+    graph: bool = True  # capture the autograd graph
+    dot_timeout: float = 60.0  # seconds each Graphviz layout may take
+
+
+@dataclass
+class ModuleCall:
+    id: int
+    name: str  # qualified name; "" for the root module
+    type: str
+    call: int  # 0-based count of calls of this module
+    parent: int | None  # id of the calling module's call
+    leaf: bool = True  # ran no child module
+    output_shape: list[int] | None = None
+
+
+@dataclass
+class LayerCapture:
+    """One tensor returned by one call of a runtime-leaf module."""
+
+    name: str
+    call: int
+    type: str
+    output: str  # where in the output: "" for a bare tensor, "[0]", "[1][0]", ".h", ...
+    shape: list[int]
+    dtype: str
+    stats: TensorStats
+    image: GridImage | None
+    call_id: int
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ForwardCapture:
+    output: Any
+    inputs: list[tuple[str, torch.Tensor]]  # the (cloned) tensors the model was called with
+    calls: list[ModuleCall]
+    layers: list[LayerCapture]
+    activation_calls: list[act.ActivationCall]
+    rnn_internals: list[tuple[str, str, list[str]]]  # (module name, type, activations)
+    skipped_outputs: list[tuple[str, int, str, str]]  # (name, call, path, type) not tensors
+    uncalled: list[tuple[str, str, str]]  # (name, type, why)
+    owner: dict[int, int]  # id(autograd node) -> ModuleCall.id
+    keepalive: list[Any]  # the autograd nodes behind ``owner`` (ids stay valid)
+    device: str
+    mode: str
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Drop every reference to the autograd graph and its saved activations."""
+        self.output = None
+        self.inputs = [(label, t.detach()) for label, t in self.inputs]
+        self.owner.clear()
+        self.keepalive.clear()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def prepare_inputs(example_input: Any, device: torch.device) -> tuple[tuple, dict, list[tuple[str, torch.Tensor]]]:
+    """Copies of the example input on the model's device: a tensor is called as
+    ``model(x)``, a tuple or list as ``model(*x)``, a dict as ``model(**x)``.
+
+    Floating-point copies require grad so the autograd graph starts at the input; the
+    caller's tensors are never touched (a model may modify its input in place).
+    """
+    labelled: list[tuple[str, torch.Tensor]] = []
+
+    def copy(value: Any, label: str) -> Any:
+        if not isinstance(value, torch.Tensor):
+            return value
+        t = value.detach().to(device=device, copy=True)
+        if t.is_floating_point() or t.is_complex():
+            t.requires_grad_(True)
+        labelled.append((label, t))
+        return t
+
+    if isinstance(example_input, torch.Tensor):
+        return (copy(example_input, "input"),), {}, labelled
+    if isinstance(example_input, (tuple, list)):
+        args = tuple(copy(v, f"input[{i}]") for i, v in enumerate(example_input))
+        return args, {}, labelled
+    if isinstance(example_input, dict):
+        kwargs = {k: copy(v, f"input[{k!r}]") for k, v in example_input.items()}
+        return (), kwargs, labelled
+    raise NNVizError(
+        f"example input is a {type(example_input).__name__}; pass a tensor, a tuple/list of "
+        "positional inputs, or a dict of keyword inputs"
+    )
+
+
+def shape_text(inputs: Sequence[tuple[str, torch.Tensor]]) -> str:
+    return ", ".join(f"{label}: {tuple(t.shape)} {str(t.dtype).replace('torch.', '')}" for label, t in inputs)
+
+
+@dataclass
+class _Frame:
+    call: ModuleCall
+    module: nn.Module
+    boundary: set[int]
+    boundary_refs: list[Any]
+    activation: act.ActivationCall | None = None
+    children: int = 0
+
+
+class _Recorder:
+    def __init__(self, model: nn.Module, options: CaptureOptions):
+        self.options = options
+        self.names: dict[nn.Module, str] = {}
+        for name, module in model.named_modules():
+            self.names.setdefault(module, name)
+        self.param_ids = {id(p) for p in model.parameters()}
+        self.activation_modules = {m: c for m in self.names if (c := act.classify_module(m))}
+        self.stack: list[_Frame] = []
+        self.calls: list[ModuleCall] = []
+        self.counts: Counter[str] = Counter()
+        self.layers: list[LayerCapture] = []
+        self.activation_calls: list[act.ActivationCall] = []
+        self.functional_counts: Counter[tuple[str, str]] = Counter()
+        self.rnn: dict[str, tuple[str, str, list[str]]] = {}
+        self.skipped: list[tuple[str, int, str, str]] = []
+        self.owner: dict[int, int] = {}
+        self.keepalive: list[Any] = []
+        self.paused = False
+        self.example_clamped = False
+
+    @contextlib.contextmanager
+    def pause(self) -> Iterator[None]:
+        # The recorder's own tensor work runs inside the model's forward (in hooks); it must
+        # not be mistaken for the model's functional calls.
+        previous, self.paused = self.paused, True
+        try:
+            yield
+        finally:
+            self.paused = previous
+
+    def selected(self, call: ModuleCall, module: nn.Module) -> bool:
+        o = self.options
+        if not o.layers and not o.layer_types:
+            return True
+        if any(fnmatch.fnmatchcase(call.name, p) for p in o.layers):
+            return True
+        return any(c.__name__ in o.layer_types for c in type(module).__mro__)
+
+    # -- hooks ---------------------------------------------------------------------------
+    def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        name = self.names.get(module)
+        if name is None or self.paused:
+            return
+        with self.pause():
+            parent = self.stack[-1] if self.stack else None
+            if parent is not None:
+                parent.children += 1
+            call = ModuleCall(
+                id=len(self.calls),
+                name=name,
+                type=type(module).__name__,
+                call=self.counts[name],
+                parent=parent.call.id if parent else None,
+            )
+            self.counts[name] += 1
+            self.calls.append(call)
+            refs = [t.grad_fn for _, t in iter_tensors((args, kwargs)) if t.grad_fn is not None]
+            frame = _Frame(call, module, {id(f) for f in refs}, refs)
+            spec = self.activation_modules.get(module)
+            if spec is not None:
+                inputs = [t for _, t in iter_tensors(args)]
+                cls_name = type(module).__name__
+                frame.activation = act.ActivationCall(
+                    activation=spec[0],
+                    params=dict(spec[1]),
+                    where=name,
+                    source="module",
+                    function=cls_name if cls_name == spec[0] else f"{cls_name} ({spec[0]} subclass)",
+                    call=call.call,
+                    shape=list(inputs[0].shape) if inputs else [],
+                )
+                if inputs:
+                    act.measure_input(frame.activation, inputs[0], self.options.bins)
+            self.stack.append(frame)
+
+    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        if self.paused or not self.stack or self.stack[-1].module is not module:
+            return
+        with self.pause():
+            frame = self.stack.pop()
+            call = frame.call
+            call.leaf = frame.children == 0
+            tensors = list(iter_tensors(output))
+            if tensors:
+                call.output_shape = list(tensors[0][1].shape)
+            self._attribute(call.id, tensors, frame.boundary)
+            if call.leaf:
+                internals = act.rnn_internals(module)
+                if internals and call.name not in self.rnn:
+                    self.rnn[call.name] = (call.name, call.type, internals)
+                if self.selected(call, module):
+                    self._record_layer(call, module, tensors, output)
+            if frame.activation is not None:
+                if tensors:
+                    act.measure_output(frame.activation, tensors[0][1])
+                self.activation_calls.append(frame.activation)
+
+    def _attribute(self, call_id: int, tensors: list[tuple[str, torch.Tensor]], boundary: set[int]) -> None:
+        """Own every autograd node this call created and no inner call owns.
+
+        Walk back from the outputs, through nodes of inner calls (ids above ``call_id``: they
+        ran while this call was on the stack), stopping at this call's inputs and at nodes of
+        calls that ran before it.
+        """
+        todo = [t.grad_fn for _, t in tensors if t.grad_fn is not None]
+        seen: set[int] = set()
+        while todo:
+            fn = todo.pop()
+            key = id(fn)
+            if key in seen or key in boundary:
+                continue
+            seen.add(key)
+            owned_by = self.owner.get(key)
+            if owned_by is not None:
+                if owned_by < call_id:
+                    continue
+            else:
+                variable = getattr(fn, "variable", None)
+                if variable is not None and id(variable) not in self.param_ids:
+                    continue  # the leaf of an input tensor belongs to no module
+                self.owner[key] = call_id
+                self.keepalive.append(fn)
+            todo.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
+
+    def _record_layer(self, call: ModuleCall, module: nn.Module, tensors: list, output: Any) -> None:
+        for path, kind in describe_non_tensors(output):
+            self.skipped.append((call.name, call.call, path, kind))
+        o = self.options
+        for path, t in tensors:
+            notes = []
+            image = None
+            try:
+                image = self._image(module, t)
+            except RuntimeError as exc:  # an exotic layout must not break the report
+                notes.append(f"no image: {exc}".split("\n")[0])
+            if isinstance(module, nn.MultiheadAttention):
+                notes.append(
+                    "out_proj is applied functionally inside MultiheadAttention, so this is the "
+                    "attention block's output (out_proj has no entry of its own)"
+                )
+            self.layers.append(
+                LayerCapture(
+                    name=call.name,
+                    call=call.call,
+                    type=call.type,
+                    output=path,
+                    shape=list(t.shape),
+                    dtype=str(t.dtype).replace("torch.", ""),
+                    stats=tensor_stats(t, bins=o.bins),
+                    image=image,
+                    call_id=call.id,
+                    notes=notes,
+                )
+            )
+
+    def _example(self, t: torch.Tensor, batch_dim: int) -> int:
+        e = self.options.example
+        if e < t.shape[batch_dim]:
+            return e
+        self.example_clamped = True
+        return 0
+
+    def _image(self, module: nn.Module, t: torch.Tensor) -> GridImage | None:
+        o = self.options
+        if t.numel() == 0 or t.dim() < 2:
+            return None
+        if t.dim() >= 4:
+            return channel_grid(t, self._example(t, 0), o.max_channels, o.tile)
+        if t.dim() == 3:
+            if isinstance(module, (nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd,
+                                   nn.modules.pooling._AvgPoolNd, nn.modules.batchnorm._BatchNorm,
+                                   nn.modules.pooling._AdaptiveAvgPoolNd)):
+                m = t[self._example(t, 0)]
+                return matrix_image(m, o.max_rows, o.max_cols * 2, "channel", "position")
+            batch_first = getattr(module, "batch_first", True)
+            if batch_first:
+                m = t[self._example(t, 0)]
+            else:
+                m = t[:, self._example(t, 1)]
+            return matrix_image(m, o.max_rows, o.max_cols, "position", "feature")
+        return matrix_image(t, o.max_rows, o.max_cols, "example", "feature")
+
+    # -- functional activations ----------------------------------------------------------
+    def functional(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        owner = self.stack[-1] if self.stack else None
+        spec = None
+        if owner is not None and owner.module not in self.activation_modules:
+            spec = act.classify_call(func, args, kwargs)
+        if spec is None:
+            return func(*args, **kwargs)
+        with self.pause():
+            fname = act.function_name(func)
+            key = (owner.call.name, fname)
+            call = act.ActivationCall(
+                activation=spec[0],
+                params=spec[1],
+                where=owner.call.name,
+                source="functional",
+                function=fname,
+                call=self.functional_counts[key],
+                shape=list(args[0].shape),
+            )
+            self.functional_counts[key] += 1
+            act.measure_input(call, args[0], self.options.bins)
+        out = func(*args, **kwargs)
+        with self.pause():
+            if isinstance(out, torch.Tensor):
+                act.measure_output(call, out)
+            self.activation_calls.append(call)
+        return out
+
+
+class _FunctionalActivations(TorchFunctionMode):
+    def __init__(self, recorder: _Recorder):
+        super().__init__()
+        self.recorder = recorder
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rec = self.recorder
+        if rec.paused or func not in act.FUNCTIONAL:
+            return func(*args, **kwargs)
+        return rec.functional(func, args, kwargs)
+
+
+def _uncalled(model: nn.Module, counts: Counter[str]) -> list[tuple[str, str, str]]:
+    out = []
+    modules = dict(model.named_modules())
+    for name, module in modules.items():
+        if counts[name]:
+            continue
+        parent = modules.get(name.rpartition(".")[0]) if name else None
+        if isinstance(parent, nn.MultiheadAttention) and name.endswith("out_proj"):
+            why = "applied functionally by MultiheadAttention; its output is the attention block's entry"
+        elif any(counts[n] for n in modules if n.startswith(name + ".")):
+            why = "a container whose children were called directly"
+        else:
+            why = "not called by forward (unused, or skipped by a fused fast path)"
+        out.append((name, type(module).__name__, why))
+    return out
+
+
+def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -> ForwardCapture:
+    """Run the model once on a copy of ``example_input`` and capture everything.
+
+    The model's state (modes, hooks, buffers, flags, RNG) is restored on exit, also when the
+    forward pass fails; a failure becomes an ``NNVizError`` naming the module that raised.
+    """
+    if options.mode not in MODES:
+        raise NNVizError(f"mode must be one of {', '.join(MODES)}, not {options.mode!r}")
+    device = model_device(model)
+    args, kwargs, inputs = prepare_inputs(example_input, device)
+    rec = _Recorder(model, options)
+    started = time.perf_counter()
+    with preserve_model_state(model):
+        if options.mode == "eval":
+            model.eval()
+        elif options.mode == "train":
+            model.train()
+        handles = []
+        try:
+            for module in rec.names:
+                handles.append(module.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
+                handles.append(module.register_forward_hook(rec.post_hook, with_kwargs=True))
+            try:
+                with torch.enable_grad(), _FunctionalActivations(rec):
+                    output = model(*args, **kwargs)
+            except Exception as exc:
+                raise _forward_error(exc, rec, inputs) from exc
+        finally:
+            for h in handles:
+                h.remove()
+    notes = []
+    if rec.example_clamped:
+        notes.append(f"the batch has no example {options.example}; example 0 is drawn instead")
+    return ForwardCapture(
+        output=output,
+        inputs=inputs,
+        calls=rec.calls,
+        layers=rec.layers,
+        activation_calls=rec.activation_calls,
+        rnn_internals=list(rec.rnn.values()),
+        skipped_outputs=rec.skipped,
+        uncalled=_uncalled(model, rec.counts),
+        owner=rec.owner,
+        keepalive=rec.keepalive,
+        device=str(device),
+        mode=options.mode,
+        seconds=time.perf_counter() - started,
+        notes=notes,
+    )
+
+
+def _forward_error(exc: Exception, rec: _Recorder, inputs: list) -> NNVizError:
+    message = (str(exc).strip().splitlines() or [""])[0]
+    where = "the model's forward"
+    if rec.stack:
+        frame = rec.stack[-1]
+        where = f"{frame.call.name or '(root)'} ({frame.call.type})"
+    done = len(rec.calls) - len(rec.stack)
+    return NNVizError(
+        f"the forward pass failed in {where} after {done} module calls: "
+        f"{type(exc).__name__}: {message} (example input: {shape_text(inputs) or 'none'}); "
+        "check the input shape and dtype the model expects"
+    )

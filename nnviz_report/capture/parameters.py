@@ -1,0 +1,218 @@
+"""Compare the model's parameters with earlier snapshots, one tensor at a time.
+
+Each comparison runs on the parameter's device (the snapshot tensor is moved there, one at
+a time), and reduces to summary numbers, histograms over a shared range, strided samples
+for scatter plots, and, for biases, the full value lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import NNVizError
+from .snapshot import Snapshot, StateMatch, match_state, normalise_state
+from .tensors import Histogram, as_float, finite_or_none, float32_list, round_sig, tensor_stats
+
+BINS = 40
+SCATTER_POINTS = 2000  # sampled (before, after) pairs per weight tensor
+HISTORY_BIAS_VALUES = 256  # bias values kept per point of a trajectory
+EXPLODED_RELATIVE = 10.0  # moved by more than 10x its own initial norm
+EXPLODED_ABS = 1e4
+
+
+@dataclass(frozen=True)
+class Summary:
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    norm: float | None
+    nan_count: int
+    inf_count: int
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def summarise(t: torch.Tensor) -> Summary:
+    s = tensor_stats(t)
+    x = as_float(t)
+    norm = float(torch.linalg.vector_norm(x)) if x.numel() else 0.0
+    return Summary(s.mean, s.std, s.min, s.max, finite_or_none(norm), s.nan_count, s.inf_count)
+
+
+def _histogram(x: torch.Tensor, lo: float, hi: float, every: int, finite: bool) -> Histogram:
+    sample = x.reshape(-1)[::every]
+    if not finite:
+        sample = sample[torch.isfinite(sample)]
+    if hi <= lo:
+        return Histogram(lo, hi, [int(sample.numel())], every)
+    counts = torch.histc(sample.float(), bins=BINS, min=lo, max=hi)
+    return Histogram(lo, hi, [int(c) for c in counts.tolist()], every)
+
+
+@dataclass
+class HistoryPoint:
+    label: str
+    norm: float | None
+    mean: float | None
+    std: float | None
+    relative_change: float | None  # against the first snapshot
+
+
+@dataclass
+class ParamRecord:
+    name: str
+    module: str
+    shape: list[int]
+    numel: int
+    requires_grad: bool
+    is_bias: bool
+    after: Summary
+    before: Summary | None = None
+    abs_change: float | None = None  # ||after - before||
+    relative_change: float | None = None  # ||after - before|| / ||before||
+    max_abs_change: float | None = None
+    hist_before: Histogram | None = None
+    hist_after: Histogram | None = None
+    bias_before: list[float | None] | None = None
+    bias_after: list[float | None] | None = None
+    scatter_before: list[float | None] | None = None  # strided sample, weights only
+    scatter_after: list[float | None] | None = None
+    scatter_every: int = 1
+    history: list[HistoryPoint] = field(default_factory=list)
+    bias_history: list[list[float | None]] | None = None
+    bias_history_index: list[int] | None = None
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ParameterComparison:
+    records: list[ParamRecord]
+    labels: list[str]  # snapshot labels, oldest first
+    sources: list[str]
+    matches: list[StateMatch]  # one per snapshot
+
+
+def _range(pairs: list[tuple[torch.Tensor, Summary]]) -> tuple[float, float, bool]:
+    """The finite range of several tensors, from their summaries when those are finite."""
+    los, his, all_finite = [], [], True
+    for t, s in pairs:
+        if s.nan_count or s.inf_count:
+            all_finite = False
+            finite = t[torch.isfinite(t)]
+            if finite.numel():
+                lo, hi = torch.aminmax(finite)
+                los.append(float(lo))
+                his.append(float(hi))
+        elif s.min is not None:
+            los.append(s.min)
+            his.append(s.max)
+    return (min(los), max(his), all_finite) if los else (0.0, 0.0, all_finite)
+
+
+def compare(model: nn.Module, snapshots: list[Snapshot]) -> ParameterComparison:
+    """One record per parameter tensor of ``model`` (in registration order), compared with
+    the first snapshot, with a trajectory through all of them when there are several."""
+    states = [normalise_state(s, s.source) for s in snapshots]
+    matches = [match_state(model, st) for st in states]
+    for snap, m in zip(snapshots, matches):
+        if m.matched == 0:
+            raise NNVizError(
+                f"{snap.source} shares no parameter with {type(model).__name__} ({m.describe()}); "
+                "it was saved from a different model"
+            )
+    records = []
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            records.append(_record(name, p, snapshots, states))
+    return ParameterComparison(
+        records=records,
+        labels=[s.label for s in snapshots],
+        sources=[s.source for s in snapshots],
+        matches=matches,
+    )
+
+
+def _record(name: str, p: torch.Tensor, snapshots: list[Snapshot], states: list[dict]) -> ParamRecord:
+    after = as_float(p)
+    is_bias = name.rpartition(".")[2].endswith("bias") and p.dim() == 1
+    rec = ParamRecord(
+        name=name,
+        module=name.rpartition(".")[0],
+        shape=list(p.shape),
+        numel=p.numel(),
+        requires_grad=p.requires_grad,
+        is_bias=is_bias,
+        after=summarise(after),
+    )
+    every = max(1, -(-p.numel() // 65536))
+    points = []
+    for snap, state in zip(snapshots, states):
+        t = state.get(name)
+        points.append(None if t is None or tuple(t.shape) != tuple(p.shape) else (snap.label, t))
+    first = points[0][1].to(after.device, non_blocking=True) if points and points[0] else None
+    if first is not None:
+        before = as_float(first)
+        rec.before = summarise(before)
+        diff = after - before
+        rec.abs_change = finite_or_none(float(torch.linalg.vector_norm(diff)))
+        rec.max_abs_change = finite_or_none(float(diff.abs().max())) if diff.numel() else 0.0
+        if rec.before.norm and rec.abs_change is not None:
+            rec.relative_change = rec.abs_change / rec.before.norm
+        lo, hi, finite = _range([(before, rec.before), (after, rec.after)])
+        rec.hist_before = _histogram(before, lo, hi, every, finite)
+        rec.hist_after = _histogram(after, lo, hi, every, finite)
+        if is_bias:
+            rec.bias_before = float32_list(before)
+        else:
+            step = max(1, -(-p.numel() // SCATTER_POINTS))
+            rec.scatter_before = round_sig(before.reshape(-1)[::step])
+            rec.scatter_after = round_sig(after.reshape(-1)[::step])
+            rec.scatter_every = step
+        del diff
+    else:
+        lo, hi, finite = _range([(after, rec.after)])
+        rec.hist_after = _histogram(after, lo, hi, every, finite)
+    if is_bias:
+        rec.bias_after = float32_list(after)
+    if len(points) > 1 and first is not None:
+        _trajectory(rec, points, after, as_float(first))
+    _flag(rec)
+    return rec
+
+
+def _trajectory(rec: ParamRecord, points: list, after: torch.Tensor, first: torch.Tensor) -> None:
+    base = float(torch.linalg.vector_norm(first))
+    index = None
+    if rec.is_bias and rec.numel > HISTORY_BIAS_VALUES:
+        index = torch.linspace(0, rec.numel - 1, HISTORY_BIAS_VALUES).round().long()
+        rec.bias_history_index = index.tolist()
+    rec.bias_history = [] if rec.is_bias else None
+    for label, t in [pt for pt in points if pt is not None] + [("after", after)]:
+        x = as_float(t.to(after.device))
+        s = summarise(x)
+        change = float(torch.linalg.vector_norm(x - first))
+        rec.history.append(
+            HistoryPoint(label, s.norm, s.mean, s.std, finite_or_none(change / base) if base else None)
+        )
+        if rec.bias_history is not None:
+            rec.bias_history.append(float32_list(x if index is None else x[index.to(x.device)]))
+
+
+def _flag(rec: ParamRecord) -> None:
+    for when, s in (("after", rec.after), ("before", rec.before)):
+        if s is not None and (s.nan_count or s.inf_count):
+            what = " and ".join(w for w, n in (("NaN", s.nan_count), ("Inf", s.inf_count)) if n)
+            rec.flags.append(f"{what} {'in the trained values' if when == 'after' else 'before training'}")
+    if not rec.requires_grad:
+        rec.flags.append("frozen (requires_grad=False)")
+    if rec.before is not None and rec.abs_change == 0.0:
+        rec.flags.append("unchanged" + ("" if not rec.requires_grad else ": it got no updates (dead or unused?)"))
+    rel = rec.relative_change
+    big = max(abs(rec.after.min or 0.0), abs(rec.after.max or 0.0))
+    if (rel is not None and rel > EXPLODED_RELATIVE) or big > EXPLODED_ABS:
+        rec.flags.append("exploded" + (f": moved {rel:.3g}x its initial norm" if rel and rel > EXPLODED_RELATIVE else f": |value| up to {big:.3g}"))

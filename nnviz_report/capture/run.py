@@ -1,0 +1,119 @@
+"""Capture everything a report needs from one model and one example input."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import NNVizError
+from . import activations as act
+from .forward import CaptureOptions, ForwardCapture, run_forward
+from .graph import GraphCapture, capture_graph, release_graph
+from .parameters import ParameterComparison, compare
+from .snapshot import Snapshot, load_checkpoint, unwrap_model
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    class_name: str
+    num_parameters: int
+    trainable_parameters: int
+    num_buffers: int
+    device: str
+    dtype: str
+    inputs: list[dict[str, Any]]  # {"name", "shape", "dtype"}
+    mode: str  # mode the forward pass ran in
+
+
+@dataclass
+class CapturedRun:
+    model: ModelInfo
+    forward: ForwardCapture
+    activations: act.ActivationSummary
+    graph: GraphCapture | None
+    parameters: ParameterComparison
+    options: CaptureOptions
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+BeforeArg = Snapshot | Mapping[str, torch.Tensor] | str | os.PathLike | None
+
+
+def resolve_before(before: BeforeArg | Sequence[BeforeArg]) -> list[Snapshot]:
+    """Snapshots from what ``build_report(before=...)`` accepts: a Snapshot, a state_dict
+    mapping, a checkpoint path, or a sequence of them (oldest first) for trajectories."""
+    if before is None:
+        return []
+    items = list(before) if isinstance(before, (list, tuple)) else [before]
+    snaps = []
+    for i, item in enumerate(items):
+        label = "before" if len(items) == 1 else f"point {i}"
+        if isinstance(item, Snapshot):
+            snaps.append(item)
+        elif isinstance(item, (str, os.PathLike)):
+            snaps.append(load_checkpoint(item))
+        elif isinstance(item, Mapping):
+            snaps.append(Snapshot(dict(item), label=label, source=f"state_dict #{i}"))
+        elif isinstance(item, nn.Module):
+            raise NNVizError(
+                "before= got a model; pass nnviz_report.snapshot(model) taken before training "
+                "(a model object changes as it trains)"
+            )
+        else:
+            raise NNVizError(
+                f"before= got a {type(item).__name__}; pass a Snapshot, a state_dict, a checkpoint "
+                "path, or a list of them"
+            )
+    return snaps
+
+
+def capture(model: nn.Module, example_input: Any, before: Any, options: CaptureOptions) -> CapturedRun:
+    if not isinstance(model, nn.Module):
+        raise NNVizError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    model = unwrap_model(model)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    snapshots = resolve_before(before)
+    timings["load"] = time.perf_counter() - t
+
+    fwd = run_forward(model, example_input, options)
+    timings["forward"] = fwd.seconds
+    graph_capture = None
+    t = time.perf_counter()
+    try:
+        if options.graph:
+            graph_capture = capture_graph(fwd.output, dict(model.named_parameters()), fwd.inputs, fwd.owner)
+    finally:
+        fwd.release()
+        release_graph()
+    timings["graph"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    comparison = compare(model, snapshots)
+    timings["parameters"] = time.perf_counter() - t
+    t = time.perf_counter()
+    activations = act.summarise(fwd.activation_calls, fwd.rnn_internals)
+    timings["activation curves"] = time.perf_counter() - t
+
+    params = list(model.parameters())
+    first = params[0] if params else None
+    info = ModelInfo(
+        class_name=type(model).__name__,
+        num_parameters=sum(p.numel() for p in params),
+        trainable_parameters=sum(p.numel() for p in params if p.requires_grad),
+        num_buffers=sum(b.numel() for b in model.buffers()),
+        device=fwd.device,
+        dtype=str(first.dtype).replace("torch.", "") if first is not None else "none",
+        inputs=[
+            {"name": label, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
+            for label, t in fwd.inputs
+        ],
+        mode=fwd.mode,
+    )
+    return CapturedRun(info, fwd, activations, graph_capture, comparison, options, timings)
