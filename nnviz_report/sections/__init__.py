@@ -1,0 +1,41 @@
+"""Sections: each turns the captured run into one part of the page.
+
+A section module has one function, ``build(run) -> Section``. The Section carries the
+section's part of ``Report.data`` (JSON-safe), the context of its template, its Plotly
+figures (plain dicts, drawn lazily in the browser) and notices for the top of the page.
+No HTML is written here and no tensor is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Notice:
+    level: str  # "warning" or "info"
+    text: str
+    section: str  # id of the section it comes from (the page links to it)
+
+
+@dataclass(frozen=True)
+class Section:
+    id: str  # anchor in the page and key in Report.data
+    title: str
+    template: str  # path under templates/
+    data: Any  # Report.data[id]: JSON-safe
+    view: dict[str, Any] = field(default_factory=dict)  # template context
+    figures: dict[str, dict] = field(default_factory=dict)  # figure id -> Plotly figure dict
+    assets: dict[str, Any] = field(default_factory=dict)  # browser payload: images, SVG
+    notices: tuple[Notice, ...] = ()
+    summary: str = ""  # one line for the table of contents
+
+
+def ref(*path: Any) -> dict[str, str]:
+    """A value the browser takes from the embedded JSON when it draws a figure, so arrays
+    that are already in ``Report.data`` are not written into the page twice.
+
+    ``ref("data", "parameters", 3, "bias_after")`` points at ``data.parameters[3].bias_after``.
+    """
+    return {"$ref": "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path)}

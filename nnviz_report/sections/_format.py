@@ -1,0 +1,28 @@
+"""Small text helpers shared by sections (numbers in plain words)."""
+
+from __future__ import annotations
+
+import html
+
+
+def pct(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    if 0 < x < 0.001:
+        return "<0.1%"
+    return f"{x * 100:.1f}%".replace(".0%", "%")
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def names(items: list[str], limit: int = 4) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def plotly_text(s: str) -> str:
+    """A user string as Plotly text: Plotly reads a subset of HTML in labels, legends and
+    hover text, so tags and entities are escaped to show literally."""
+    return html.escape(s, quote=False)
