@@ -1,0 +1,162 @@
+"""Rendering: Jinja templates + inlined assets -> one self-contained HTML page.
+
+The page carries three JSON blobs: ``nnviz-data`` (``Report.data``, for people and
+scripts), ``nnviz-figures`` (Plotly figure dicts that may point into the data instead of
+repeating it) and ``nnviz-assets`` (pictures and SVG the browser draws on demand).
+plotly.js is inlined once, as inert text the page evaluates after its first paint.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from .sections import Notice, Section
+
+PLOTLY_VERSION = "4.1.1"
+PLOTLY_JS = f"assets/vendor/plotly-cartesian-{PLOTLY_VERSION}.min.js"
+PLOTLY_LICENSE = "assets/vendor/plotly-LICENSE.txt"
+
+
+def templates_dir() -> Path:
+    """``templates/`` ships inside the wheel as ``nnviz_report/templates``; in a source
+    checkout (editable install) it is the top-level folder beside the package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if (candidate / "report.html.j2").is_file():
+            return candidate
+    raise RuntimeError(f"nnviz-report templates not found beside {here}; the installation is incomplete")
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: non-finite floats become null, tuples lists, keys strings."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def to_json(obj: Any) -> str:
+    """Strict JSON (non-finite floats as null) without any character that could end or
+    confuse a ``<script>`` element."""
+    text = json.dumps(_clean(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    for ch, esc in _SCRIPT_ESCAPES.items():
+        text = text.replace(ch, esc)
+    return text
+
+
+def _script_json(obj: Any) -> Markup:
+    return Markup(to_json(obj))
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "–"
+        if value == 0:
+            return "0"
+        if 1e-3 <= abs(value) < 1e5:
+            return f"{value:.{digits}g}"
+        return f"{value:.{max(digits - 1, 1)}e}"
+    return str(value)
+
+
+def _pct(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if 0 < value < 0.001:
+        return "<0.1%"
+    return f"{value * 100:.1f}%"
+
+
+def _shape(shape: Iterable[int] | None) -> str:
+    return "×".join(str(int(s)) for s in shape) if shape is not None else "–"
+
+
+def _sortval(value: Any) -> str:
+    """A value for ``data-v``: numbers as they are, missing ones sort last."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return str(value)
+
+
+@functools.cache
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(templates_dir())),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.filters.update(num=_num, pct=_pct, shape=_shape, sortval=_sortval, script_json=_script_json)
+    return env
+
+
+@functools.cache
+def _asset(name: str) -> str:
+    text = (templates_dir() / name).read_text(encoding="utf-8")
+    low = text.lower()
+    if "</script" in low or "</style" in low or "<!--" in low:
+        raise RuntimeError(f"asset {name} contains a sequence that would end its inline element")
+    return text
+
+
+def assets() -> dict[str, Markup]:
+    """Our CSS/JS and the vendored plotly.js, to be inlined verbatim (checked above not to
+    contain ``</script``, ``</style`` or ``<!--``)."""
+    return {
+        "css": Markup(_asset("assets/report.css")),
+        "js": Markup(_asset("assets/report.js")),
+        "plotly": Markup(_asset(PLOTLY_JS)),
+        "plotly_license": _asset(PLOTLY_LICENSE).splitlines()[2].strip(),
+    }
+
+
+def render_page(
+    *,
+    title: str,
+    data: Mapping[str, Any],
+    sections: list[Section],
+    notices: list[Notice],
+    meta: Mapping[str, Any],
+) -> str:
+    figures: dict[str, dict] = {}
+    for s in sections:
+        overlap = figures.keys() & s.figures.keys()
+        if overlap:
+            raise RuntimeError(f"figure ids used twice: {sorted(overlap)}")
+        figures.update(s.figures)
+    page_assets = {s.id: s.assets for s in sections if s.assets}
+    template = environment().get_template("report.html.j2")
+    return template.render(
+        title=title,
+        data=data,
+        sections=sections,
+        notices=notices,
+        meta=meta,
+        data_json=_script_json(data),
+        figures_json=_script_json(figures),
+        assets_json=_script_json(page_assets),
+        assets=assets(),
+    )

@@ -1,0 +1,466 @@
+/* nnviz-report page script. Everything it draws comes from the JSON embedded in the page;
+   it makes no network request. Figures, pictures and the graph are drawn when they scroll
+   into view; plotly.js (inlined as inert text) is evaluated after the first paint. */
+(function () {
+  "use strict";
+
+  function readJSON(id) {
+    var el = document.getElementById(id);
+    return el ? JSON.parse(el.textContent) : {};
+  }
+  var DATA = readJSON("nnviz-data");
+  var FIGURES = readJSON("nnviz-figures");
+  var ASSETS = readJSON("nnviz-assets");
+  var ROOTS = { data: DATA, assets: ASSETS };
+  var stats = { figures: 0, images: 0, graphs: 0, errors: [] };
+  var firstScreen = null;
+
+  function fail(where, err) {
+    stats.errors.push(where + ": " + (err && err.message ? err.message : String(err)));
+    console.error("nnviz-report: " + where, err);
+  }
+
+  /* ---- theme ------------------------------------------------------------------------ */
+  var root = document.documentElement;
+  function darkMode() {
+    var t = root.getAttribute("data-theme");
+    if (t) return t === "dark";
+    return window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
+  }
+  function cssVar(name) {
+    return getComputedStyle(root).getPropertyValue(name).trim();
+  }
+  function themeLayout() {
+    var fg = cssVar("--fg"), line = cssVar("--line"), muted = cssVar("--muted");
+    var axis = { gridcolor: line, zerolinecolor: muted, linecolor: line, tickfont: { color: fg }, title: { font: { color: fg } } };
+    return {
+      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+      font: { color: fg, family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 11 },
+      xaxis: axis, yaxis: axis, yaxis2: { tickfont: { color: fg }, title: { font: { color: fg } } },
+      legend: { font: { color: fg } },
+      colorway: darkMode()
+        ? ["#74c0fc", "#ffa94d", "#8ce99a", "#faa2c1", "#b197fc", "#ffd43b"]
+        : ["#1c7ed6", "#e8590c", "#2b8a3e", "#c2255c", "#6741d9", "#e67700"]
+    };
+  }
+  function merge(base, extra) {
+    var out = {}, k;
+    for (k in base) out[k] = base[k];
+    for (k in extra) {
+      var b = out[k], e = extra[k];
+      out[k] = (b && e && typeof b === "object" && typeof e === "object" && !Array.isArray(b) && !Array.isArray(e)) ? merge(b, e) : e;
+    }
+    return out;
+  }
+  var toggle = document.querySelector("[data-theme-toggle]");
+  if (toggle) toggle.addEventListener("click", function () {
+    root.setAttribute("data-theme", darkMode() ? "light" : "dark");
+    restyle();
+  });
+  if (window.matchMedia) {
+    var mq = window.matchMedia("(prefers-color-scheme: dark)");
+    if (mq.addEventListener) mq.addEventListener("change", restyle);
+  }
+
+  /* ---- plotly.js, evaluated after the first paint ------------------------------------ */
+  var plotlyPromise = null;
+  function loadPlotly() {
+    if (!plotlyPromise) {
+      plotlyPromise = new Promise(function (resolve, reject) {
+        requestAnimationFrame(function () {
+          setTimeout(function () {
+            try {
+              if (!window.Plotly) {
+                var src = document.getElementById("nnviz-plotly").textContent;
+                (0, eval)(src);
+              }
+              resolve(window.Plotly);
+            } catch (e) { fail("loading plotly.js", e); reject(e); }
+          }, 0);
+        });
+      });
+    }
+    return plotlyPromise;
+  }
+
+  /* ---- figures ----------------------------------------------------------------------- */
+  function lookup(path) {
+    var parts = path.split("/"), cur = ROOTS;
+    for (var i = 0; i < parts.length; i++) {
+      var key = parts[i].replace(/~1/g, "/").replace(/~0/g, "~");
+      if (cur === null || cur === undefined) break;
+      cur = cur[key];
+    }
+    if (cur === undefined) throw new Error("missing data at " + path);
+    return cur;
+  }
+  function resolve(value) {
+    if (Array.isArray(value)) return value.map(resolve);
+    if (value && typeof value === "object") {
+      if (typeof value.$ref === "string") return lookup(value.$ref);
+      var out = {};
+      for (var k in value) out[k] = resolve(value[k]);
+      return out;
+    }
+    return value;
+  }
+  var drawnFigures = [];
+  function drawFigure(el) {
+    var id = el.getAttribute("data-fig"), spec = FIGURES[id];
+    el.classList.add("pending");
+    return loadPlotly().then(function (Plotly) {
+      if (!spec) throw new Error("no figure " + id);
+      var layout = merge(themeLayout(), spec.layout || {});
+      layout.autosize = true;
+      var config = { displaylogo: false, responsive: true, showLink: false, showSendToCloud: false, showEditInChartStudio: false,
+        modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"], toImageButtonOptions: { filename: id } };
+      return Plotly.newPlot(el, resolve(spec.data), layout, config).then(function () {
+        el.classList.remove("pending");
+        drawnFigures.push({ el: el, layout: spec.layout || {} });
+        stats.figures++;
+      });
+    }).catch(function (e) { el.classList.remove("pending"); el.classList.add("failed"); fail("figure " + id, e); });
+  }
+  function restyle() {
+    if (!window.Plotly) return;
+    drawnFigures.forEach(function (f) {
+      try { window.Plotly.relayout(f.el, merge(themeLayout(), f.layout)); } catch (e) { fail("restyle", e); }
+    });
+  }
+
+  /* ---- feature-map pictures ----------------------------------------------------------- */
+  function ramp(stops) {
+    var lut = new Uint8ClampedArray(256 * 3);
+    for (var i = 0; i < 256; i++) {
+      var t = i / 255 * (stops.length - 1), j = Math.min(Math.floor(t), stops.length - 2), f = t - j;
+      for (var c = 0; c < 3; c++) lut[i * 3 + c] = Math.round(stops[j][c] * (1 - f) + stops[j + 1][c] * f);
+    }
+    return lut;
+  }
+  var LUT_DIV = ramp([[5, 48, 97], [33, 102, 172], [67, 147, 195], [146, 197, 222], [247, 247, 247], [244, 165, 130], [214, 96, 77], [178, 24, 43], [103, 0, 31]]);
+  var LUT_SEQ = ramp([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]]);
+  var images = (ASSETS.feature_maps || {}).images || {};
+
+  function layoutOf(im) {
+    var cols = im.kind === "channels" ? Math.ceil(Math.sqrt(im.tiles)) : 1;
+    var rows = Math.ceil(im.tiles / cols), gap = im.tiles > 1 ? 1 : 0;
+    return { cols: cols, rows: rows, gap: gap, w: cols * im.tile_w + (cols - 1) * gap, h: rows * im.tile_h + (rows - 1) * gap };
+  }
+  function drawImage(canvas) {
+    var key = canvas.getAttribute("data-img"), im = images[key];
+    if (!im) { fail("picture " + key, "missing"); return Promise.resolve(); }
+    var img = new Image();
+    img.src = im.src;
+    return img.decode().then(function () {
+      var src = document.createElement("canvas");
+      src.width = img.naturalWidth; src.height = img.naturalHeight;
+      var sctx = src.getContext("2d");
+      sctx.drawImage(img, 0, 0);
+      var px = sctx.getImageData(0, 0, src.width, src.height).data;
+      var L = layoutOf(im), lut = im.diverging ? LUT_DIV : LUT_SEQ;
+      canvas.width = L.w; canvas.height = L.h;
+      var ctx = canvas.getContext("2d"), out = ctx.createImageData(L.w, L.h), o = out.data;
+      for (var i = 0; i < o.length; i += 4) { o[i] = o[i + 1] = o[i + 2] = 128; o[i + 3] = 0; }
+      for (var t = 0; t < im.tiles; t++) {
+        var ox = (t % L.cols) * (im.tile_w + L.gap), oy = Math.floor(t / L.cols) * (im.tile_h + L.gap);
+        for (var y = 0; y < im.tile_h; y++) {
+          for (var x = 0; x < im.tile_w; x++) {
+            var v = px[(y * src.width + t * im.stride + x) * 4];
+            var d = ((oy + y) * L.w + ox + x) * 4;
+            o[d] = lut[v * 3]; o[d + 1] = lut[v * 3 + 1]; o[d + 2] = lut[v * 3 + 2]; o[d + 3] = 255;
+          }
+        }
+      }
+      ctx.putImageData(out, 0, 0);
+      canvas._nnviz = { im: im, L: L, px: px, pw: src.width, index: +key };
+      stats.images++;
+    }).catch(function (e) { fail("picture " + key, e); });
+  }
+  var tip = document.createElement("div");
+  tip.className = "tooltip"; tip.hidden = true;
+  document.body.appendChild(tip);
+  function fmt(v) {
+    if (v === null || v === undefined) return "–";
+    var a = Math.abs(v);
+    return (a !== 0 && (a < 1e-3 || a >= 1e5)) ? v.toExponential(3) : (+v.toPrecision(4)).toString();
+  }
+  document.addEventListener("mousemove", function (ev) {
+    var c = ev.target;
+    if (!c || !c._nnviz) { tip.hidden = true; return; }
+    var s = c._nnviz, im = s.im, L = s.L, r = c.getBoundingClientRect();
+    var x = Math.floor((ev.clientX - r.left) / r.width * L.w), y = Math.floor((ev.clientY - r.top) / r.height * L.h);
+    var col = Math.floor(x / (im.tile_w + L.gap)), row = Math.floor(y / (im.tile_h + L.gap));
+    var tx = x - col * (im.tile_w + L.gap), ty = y - row * (im.tile_h + L.gap), t = row * L.cols + col;
+    if (t >= im.tiles || tx >= im.tile_w || ty >= im.tile_h || tx < 0 || ty < 0) { tip.hidden = true; return; }
+    var q = s.px[(ty * s.pw + t * im.stride + tx) * 4], value = im.vmin + q / 255 * (im.vmax - im.vmin);
+    var text;
+    if (im.kind === "channels") {
+      var ch = ((DATA.feature_maps[s.index] || {}).channels || [])[t] || {};
+      text = "channel " + t + "\nvalue ≈ " + fmt(value) + "\nmean " + fmt(ch.mean) + "  std " + fmt(ch.std) + "\nmin " + fmt(ch.min) + "  max " + fmt(ch.max);
+    } else {
+      text = im.row_label + " " + im.rows[ty] + ", " + im.col_label + " " + im.cols[tx] + "\nvalue ≈ " + fmt(value);
+    }
+    tip.textContent = text;
+    tip.style.left = (ev.clientX + 14) + "px"; tip.style.top = (ev.clientY + 14) + "px";
+    tip.hidden = false;
+  });
+
+  function drawSpark(canvas) {
+    var entry = (DATA.feature_maps || [])[+canvas.getAttribute("data-hist")];
+    var h = entry && entry.histogram;
+    if (!h) return;
+    var w = canvas.clientWidth || 200, ht = canvas.clientHeight || 36, ratio = window.devicePixelRatio || 1;
+    canvas.width = w * ratio; canvas.height = ht * ratio;
+    var ctx = canvas.getContext("2d"), n = h.counts.length, max = Math.max.apply(null, h.counts) || 1;
+    ctx.scale(ratio, ratio);
+    ctx.fillStyle = cssVar("--accent");
+    for (var i = 0; i < n; i++) {
+      var bh = h.counts[i] / max * (ht - 12);
+      ctx.fillRect(i * w / n, ht - 12 - bh, Math.max(w / n - 1, 1), bh);
+    }
+    ctx.fillStyle = cssVar("--muted");
+    ctx.font = "10px system-ui, sans-serif";
+    ctx.textBaseline = "bottom";
+    ctx.fillText(fmt(h.lo), 0, ht);
+    var hi = fmt(h.hi);
+    ctx.fillText(hi, w - ctx.measureText(hi).width, ht);
+  }
+
+  /* ---- graph -------------------------------------------------------------------------- */
+  function setupGraph(box) {
+    var views = ((ASSETS.graph || {}).views) || {};
+    var canvas = box.querySelector(".graph-canvas"), info = box.querySelector(".graph-info");
+    var results = box.querySelector(".graph-results"), search = box.querySelector("[data-graph-search]");
+    var state = null;
+    function show(key) {
+      var v = views[key];
+      if (!v) return;
+      box.querySelectorAll("[data-view]").forEach(function (b) { b.setAttribute("aria-selected", String(b.getAttribute("data-view") === key)); });
+      canvas.innerHTML = v.svg;
+      var svg = canvas.querySelector("svg");
+      var vb = svg.viewBox.baseVal;
+      state = { key: key, svg: svg, info: v.info, base: { x: vb.x, y: vb.y, w: vb.width, h: vb.height } };
+      svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
+      fit();
+      info.hidden = true;
+      stats.graphs++;
+    }
+    function setBox(x, y, w, h) {
+      state.box = { x: x, y: y, w: w, h: h };
+      state.svg.setAttribute("viewBox", [x, y, w, h].join(" "));
+    }
+    function fit() {
+      var b = state.base, r = canvas.getBoundingClientRect();
+      if (b.h / b.w > 3 && r.width > 0) {
+        // A tall graph: fit its width and start at the top rather than shrinking it to a line.
+        var h = b.w * r.height / r.width;
+        setBox(b.x, b.y, b.w, Math.min(h, b.h));
+      } else setBox(b.x, b.y, b.w, b.h);
+    }
+    function scale() {
+      var r = canvas.getBoundingClientRect();
+      return Math.max(state.box.w / r.width, state.box.h / r.height);
+    }
+    function zoom(factor, cx, cy) {
+      var b = state.box;
+      if (cx === undefined) { cx = b.x + b.w / 2; cy = b.y + b.h / 2; }
+      setBox(cx - (cx - b.x) * factor, cy - (cy - b.y) * factor, b.w * factor, b.h * factor);
+    }
+    function toSvg(ev) {
+      var r = canvas.getBoundingClientRect(), b = state.box, s = scale();
+      var ox = (r.width - b.w / s) / 2, oy = (r.height - b.h / s) / 2;
+      return { x: b.x + (ev.clientX - r.left - ox) * s, y: b.y + (ev.clientY - r.top - oy) * s };
+    }
+    canvas.addEventListener("wheel", function (ev) {
+      if (!state) return;
+      ev.preventDefault();
+      var p = toSvg(ev);
+      zoom(Math.exp(ev.deltaY * 0.0015), p.x, p.y);
+    }, { passive: false });
+    var drag = null;
+    canvas.addEventListener("pointerdown", function (ev) {
+      if (!state) return;
+      drag = { x: ev.clientX, y: ev.clientY, box: state.box, moved: false };
+      canvas.setPointerCapture(ev.pointerId);
+    });
+    canvas.addEventListener("pointermove", function (ev) {
+      if (!drag) return;
+      var dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
+      if (Math.abs(dx) + Math.abs(dy) > 3) { drag.moved = true; canvas.classList.add("dragging"); }
+      var s = scale();
+      setBox(drag.box.x - dx * s, drag.box.y - dy * s, drag.box.w, drag.box.h);
+    });
+    canvas.addEventListener("pointerup", function (ev) {
+      var d = drag;
+      drag = null;
+      canvas.classList.remove("dragging");
+      if (d && !d.moved) select(document.elementFromPoint(ev.clientX, ev.clientY) || canvas);
+    });
+    function select(target) {
+      var g = target.closest && target.closest("g.node, g.cluster");
+      state.svg.querySelectorAll(".selected").forEach(function (e) { e.classList.remove("selected"); });
+      if (!g || !state.info[g.id]) { info.hidden = true; return; }
+      g.classList.add("selected");
+      var item = state.info[g.id];
+      info.textContent = "";
+      var p = document.createElement("p");
+      p.textContent = item.label;
+      p.style.fontWeight = "600";
+      info.appendChild(p);
+      if (item.module !== undefined) {
+        var m = document.createElement("p");
+        m.textContent = "module: " + (item.module || "(root)") + (item.type ? " · " + item.type : "");
+        info.appendChild(m);
+      }
+      [["fm", "feature map →"], ["param", "parameters →"]].forEach(function (pair) {
+        if (!item[pair[0]]) return;
+        var a = document.createElement("a");
+        a.href = "#" + item[pair[0]];
+        a.textContent = pair[1];
+        a.style.marginRight = "1em";
+        info.appendChild(a);
+      });
+      info.hidden = false;
+    }
+    function center(g) {
+      var bb = g.getBBox(), b = state.base, w = Math.min(state.box.w, Math.max(bb.width * 6, b.w / 6));
+      var h = w * state.box.h / state.box.w;
+      setBox(bb.x + bb.width / 2 - w / 2, bb.y + bb.height / 2 - h / 2, w, h);
+      state.svg.querySelectorAll(".hit").forEach(function (e) { e.classList.remove("hit"); });
+      g.classList.add("hit");
+      select(g);
+    }
+    search.addEventListener("input", function () {
+      var q = search.value.trim().toLowerCase();
+      results.textContent = "";
+      if (!state || !q) { results.hidden = true; return; }
+      var hits = Object.keys(state.info).filter(function (id) {
+        var it = state.info[id];
+        return (it.label + " " + (it.module || "")).toLowerCase().indexOf(q) >= 0;
+      }).slice(0, 50);
+      hits.forEach(function (id) {
+        var li = document.createElement("li"), b = document.createElement("button");
+        b.type = "button";
+        b.textContent = state.info[id].label;
+        b.addEventListener("click", function () {
+          var g = state.svg.querySelector("#" + CSS.escape(id));
+          if (g) center(g);
+        });
+        li.appendChild(b);
+        results.appendChild(li);
+      });
+      results.hidden = hits.length === 0;
+    });
+    search.addEventListener("keydown", function (ev) {
+      if (ev.key === "Enter") { var b = results.querySelector("button"); if (b) b.click(); }
+    });
+    box.querySelectorAll("[data-view]").forEach(function (b) {
+      b.addEventListener("click", function () { show(b.getAttribute("data-view")); search.dispatchEvent(new Event("input")); });
+    });
+    box.querySelectorAll("[data-zoom]").forEach(function (b) {
+      b.addEventListener("click", function () {
+        if (!state) return;
+        var z = b.getAttribute("data-zoom");
+        if (z === "fit") fit(); else zoom(z === "in" ? 0.7 : 1 / 0.7);
+      });
+    });
+    show(box.getAttribute("data-default"));
+  }
+
+  /* ---- tables and filters ---------------------------------------------------------------- */
+  document.querySelectorAll("table.sortable").forEach(function (table) {
+    table.querySelectorAll("th[data-sort]").forEach(function (th, col) {
+      th.addEventListener("click", function () {
+        var numeric = th.getAttribute("data-sort") === "num";
+        var dir = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
+        table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("aria-sort"); });
+        th.setAttribute("aria-sort", dir === 1 ? "ascending" : "descending");
+        var index = Array.prototype.indexOf.call(th.parentNode.children, th);
+        var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+        rows.sort(function (a, b) {
+          var x = a.cells[index].getAttribute("data-v"), y = b.cells[index].getAttribute("data-v");
+          if (x === "" || x === null) return 1;
+          if (y === "" || y === null) return -1;
+          if (numeric) return (parseFloat(x) - parseFloat(y)) * dir;
+          return x.localeCompare(y, undefined, { numeric: true }) * dir;
+        });
+        rows.forEach(function (r) { body.appendChild(r); });
+      });
+    });
+  });
+  document.querySelectorAll("input[data-filter]").forEach(function (input) {
+    var targets = Array.prototype.slice.call(document.querySelectorAll(input.getAttribute("data-filter")));
+    input.addEventListener("input", function () {
+      var q = input.value.trim().toLowerCase();
+      targets.forEach(function (el) {
+        var name = (el.getAttribute("data-name") || el.textContent).toLowerCase();
+        el.classList.toggle("filtered-out", q !== "" && name.indexOf(q) < 0);
+      });
+    });
+  });
+
+  /* ---- links into closed <details> ------------------------------------------------------- */
+  function reveal() {
+    var id = decodeURIComponent(location.hash.slice(1));
+    var el = id && document.getElementById(id);
+    if (!el) return;
+    for (var p = el; p; p = p.parentElement) if (p.tagName === "DETAILS") p.open = true;
+    el.scrollIntoView();
+  }
+  window.addEventListener("hashchange", reveal);
+  if (location.hash) reveal();
+
+  /* ---- lazy drawing ---------------------------------------------------------------------- */
+  function drawElement(el) {
+    if (el._nnvizDone) return Promise.resolve();
+    el._nnvizDone = true;
+    if (el.hasAttribute("data-fig")) return drawFigure(el);
+    if (el.hasAttribute("data-img")) return drawImage(el);
+    if (el.hasAttribute("data-hist")) { drawSpark(el); return Promise.resolve(); }
+    if (el.hasAttribute("data-graph")) {
+      try { setupGraph(el); } catch (e) { fail("graph", e); }
+      return Promise.resolve();
+    }
+    return Promise.resolve();
+  }
+  var lazy = Array.prototype.slice.call(document.querySelectorAll("[data-fig], [data-img], [data-hist], [data-graph]"));
+  function inView(el) {
+    var r = el.getBoundingClientRect();
+    return r.width > 0 && r.height > 0 && r.bottom > 0 && r.top < window.innerHeight;
+  }
+  var initial = lazy.filter(inView);
+  firstScreen = Promise.all(initial.map(drawElement)).then(function () {
+    if (window.performance && performance.mark) performance.mark("nnviz-first-screen");
+  });
+  if ("IntersectionObserver" in window) {
+    var io = new IntersectionObserver(function (entries) {
+      entries.forEach(function (e) {
+        if (e.isIntersecting) { io.unobserve(e.target); drawElement(e.target); }
+      });
+    }, { rootMargin: "300px 0px" });
+    lazy.forEach(function (el) { if (!el._nnvizDone) io.observe(el); });
+  } else {
+    lazy.forEach(drawElement);
+  }
+  loadPlotly();
+
+  function drawAll() {
+    document.querySelectorAll("details").forEach(function (d) { d.open = true; });
+    return Promise.all(lazy.map(drawElement));
+  }
+  window.addEventListener("beforeprint", function () { drawAll(); });
+
+  window.nnviz = {
+    data: DATA,
+    stats: stats,
+    firstScreen: firstScreen,
+    drawAll: drawAll,
+    counts: function () {
+      return {
+        figures: document.querySelectorAll("[data-fig]").length,
+        images: document.querySelectorAll("[data-img]").length,
+        graphs: document.querySelectorAll("[data-graph]").length
+      };
+    }
+  };
+})();
