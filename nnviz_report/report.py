@@ -1,0 +1,183 @@
+"""``build_report``: capture -> sections -> one HTML page; ``Report.save`` writes it atomically."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .capture.forward import MODES, CaptureOptions
+from .capture.run import capture
+from .errors import NNVizError
+from .render import PLOTLY_VERSION, render_page
+from .sections import activations, feature_maps, parameters
+from .sections import graph as graph_section
+
+SCHEMA_VERSION = 1
+# The page's sections, in order. A new section: one module with build(run), one template.
+SECTIONS = (activations, feature_maps, parameters, graph_section)
+
+
+@dataclass(frozen=True)
+class Report:
+    """A finished report: ``data`` (what the page embeds as JSON), ``html`` (the page)."""
+
+    data: dict[str, Any]
+    html: str
+    warnings: tuple[str, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the page to ``path`` atomically: a temporary file beside it, then a rename.
+        An earlier file at ``path`` stays intact if anything fails."""
+        target = Path(path)
+        check_output_path(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+                f.write(self.html)
+                f.flush()
+                os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        return target
+
+
+def check_output_path(target: Path) -> None:
+    if target.is_dir():
+        raise NNVizError(f"output {target} is a folder; give a file name such as {target / 'report.html'}")
+    parent = target.parent
+    if not parent.is_dir():
+        raise NNVizError(f"output folder {parent} does not exist; create it or choose another output path")
+    if not os.access(parent, os.W_OK):
+        raise NNVizError(f"cannot write to {parent}: permission denied; choose another output path")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise NNVizError(f"cannot replace {target}: permission denied; choose another output path")
+
+
+def _patterns(value: str | Sequence[str] | None, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    items = tuple(value)
+    if not all(isinstance(v, str) for v in items):
+        raise NNVizError(f"{what} must be a string or a list of strings")
+    return items
+
+
+def build_report(
+    model: nn.Module,
+    example_input: Any,
+    *,
+    before: Any = None,
+    title: str | None = None,
+    layers: str | Sequence[str] | None = None,
+    layer_types: str | Sequence[str] | None = None,
+    max_channels: int = 16,
+    example_index: int = 0,
+    mode: str = "eval",
+    graph: bool = True,
+    dot_timeout: float = 60.0,
+) -> Report:
+    """Run ``model`` once on ``example_input`` and build the report.
+
+    ``example_input``: a tensor (``model(x)``), a tuple/list (``model(*x)``) or a dict
+    (``model(**x)``). ``before``: a :class:`Snapshot`, a state_dict, a checkpoint path, or a
+    list of them (oldest first) for trajectories. ``layers`` (glob patterns on qualified
+    module names) and ``layer_types`` (class names) select the feature maps; ``max_channels``
+    and ``example_index`` choose what conv pictures show. ``mode``: ``"eval"`` (default),
+    ``"train"`` or ``"as-is"`` for the forward pass. The model is left exactly as it was.
+    """
+    if not isinstance(max_channels, int) or max_channels < 1:
+        raise NNVizError(f"max_channels must be a positive integer, not {max_channels!r}")
+    if not isinstance(example_index, int) or example_index < 0:
+        raise NNVizError(f"example_index must be a non-negative integer, not {example_index!r}")
+    if mode not in MODES:
+        raise NNVizError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if not dot_timeout > 0:
+        raise NNVizError(f"dot_timeout must be a positive number of seconds, not {dot_timeout!r}")
+    options = CaptureOptions(
+        layers=_patterns(layers, "layers"),
+        layer_types=_patterns(layer_types, "layer_types"),
+        max_channels=max_channels,
+        example=example_index,
+        mode=mode,
+        graph=graph,
+        dot_timeout=float(dot_timeout),
+    )
+    started = time.perf_counter()
+    run = capture(model, example_input, before, options)
+    timings = dict(run.timings)
+    sections = []
+    for module in SECTIONS:
+        t = time.perf_counter()
+        sections.append(module.build(run))
+        timings[f"section {module.ID}"] = time.perf_counter() - t
+
+    info = run.model
+    title = title if title is not None else f"{info.class_name} report"
+    if not isinstance(title, str):
+        raise NNVizError(f"title must be a string, not {type(title).__name__}")
+    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+    shapes = [i["shape"] for i in info.inputs]
+    data: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "title": title,
+        "model": {
+            "class_name": info.class_name,
+            "num_parameters": info.num_parameters,
+            "trainable_parameters": info.trainable_parameters,
+            "input_shape": shapes[0] if len(shapes) == 1 else shapes,
+            "inputs": info.inputs,
+            "device": info.device,
+            "dtype": info.dtype,
+            "mode": info.mode,
+        },
+        "environment": {
+            "nnviz_report": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "created": created.isoformat(),
+        },
+    }
+    for s in sections:
+        data[s.id] = s.data
+    notices = [n for s in sections for n in s.notices]
+    notices.sort(key=lambda n: n.level != "warning")
+    t = time.perf_counter()
+    html = render_page(
+        title=title,
+        data=data,
+        sections=sections,
+        notices=notices,
+        meta={
+            "version": __version__,
+            "torch": torch.__version__,
+            "created": created.isoformat(),
+            "created_text": created.strftime("%Y-%m-%d %H:%M UTC"),
+            "plotly_version": PLOTLY_VERSION,
+        },
+    )
+    timings["render"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - started
+    warnings = tuple(n.text for n in notices if n.section == graph_section.ID and n.level == "warning")
+    return Report(data=data, html=html, warnings=warnings, timings=timings)
