@@ -1,14 +1,18 @@
 """Rendering: Jinja templates + inlined assets -> one self-contained HTML page.
 
-The page carries three JSON blobs: ``nnviz-data`` (``Report.data``, for people and
-scripts), ``nnviz-figures`` (Plotly figure dicts that may point into the data instead of
-repeating it) and ``nnviz-assets`` (pictures and SVG the browser draws on demand).
-plotly.js is inlined once, as inert text the page evaluates after its first paint.
+The page carries ``nnviz-data`` (``Report.data`` as JSON, for people and scripts),
+``nnviz-view`` (the Plotly figure dicts, which point into the data instead of repeating it,
+and view payloads such as the graph's SVG: JSON, gzip-compressed, base64; the browser
+inflates it with DecompressionStream) and ``nnviz-images`` (pictures as data URIs, which
+would not compress). plotly.js is inlined once, as inert text the page evaluates after its
+first paint.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import gzip
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -56,6 +60,17 @@ def to_json(obj: Any) -> str:
     for ch, esc in _SCRIPT_ESCAPES.items():
         text = text.replace(ch, esc)
     return text
+
+
+def packed(obj: Any) -> str:
+    """JSON, gzip (deterministic: no timestamp), base64."""
+    raw = json.dumps(_clean(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    return base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
+
+
+def unpacked(text: str) -> Any:
+    """The inverse of ``packed`` (for tests and scripts that read the view)."""
+    return json.loads(gzip.decompress(base64.b64decode(text)))
 
 
 def _script_json(obj: Any) -> Markup:
@@ -147,7 +162,8 @@ def render_page(
         if overlap:
             raise RuntimeError(f"figure ids used twice: {sorted(overlap)}")
         figures.update(s.figures)
-    page_assets = {s.id: s.assets for s in sections if s.assets}
+    view = {"figures": figures, "assets": {s.id: s.assets for s in sections if s.assets}}
+    images = {s.id: s.images for s in sections if s.images}
     template = environment().get_template("report.html.j2")
     return template.render(
         title=title,
@@ -156,7 +172,7 @@ def render_page(
         notices=notices,
         meta=meta,
         data_json=_script_json(data),
-        figures_json=_script_json(figures),
-        assets_json=_script_json(page_assets),
+        view_packed=packed(view),
+        images_json=_script_json(images),
         assets=assets(),
     )

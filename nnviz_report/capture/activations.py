@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tensors import Histogram, as_float, tensor_stats
+from .tensors import Histogram, as_float, round_sig, tensor_stats
 
 # How an activation can go wrong, which decides what is measured on its inputs.
 ZEROING = "zeroing"  # a flat zero region: units can die (ReLU, ReLU6, Threshold, shrinks)
@@ -231,7 +231,7 @@ def curve(name: str, params: Mapping[str, Any], x: torch.Tensor) -> tuple[torch.
     return y.detach(), dy.detach()
 
 
-GALLERY_X = torch.linspace(-6.0, 6.0, 241, dtype=torch.float64)
+GALLERY_X = torch.linspace(-6.0, 6.0, 121, dtype=torch.float64)  # step 0.1: kinks at integers and 0.5s
 
 
 @dataclass(frozen=True)
@@ -243,8 +243,8 @@ class CurveInfo:
     derivative_max: float
 
 
-def _round(values: torch.Tensor, digits: int = 5) -> list[float]:
-    return [float(f"{v:.{digits}g}") if math.isfinite(v) else None for v in values.tolist()]
+def _round(values: torch.Tensor, digits: int = 4) -> list[float | None]:
+    return round_sig(values, digits)
 
 
 @functools.lru_cache(maxsize=256)

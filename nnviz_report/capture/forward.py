@@ -121,8 +121,9 @@ def prepare_inputs(example_input: Any, device: torch.device) -> tuple[tuple, dic
     """Copies of the example input on the model's device: a tensor is called as
     ``model(x)``, a tuple or list as ``model(*x)``, a dict as ``model(**x)``.
 
-    Floating-point copies require grad so the autograd graph starts at the input; the
-    caller's tensors are never touched (a model may modify its input in place).
+    Floating-point copies are leaves that require grad, so the autograd graph starts at the
+    input; the model gets a clone of that leaf, which it may modify in place. The caller's
+    tensors are never touched.
     """
     labelled: list[tuple[str, torch.Tensor]] = []
 
@@ -130,9 +131,10 @@ def prepare_inputs(example_input: Any, device: torch.device) -> tuple[tuple, dic
         if not isinstance(value, torch.Tensor):
             return value
         t = value.detach().to(device=device, copy=True)
+        labelled.append((label, t))
         if t.is_floating_point() or t.is_complex():
             t.requires_grad_(True)
-        labelled.append((label, t))
+            return t.clone()
         return t
 
     if isinstance(example_input, torch.Tensor):

@@ -159,9 +159,13 @@ def capture_graph(
         by_id[raw] = node
         graph.nodes.append(node)
 
+    # The model was given a clone of each input leaf (so it may modify it in place): fold
+    # input -> AccumulateGrad -> CloneBackward0 back into the input node.
+    _fold_input_clones(by_id, raw_edges)
     for src, dst, kind in raw_edges:
         if src in by_id and dst in by_id:
             graph.edges.append(GraphEdge(by_id[src].id, by_id[dst].id, kind))
+    graph.nodes = [n for n in graph.nodes if any(v is n for v in by_id.values())]
 
     # Tensor nodes belong where the op they feed or hang off belongs.
     nodes = {n.id: n for n in graph.nodes}
@@ -175,6 +179,30 @@ def capture_graph(
     graph.nodes.sort(key=lambda n: order[n.id])
     graph.skips = find_skips(graph)
     return graph
+
+
+def _fold_input_clones(by_id: dict[str, GraphNode], raw_edges: list[tuple[str, str, str]]) -> None:
+    out: dict[str, list[int]] = {}
+    inc: dict[str, list[int]] = {}
+    for i, (a, b, kind) in enumerate(raw_edges):
+        out.setdefault(a, []).append(i)
+        inc.setdefault(b, []).append(i)
+    for raw, node in list(by_id.items()):
+        if node.kind != "input":
+            continue
+        acc = [raw_edges[i][1] for i in out.get(raw, []) if by_id.get(raw_edges[i][1]) and by_id[raw_edges[i][1]].op == "AccumulateGrad"]
+        if len(acc) != 1:
+            continue
+        clones = [raw_edges[i][1] for i in out.get(acc[0], [])]
+        if len(clones) != 1 or by_id.get(clones[0]) is None or by_id[clones[0]].op != "CloneBackward0":
+            continue
+        clone = clones[0]
+        # input -> consumers of the clone; the accumulator and the clone disappear.
+        for i in out.get(clone, []):
+            a, b, kind = raw_edges[i]
+            raw_edges[i] = (acc[0], b, kind)
+        raw_edges[:] = [e for e in raw_edges if clone not in (e[0], e[1])]
+        del by_id[clone]
 
 
 def release_graph() -> None:

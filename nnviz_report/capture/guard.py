@@ -41,7 +41,7 @@ def preserve_model_state(model: nn.Module) -> Iterator[None]:
     buffers = []
     for m in modules:
         for name, buf in m._buffers.items():
-            saved = None if buf is None else (buf._version, buf.detach().clone())
+            saved = None if buf is None else buf.detach().clone()
             buffers.append((m, name, buf, saved))
     cpu_rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
@@ -57,8 +57,9 @@ def preserve_model_state(model: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for m, name, buf, saved in buffers:
                 m._buffers[name] = buf
-                if saved is not None and buf._version != saved[0]:
-                    buf.copy_(saved[1])
+                # Compare values: batch_norm updates running stats without bumping _version.
+                if saved is not None and not torch.equal(buf, saved):
+                    buf.copy_(saved)
         names = {id(p): n for n, p in model.named_parameters()}
         for p, requires_grad, grad, version in param_state:
             if p.requires_grad != requires_grad:

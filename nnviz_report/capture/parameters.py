@@ -17,7 +17,7 @@ from .snapshot import Snapshot, StateMatch, match_state, normalise_state
 from .tensors import Histogram, as_float, finite_or_none, float32_list, round_sig, tensor_stats
 
 BINS = 40
-SCATTER_POINTS = 2000  # sampled (before, after) pairs per weight tensor
+SCATTER_POINTS = 400  # sampled (before, after) pairs per weight tensor
 HISTORY_BIAS_VALUES = 256  # bias values kept per point of a trajectory
 EXPLODED_RELATIVE = 10.0  # moved by more than 10x its own initial norm
 EXPLODED_ABS = 1e4
@@ -170,8 +170,8 @@ def _record(name: str, p: torch.Tensor, snapshots: list[Snapshot], states: list[
             rec.bias_before = float32_list(before)
         else:
             step = max(1, -(-p.numel() // SCATTER_POINTS))
-            rec.scatter_before = round_sig(before.reshape(-1)[::step])
-            rec.scatter_after = round_sig(after.reshape(-1)[::step])
+            rec.scatter_before = round_sig(before.reshape(-1)[::step], 3)
+            rec.scatter_after = round_sig(after.reshape(-1)[::step], 3)
             rec.scatter_every = step
         del diff
     else:

@@ -106,13 +106,13 @@ def normalise_state(obj: Any, source: str) -> dict[str, torch.Tensor]:
     return _strip_prefixes(state)
 
 
-def _weights_only_detail(exc: Exception) -> str:
-    text = str(exc)
-    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if m:
-        return f"it references {m.group(1)}"
-    m = re.search(r"Unsupported operand \d+|Unsupported class [\w.]+", text)
-    return m.group(0) if m else (text.strip().splitlines() or ["unknown reason"])[0][:160]
+_CODE = re.compile(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL)\s+([\w.]+)|Unsupported class ([\w.]+)", re.I)
+
+
+def _needs_code(exc: Exception) -> str | None:
+    """What a refused pickle wanted to import or call, when that is why it was refused."""
+    m = _CODE.search(str(exc))
+    return (m.group(1) or m.group(2)) if m else None
 
 
 def load_checkpoint(path: str | Path, label: str | None = None) -> Snapshot:
@@ -154,13 +154,18 @@ def _load_pickle(p: Path) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(p))
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" in str(exc):
+        culprit = _needs_code(exc)
+        if culprit:
             raise NNVizError(
-                f"refused to load checkpoint {p}: unpickling it would run code "
-                f"({_weights_only_detail(exc)}); only plain tensors and containers are accepted. "
-                "Re-save it with torch.save(model.state_dict(), path)"
+                f"refused to load checkpoint {p}: unpickling it would run code (it references "
+                f"{culprit}); checkpoints are read with weights_only=True, which accepts only tensors "
+                "and plain containers. Re-save it with torch.save(model.state_dict(), path)"
             ) from exc
-        raise NNVizError(f"checkpoint {p} is not a PyTorch checkpoint or is corrupt ({exc})") from exc
+        detail = re.search(r"Unsupported operand \d+|invalid load key[^.]*", str(exc))
+        raise NNVizError(
+            f"checkpoint {p} is not a PyTorch checkpoint or is corrupt "
+            f"({detail.group(0) if detail else 'unreadable pickle'})"
+        ) from exc
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise NNVizError(f"checkpoint {p} is not a PyTorch checkpoint or is corrupt ({first})") from exc

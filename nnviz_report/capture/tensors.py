@@ -241,7 +241,7 @@ def channel_grid(t: torch.Tensor, example: int, max_channels: int, tile: int) ->
     th, tw = x.shape[1], x.shape[2]
     q, lo, hi, diverging = _quantise(x)
     strip = q.permute(1, 0, 2).reshape(th, k * tw)
-    stats = [[finite_or_none(v) for v in row] for row in per_channel.tolist()]
+    stats = [round_sig(row) for row in per_channel.cpu().numpy()]
     return GridImage(
         kind="channels",
         pixels=strip.contiguous().cpu().numpy().tobytes(),

@@ -27,7 +27,8 @@ class Section:
     data: Any  # Report.data[id]: JSON-safe
     view: dict[str, Any] = field(default_factory=dict)  # template context
     figures: dict[str, dict] = field(default_factory=dict)  # figure id -> Plotly figure dict
-    assets: dict[str, Any] = field(default_factory=dict)  # browser payload: images, SVG
+    assets: dict[str, Any] = field(default_factory=dict)  # browser payload (SVG, samples): compressed
+    images: dict[str, Any] = field(default_factory=dict)  # pictures as data URIs: stored as they are
     notices: tuple[Notice, ...] = ()
     summary: str = ""  # one line for the table of contents
 

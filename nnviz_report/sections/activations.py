@@ -96,7 +96,6 @@ def build(run: CapturedRun) -> Section:
             "used": g.used,
             "output_range": list(g.curve.output_range),
             "derivative_max": g.curve.derivative_max,
-            "x": g.curve.x,
             "y": g.curve.y,
             "dy": g.curve.dy,
         })
@@ -114,6 +113,7 @@ def build(run: CapturedRun) -> Section:
     ]
     data = {
         "used": summary.used,
+        "gallery_x": summary.gallery[0].curve.x if summary.gallery else [],
         "gallery": gallery,
         "calls": calls,
         "curves": summary.curves,
@@ -159,9 +159,9 @@ def _gallery_figure(i: int, name: str) -> dict:
     base = ("data", ID, "gallery", i)
     return {
         "data": [
-            {"type": "scatter", "mode": "lines", "name": "f(x)", "x": ref(*base, "x"), "y": ref(*base, "y"),
-             "line": {"width": 2}},
-            {"type": "scatter", "mode": "lines", "name": "f′(x)", "x": ref(*base, "x"), "y": ref(*base, "dy"),
+            {"type": "scatter", "mode": "lines", "name": "f(x)", "x": ref("data", ID, "gallery_x"),
+             "y": ref(*base, "y"), "line": {"width": 2}},
+            {"type": "scatter", "mode": "lines", "name": "f′(x)", "x": ref("data", ID, "gallery_x"), "y": ref(*base, "dy"),
              "line": {"width": 1.5, "dash": "dot"}},
         ],
         "layout": {

@@ -134,7 +134,7 @@ def build(run: CapturedRun) -> Section:
             "options": run.options,
         },
         figures=figures,
-        assets={"images": images},
+        images=images,
         notices=tuple(notices),
         summary=f"{plural(len(entries), 'output')} of {plural(len({e['name'] for e in entries}), 'module')}, {plural(len(images), 'picture')}",
     )

@@ -52,9 +52,9 @@ def build(run: CapturedRun) -> Section:
         "note": None,
     }
     if g is None:
-        data["note"] = "graph capture was turned off"
-        return Section(ID, "Autograd graph", "sections/graph.html.j2", data,
-                       view={"views": [], "skips": [], "note": data["note"]}, summary="not captured")
+        data["note"] = "the autograd graph was not captured (graph=False / --no-graph)"
+        return Section(ID, "Autograd graph", "sections/graph.html.j2", data, summary="not captured",
+                       view={"views": [], "skips": [], "default": None, "note": data["note"], "timings": {}})
     data.update(nodes=len(g.nodes), edges=len(g.edges), residual_connections=g.residual_count,
                 concat_skips=sum(1 for s in g.skips if s.kind == "concat"), note=g.note)
     nodes = {n.id: n for n in g.nodes}

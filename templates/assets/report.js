@@ -9,8 +9,8 @@
     return el ? JSON.parse(el.textContent) : {};
   }
   var DATA = readJSON("nnviz-data");
-  var FIGURES = readJSON("nnviz-figures");
-  var ASSETS = readJSON("nnviz-assets");
+  var IMAGES = readJSON("nnviz-images");
+  var FIGURES = {}, ASSETS = {};
   var ROOTS = { data: DATA, assets: ASSETS };
   var stats = { figures: 0, images: 0, graphs: 0, errors: [] };
   var firstScreen = null;
@@ -19,6 +19,24 @@
     stats.errors.push(where + ": " + (err && err.message ? err.message : String(err)));
     console.error("nnviz-report: " + where, err);
   }
+
+  /* The figures and view payloads travel gzip-compressed (base64) in #nnviz-view. */
+  function inflate(id) {
+    var el = document.getElementById(id);
+    if (!el) return Promise.resolve({ figures: {}, assets: {} });
+    if (typeof DecompressionStream === "undefined") {
+      return Promise.reject(new Error("this browser has no DecompressionStream; open the report in a current Chrome, Edge, Firefox or Safari"));
+    }
+    var bin = atob(el.textContent.trim()), bytes = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+    return new Response(stream).text().then(JSON.parse);
+  }
+  var viewReady = inflate("nnviz-view").then(function (v) {
+    FIGURES = v.figures || {};
+    ASSETS = v.assets || {};
+    ROOTS.assets = ASSETS;
+  }, function (e) { fail("reading the embedded charts", e); throw e; });
 
   /* ---- theme ------------------------------------------------------------------------ */
   var root = document.documentElement;
@@ -106,9 +124,10 @@
   }
   var drawnFigures = [];
   function drawFigure(el) {
-    var id = el.getAttribute("data-fig"), spec = FIGURES[id];
+    var id = el.getAttribute("data-fig");
     el.classList.add("pending");
-    return loadPlotly().then(function (Plotly) {
+    return Promise.all([loadPlotly(), viewReady]).then(function (loaded) {
+      var Plotly = loaded[0], spec = FIGURES[id];
       if (!spec) throw new Error("no figure " + id);
       var layout = merge(themeLayout(), spec.layout || {});
       layout.autosize = true;
@@ -116,7 +135,7 @@
         modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"], toImageButtonOptions: { filename: id } };
       return Plotly.newPlot(el, resolve(spec.data), layout, config).then(function () {
         el.classList.remove("pending");
-        drawnFigures.push({ el: el, layout: spec.layout || {} });
+        drawnFigures.push({ el: el, layout: FIGURES[id].layout || {} });
         stats.figures++;
       });
     }).catch(function (e) { el.classList.remove("pending"); el.classList.add("failed"); fail("figure " + id, e); });
@@ -139,7 +158,7 @@
   }
   var LUT_DIV = ramp([[5, 48, 97], [33, 102, 172], [67, 147, 195], [146, 197, 222], [247, 247, 247], [244, 165, 130], [214, 96, 77], [178, 24, 43], [103, 0, 31]]);
   var LUT_SEQ = ramp([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]]);
-  var images = (ASSETS.feature_maps || {}).images || {};
+  var images = IMAGES.feature_maps || {};
 
   function layoutOf(im) {
     var cols = im.kind === "channels" ? Math.ceil(Math.sqrt(im.tiles)) : 1;
@@ -241,7 +260,7 @@
       var vb = svg.viewBox.baseVal;
       state = { key: key, svg: svg, info: v.info, base: { x: vb.x, y: vb.y, w: vb.width, h: vb.height } };
       svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
-      fit();
+      fit(false);
       info.hidden = true;
       stats.graphs++;
     }
@@ -249,13 +268,15 @@
       state.box = { x: x, y: y, w: w, h: h };
       state.svg.setAttribute("viewBox", [x, y, w, h].join(" "));
     }
-    function fit() {
+    function fit(whole) {
+      // Whole graph: contain it. First view: never magnify beyond 1:1, and start a tall
+      // graph at its top at a readable size instead of shrinking it to a line.
       var b = state.base, r = canvas.getBoundingClientRect();
-      if (b.h / b.w > 3 && r.width > 0) {
-        // A tall graph: fit its width and start at the top rather than shrinking it to a line.
-        var h = b.w * r.height / r.width;
-        setBox(b.x, b.y, b.w, Math.min(h, b.h));
-      } else setBox(b.x, b.y, b.w, b.h);
+      if (!r.width || !r.height) { setBox(b.x, b.y, b.w, b.h); return; }
+      var s = Math.max(b.w / r.width, b.h / r.height, 1);
+      if (!whole) s = Math.max(Math.min(s, b.w / r.width * 1.05), 1);
+      var w = r.width * s, h = r.height * s;
+      setBox(b.x + b.w / 2 - w / 2, whole || h >= b.h ? b.y + b.h / 2 - h / 2 : b.y, w, h);
     }
     function scale() {
       var r = canvas.getBoundingClientRect();
@@ -361,7 +382,7 @@
       b.addEventListener("click", function () {
         if (!state) return;
         var z = b.getAttribute("data-zoom");
-        if (z === "fit") fit(); else zoom(z === "in" ? 0.7 : 1 / 0.7);
+        if (z === "fit") fit(true); else zoom(z === "in" ? 0.7 : 1 / 0.7);
       });
     });
     show(box.getAttribute("data-default"));
@@ -418,8 +439,7 @@
     if (el.hasAttribute("data-img")) return drawImage(el);
     if (el.hasAttribute("data-hist")) { drawSpark(el); return Promise.resolve(); }
     if (el.hasAttribute("data-graph")) {
-      try { setupGraph(el); } catch (e) { fail("graph", e); }
-      return Promise.resolve();
+      return viewReady.then(function () { setupGraph(el); }).catch(function (e) { fail("graph", e); });
     }
     return Promise.resolve();
   }

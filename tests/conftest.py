@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def page_json(html: str, element_id: str):
+    """The JSON a report embeds in ``<script id=element_id>``."""
+    m = re.search(r'<script[^>]*id="%s"[^>]*>(.*?)</script>' % re.escape(element_id), html, re.S)
+    assert m, f"no #{element_id} in the page"
+    return json.loads(m.group(1))
+
+
+def page_view(html: str):
+    """Figures and view payloads (gzip+base64 JSON in #nnviz-view)."""
+    from nnviz_report.render import unpacked
+
+    m = re.search(r'<script[^>]*id="nnviz-view"[^>]*>(.*?)</script>', html, re.S)
+    assert m, "no #nnviz-view in the page"
+    return unpacked(m.group(1))
+
+
+def state_of(model: torch.nn.Module) -> dict:
+    """Everything about a model that a report must leave as it was."""
+    return {
+        "training": [(n, m.training) for n, m in model.named_modules()],
+        "params": {n: (p.detach().clone(), p.requires_grad, None if p.grad is None else p.grad.clone())
+                   for n, p in model.named_parameters()},
+        "buffers": {n: b.detach().clone() for n, b in model.named_buffers()},
+        "hooks": [(n, attr, list(getattr(m, attr).items()))
+                  for n, m in model.named_modules() for attr in vars(m) if "hooks" in attr and isinstance(getattr(m, attr), dict)],
+    }
+
+
+def assert_same_state(before: dict, after: dict) -> None:
+    assert before["training"] == after["training"]
+    assert before["params"].keys() == after["params"].keys()
+    for name, (value, rg, grad) in before["params"].items():
+        v2, rg2, g2 = after["params"][name]
+        assert torch.equal(value, v2), name
+        assert rg == rg2, name
+        assert (grad is None) == (g2 is None), name
+        if grad is not None:
+            assert torch.equal(grad, g2), name
+    assert before["buffers"].keys() == after["buffers"].keys()
+    for name, value in before["buffers"].items():
+        assert torch.equal(value, after["buffers"][name]), name
+    assert before["hooks"] == after["hooks"]

@@ -1,0 +1,158 @@
+"""Activation detection, gallery, and the numbers measured on real inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from models import DeadReLUNet, FunctionalNet, LSTMTagger, SaturatedSigmoidNet, TransformerClassifier
+from torch import nn
+
+import nnviz_report
+
+
+def activations(model, x, **kw):
+    return nnviz_report.build_report(model, x, graph=False, **kw).data["activations"]
+
+
+def test_functional_tutorial_lists_relu_and_sigmoid_with_histograms():
+    data = activations(FunctionalNet(), torch.randn(16, 20))
+    assert data["used"] == ["ReLU", "Sigmoid"]
+    calls = data["calls"]
+    assert [(c["function"], c["where"]) for c in calls] == [("torch.relu", ""), ("torch.relu", ""), ("torch.sigmoid", "")]
+    for c in calls:
+        h = c["input_histogram"]
+        assert sum(h["counts"]) == c["shape"][0] * c["shape"][1] and h["lo"] < h["hi"]
+        assert c["curve"] in data["curves"]
+
+
+class Everything(nn.Module):
+    """Activations written every way a forward method can call them."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.leaky = nn.LeakyReLU(0.2)
+        self.custom = MyReLU()
+
+    def forward(self, x):
+        x = self.fc(x)
+        x = F.gelu(x, approximate="tanh")
+        x = x.tanh()
+        x = F.leaky_relu(x, 0.3)
+        x = self.leaky(x)
+        x = F.softplus(x, beta=2.0)
+        x = self.custom(x)
+        x = F.silu(x)
+        return torch.softmax(x, dim=-1)
+
+
+class MyReLU(nn.ReLU):
+    pass
+
+
+def test_detects_modules_functions_methods_and_their_parameters():
+    data = activations(Everything(), torch.randn(4, 8))
+    got = [(c["activation"], c["function"], c["params"]) for c in data["calls"]]
+    assert got == [
+        ("GELU", "F.gelu", {"approximate": "tanh"}),
+        ("Tanh", "Tensor.tanh", {}),
+        ("LeakyReLU", "F.leaky_relu", {"negative_slope": 0.3}),
+        ("LeakyReLU", "LeakyReLU", {"negative_slope": 0.2}),
+        ("Softplus", "F.softplus", {"beta": 2.0, "threshold": 20.0}),
+        ("ReLU", "MyReLU (ReLU subclass)", {}),
+        ("SiLU", "F.silu", {}),
+        ("Softmax", "torch.softmax", {"dim": -1}),
+    ]
+    assert data["used"] == ["GELU", "Tanh", "LeakyReLU", "Softplus", "ReLU", "SiLU", "Softmax"]
+
+
+def test_gallery_covers_every_torch_nn_activation_used_first():
+    data = activations(Everything(), torch.randn(4, 8))
+    gallery = data["gallery"]
+    names = {g["name"] for g in gallery}
+    expected = set(nn.modules.activation.__all__) - {"MultiheadAttention"}
+    assert expected <= names
+    gelu = [g["params"].get("approximate") for g in gallery if g["name"] == "GELU"]
+    assert sorted(gelu) == ["none", "tanh"], "both GELU approximations"
+    used = [g["used"] for g in gallery]
+    assert used == sorted(used, reverse=True), "used activations come first"
+    leaky = [g for g in gallery if g["name"] == "LeakyReLU" and g["used"]]
+    assert sorted(g["params"]["negative_slope"] for g in leaky) == [0.2, 0.3]
+
+
+@pytest.mark.parametrize("name,fn,deriv", [
+    ("Sigmoid", torch.sigmoid, lambda x: torch.sigmoid(x) * (1 - torch.sigmoid(x))),
+    ("Tanh", torch.tanh, lambda x: 1 - torch.tanh(x) ** 2),
+    ("ReLU", torch.relu, lambda x: (x > 0).double()),
+    ("Softplus", F.softplus, torch.sigmoid),
+])
+def test_gallery_curves_match_analytic_derivatives(name, fn, deriv):
+    data = activations(nn.Sequential(nn.Linear(2, 2)), torch.randn(1, 2))
+    entry = next(g for g in data["gallery"] if g["name"] == name)
+    x = torch.tensor(data["gallery_x"], dtype=torch.float64)
+    assert torch.tensor(entry["y"], dtype=torch.float64) == pytest.approx(fn(x), abs=1e-3, rel=1e-3)
+    keep = x != 0  # ReLU's derivative at the kink is a convention
+    assert torch.tensor(entry["dy"], dtype=torch.float64)[keep] == pytest.approx(deriv(x)[keep], abs=1e-3, rel=1e-3)
+
+
+def test_output_ranges_and_derivative_maxima():
+    data = activations(nn.Sequential(nn.Linear(2, 2)), torch.randn(1, 2))
+    by = {(g["name"], g["params"].get("approximate")): g for g in data["gallery"]}
+    assert by[("Sigmoid", None)]["output_range"] == [0.0, 1.0]
+    assert by[("Sigmoid", None)]["derivative_max"] == pytest.approx(0.25)
+    assert by[("ReLU", None)]["output_range"] == [0.0, None]
+    assert by[("LeakyReLU", None)]["output_range"] == [None, None]
+    assert by[("Tanh", None)]["output_range"] == [-1.0, 1.0]
+
+
+def test_dead_units_are_flagged_and_match_an_independent_count():
+    model = DeadReLUNet()
+    x = torch.randn(32, 20)
+    report = nnviz_report.build_report(model, x, graph=False)
+    call = report.data["activations"]["calls"][0]
+    with torch.no_grad():
+        out = model.relu(model.fc1(x))
+    assert call["dead_fraction"] == pytest.approx((out == 0).all(dim=0).double().mean().item())
+    assert call["dead_fraction"] == 1.0 and call["batch"] == 32
+    flags = report.data["activations"]["flags"]
+    assert len(flags) == 1 and "relu (ReLU): 100% of units are dead" in flags[0] and "all 32 examples" in flags[0]
+    assert "100% of units are dead" in report.html
+
+
+def test_healthy_relu_is_not_flagged():
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 2))
+    data = activations(model, torch.randn(64, 20))
+    assert data["flags"] == []
+    assert data["calls"][0]["dead_fraction"] < 0.2
+
+
+def test_saturation_and_mean_derivative_match_an_independent_computation():
+    model = SaturatedSigmoidNet()
+    x = torch.randn(64, 20)
+    data = activations(model, x)
+    call = data["calls"][0]
+    with torch.no_grad():
+        pre = model.fc1(x).double()
+    d = torch.sigmoid(pre) * (1 - torch.sigmoid(pre))
+    assert call["saturated_fraction"] == pytest.approx((d < 0.01 * 0.25).double().mean().item(), abs=1e-6)
+    assert call["mean_derivative"] == pytest.approx(d.mean().item(), rel=1e-3, abs=1e-6)
+    assert call["saturated_fraction"] > 0.5
+    assert any("saturated" in f for f in data["flags"])
+
+
+def test_rnn_internals_are_listed_and_said_to_be_unobservable():
+    data = activations(LSTMTagger(), torch.randint(0, 500, (2, 6)))
+    assert data["internal"] == [{
+        "module": "lstm", "type": "LSTM", "activations": ["Sigmoid", "Tanh"],
+        "note": data["internal"][0]["note"],
+    }]
+    assert "cannot see" in data["internal"][0]["note"]
+    assert {"Sigmoid", "Tanh"} <= set(data["used"])
+
+
+def test_transformer_activation_inside_the_encoder_layer():
+    data = activations(TransformerClassifier(layers=2), torch.randint(0, 1000, (2, 8)))
+    gelu = [c for c in data["calls"] if c["activation"] == "GELU"]
+    assert [c["where"] for c in gelu] == ["encoder.layers.0", "encoder.layers.1"]
+    assert all(c["source"] == "functional" for c in gelu)

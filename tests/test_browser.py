@@ -1,0 +1,125 @@
+"""Open real reports in headless Chromium, offline: no request leaves the page, no console
+error, every figure, picture and graph draws, and the controls work."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from models import ResNet18
+
+import nnviz_report
+from nnviz_report.demo import train_demo
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-quic"]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists() and not os.environ.get("NNVIZ_REQUIRE_BROWSER"):
+        pytest.skip("Chromium is not installed (apt-get install chromium); CI sets NNVIZ_REQUIRE_BROWSER=1")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reports")
+    model, example, before, _ = train_demo(steps=10)
+    demo = nnviz_report.build_report(model, example, before=before).save(folder / "demo.html")
+    resnet = ResNet18()
+    snap = nnviz_report.snapshot(resnet)
+    with torch.no_grad():
+        for p in resnet.parameters():
+            p.add_(0.01)
+    res = nnviz_report.build_report(resnet, torch.randn(2, 3, 32, 32), before=snap).save(folder / "resnet.html")
+    return {"demo": demo, "resnet": res}
+
+
+def open_offline(browser, path: Path):
+    context = browser.new_context(offline=True, viewport={"width": 1400, "height": 900})
+    requests, errors = [], []
+
+    def route(r):
+        if not r.request.url.startswith(("file:", "data:", "blob:")):
+            requests.append(r.request.url)
+            return r.abort()
+        return r.continue_()
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(path.as_uri())
+    page.wait_for_function("window.nnviz !== undefined")
+    page.evaluate("window.nnviz.firstScreen")
+    return context, page, requests, errors
+
+
+@pytest.mark.parametrize("name", ["demo", "resnet"])
+def test_opens_offline_and_draws_everything(browser, reports, name, tmp_path):
+    context, page, requests, errors = open_offline(browser, reports[name])
+    page.screenshot(path=str(tmp_path / f"{name}-top.png"))
+    height = page.evaluate("document.body.scrollHeight")
+    for y in range(0, height, 700):
+        page.evaluate(f"window.scrollTo(0, {y})")
+        page.wait_for_timeout(60)
+    page.evaluate("window.nnviz.drawAll()")
+    page.wait_for_function("window.nnviz.stats.figures === window.nnviz.counts().figures", timeout=30000)
+    stats = page.evaluate("window.nnviz.stats")
+    counts = page.evaluate("window.nnviz.counts()")
+    assert stats["errors"] == [] and errors == []
+    assert requests == []
+    assert counts["figures"] > 20 and stats["figures"] == counts["figures"]
+    assert stats["images"] == counts["images"] > 5
+    assert stats["graphs"] == 1
+    drawn = page.evaluate("document.querySelectorAll('.js-plotly-plot .main-svg').length")
+    assert drawn >= counts["figures"]
+    page.evaluate("document.getElementById('graph').scrollIntoView()")
+    page.wait_for_timeout(300)
+    shot = tmp_path / f"{name}-graph.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 20000
+    context.close()
+
+
+def test_controls(browser, reports):
+    context, page, requests, errors = open_offline(browser, reports["resnet"])
+    # Graph: search a block, jump to it, and follow the node to its feature map.
+    page.evaluate("document.getElementById('graph').scrollIntoView()")
+    page.wait_for_function("window.nnviz.stats.graphs === 1")
+    page.fill("[data-graph-search]", "layers.1.0.conv1")
+    page.click(".graph-results button")
+    info = page.locator(".graph-info")
+    assert "layers.1.0.conv1" in info.inner_text()
+    href = info.locator("a").first.get_attribute("href")
+    assert href.startswith("#fm-")
+    assert page.evaluate(f"!!document.getElementById('{href[1:]}')")
+    # The full autograd view draws too.
+    page.click("[data-view=full]")
+    assert page.evaluate("document.querySelectorAll('.graph-canvas g.node').length") > 100
+    # Tables sort; filters hide rows.
+    page.click("#fm-table th:nth-child(5)")
+    means = page.evaluate("[...document.querySelectorAll('#fm-table tbody tr td:nth-child(5)')].map(td => td.dataset.v).filter(v => v !== '').map(Number)")
+    assert means == sorted(means)
+    page.fill("#feature_maps input[data-filter]", "layers.3")
+    visible = page.evaluate("[...document.querySelectorAll('#fm-table tbody tr')].filter(r => r.offsetParent !== null).map(r => r.dataset.name)")
+    assert visible and all("layers.3" in n for n in visible)
+    # A parameter link opens its closed card.
+    page.evaluate("location.hash = '#pm-layers.2.0.bn1'")
+    assert page.evaluate("document.getElementById('pm-layers.2.0.bn1').open")
+    # Theme switch.
+    page.click("[data-theme-toggle]")
+    assert page.evaluate("document.documentElement.getAttribute('data-theme')") in ("dark", "light")
+    assert errors == [] and requests == []
+    context.close()

@@ -1,0 +1,228 @@
+"""Feature maps hold the true numbers of every module output, as the module returned it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from models import LSTMTagger, SmallCNN, TransformerClassifier
+from torch import nn
+
+import nnviz_report
+from nnviz_report.capture.tensors import tensor_stats
+
+
+def independent_stats(t: torch.Tensor) -> dict:
+    x = t.detach()
+    if x.is_complex():
+        x = x.abs()
+    x = x.double()
+    return {
+        "mean": x.mean().item(),
+        "std": x.std().item() if x.numel() > 1 else math.nan,
+        "min": x.min().item(),
+        "max": x.max().item(),
+        "zero_fraction": (x == 0).double().mean().item(),
+    }
+
+
+def hook_truth(model: nn.Module, x) -> list[tuple[str, dict]]:
+    """Stats computed by our own hooks at hook time, in call order (leaf modules only)."""
+    seen = []
+    names = {m: n for n, m in model.named_modules()}
+    handles = [
+        m.register_forward_hook(lambda mod, i, o: seen.append((names[mod], independent_stats(o))))
+        for m in model.modules()
+        if not list(m.children())
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def assert_close(a, b, what):
+    if b is None or (isinstance(b, float) and math.isnan(b)):
+        assert a is None, what
+    else:
+        assert a == pytest.approx(b, rel=2e-4, abs=1e-6), what
+
+
+class InPlaceNet(nn.Module):
+    """ReLU(inplace=True) and ``out += identity`` rewrite tensors a hook already saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        out = self.bn(self.conv1(x))  # the bn output is rewritten in place by relu below
+        identity = out.clone()
+        out = self.relu(out)
+        out = self.conv2(out)
+        out += identity  # rewrites conv2's output in place
+        return self.relu(out)
+
+
+@pytest.mark.parametrize("model_fn,x", [
+    (InPlaceNet, torch.randn(2, 3, 16, 16)),
+    (SmallCNN, torch.randn(4, 1, 28, 28)),
+])
+def test_stats_match_an_independent_computation_at_hook_time(model_fn, x):
+    model = model_fn().eval()
+    truth = hook_truth(model, x)
+    entries = nnviz_report.build_report(model, x, graph=False).data["feature_maps"]
+    assert [(e["name"]) for e in entries] == [n for n, _ in truth]
+    for e, (name, t) in zip(entries, truth):
+        for key in ("mean", "std", "min", "max", "zero_fraction"):
+            assert_close(e[key], t[key], f"{name}.{key}")
+
+
+def test_in_place_ops_do_not_change_what_was_recorded():
+    model = InPlaceNet().eval()
+    entries = nnviz_report.build_report(model, torch.randn(2, 3, 16, 16), graph=False).data["feature_maps"]
+    bn = next(e for e in entries if e["name"] == "bn")
+    assert bn["min"] < 0, "the BatchNorm output before ReLU(inplace=True) zeroed its negatives"
+    assert bn["zero_fraction"] == 0
+
+
+def test_a_shared_module_gets_one_entry_per_call():
+    entries = nnviz_report.build_report(SmallCNN(), torch.randn(1, 1, 28, 28), graph=False).data["feature_maps"]
+    relu = [e for e in entries if e["name"] == "relu"]
+    assert [e["call"] for e in relu] == [0, 1]
+    assert relu[0]["shape"] == [1, 8, 28, 28] and relu[1]["shape"] == [1, 16, 14, 14]
+
+
+def test_lstm_outputs_every_tensor_of_the_nested_result():
+    model = LSTMTagger()
+    ids = torch.randint(0, 500, (3, 7))
+    entries = nnviz_report.build_report(model, ids, graph=False).data["feature_maps"]
+    lstm = {e["output"]: e for e in entries if e["name"] == "lstm"}
+    assert set(lstm) == {"[0]", "[1][0]", "[1][1]"}
+    assert lstm["[0]"]["shape"] == [3, 7, 48]
+    assert lstm["[1][0]"]["shape"] == [2, 3, 48]
+    with torch.no_grad():
+        out, (h, c) = model.lstm(model.embed(ids))
+    assert_close(lstm["[1][1]"]["mean"], c.mean().item(), "c mean")
+
+
+def test_attention_block_output_is_captured_although_out_proj_is_functional():
+    model = TransformerClassifier(layers=2)
+    report = nnviz_report.build_report(model, torch.randint(0, 1000, (2, 10)), graph=False)
+    entries = report.data["feature_maps"]
+    attn = [e for e in entries if e["name"].endswith("self_attn")]
+    assert [e["name"] for e in attn if e["output"] == "[0]"] == ["encoder.layers.0.self_attn", "encoder.layers.1.self_attn"]
+    assert all("out_proj" in " ".join(e["notes"]) for e in attn)
+    assert not any(e["name"].endswith("out_proj") for e in entries)
+    assert "out_proj is applied functionally inside MultiheadAttention" in report.html
+
+
+class OddOutputs(nn.Module):
+    """Outputs of every kind: dict, None, int, bool, complex, half precision."""
+
+    def __init__(self):
+        super().__init__()
+        self.dict_out = DictOut()
+        self.none_out = NoneOut()
+        self.argmax = ArgMax()
+        self.positive = Positive()
+        self.spectrum = Spectrum()
+        self.to_bf16 = Half()
+
+    def forward(self, x):
+        d = self.dict_out(x)
+        self.none_out(x)
+        return d["a"].sum() + self.argmax(x).sum() + self.positive(x).sum() + self.spectrum(x).abs().sum() + self.to_bf16(x).float().sum()
+
+
+class DictOut(nn.Module):
+    def forward(self, x):
+        return {"a": x * 2, "b": None, "c": 3}
+
+
+class NoneOut(nn.Module):
+    def forward(self, x):
+        return None
+
+
+class ArgMax(nn.Module):
+    def forward(self, x):
+        return x.argmax(dim=1)
+
+
+class Positive(nn.Module):
+    def forward(self, x):
+        return x > 0
+
+
+class Spectrum(nn.Module):
+    def forward(self, x):
+        return torch.fft.fft(x)
+
+
+class Half(nn.Module):
+    def forward(self, x):
+        return x.to(torch.bfloat16)
+
+
+def test_every_output_kind():
+    x = torch.randn(4, 6)
+    report = nnviz_report.build_report(OddOutputs(), x, graph=False)
+    entries = {(e["name"], e["output"]): e for e in report.data["feature_maps"]}
+    assert entries[("dict_out", "['a']")]["mean"] == pytest.approx((x * 2).mean().item(), rel=1e-5)
+    assert ("dict_out", "['b']") not in entries and ("none_out", "") not in entries
+    assert entries[("argmax", "")]["dtype"] == "int64"
+    assert entries[("argmax", "")]["mean"] == pytest.approx(x.argmax(1).double().mean().item())
+    assert entries[("positive", "")]["mean"] == pytest.approx((x > 0).double().mean().item())
+    assert entries[("spectrum", "")]["max"] == pytest.approx(torch.fft.fft(x).abs().max().item(), rel=1e-5)
+    assert entries[("to_bf16", "")]["dtype"] == "bfloat16"
+    assert entries[("to_bf16", "")]["mean"] == pytest.approx(x.to(torch.bfloat16).float().mean().item(), rel=1e-3)
+    html = report.html
+    assert "none_out" in html and "not a tensor" in html
+
+
+def test_nan_and_inf_are_reported_not_hidden():
+    s = tensor_stats(torch.tensor([1.0, float("nan"), float("inf"), 0.0]), bins=4)
+    assert (s.nan_count, s.inf_count, s.mean, s.max) == (1, 1, None, None)
+    assert s.zero_fraction == 0.25
+    assert sum(s.histogram.counts) == 2  # the finite values
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 3)
+        self.b = nn.Linear(5, 3)
+
+    def forward(self, x, y, scale=1.0):
+        return self.a(x) * scale + self.b(y)
+
+
+@pytest.mark.parametrize("example", [
+    (torch.randn(2, 4), torch.randn(2, 5)),
+    {"x": torch.randn(2, 4), "y": torch.randn(2, 5), "scale": 2.0},
+])
+def test_several_and_keyword_inputs(example):
+    report = nnviz_report.build_report(TwoInputs(), example)
+    assert [e["name"] for e in report.data["feature_maps"]] == ["a", "b"]
+    assert len(report.data["model"]["inputs"]) == 2
+
+
+def test_layer_selection_channels_and_example():
+    model = SmallCNN()
+    x = torch.randn(3, 1, 28, 28)
+    report = nnviz_report.build_report(model, x, layers="conv*", layer_types=["Linear"], max_channels=4,
+                                       example_index=2, graph=False)
+    entries = report.data["feature_maps"]
+    assert [e["name"] for e in entries] == ["conv1", "conv2", "fc"]
+    assert [c["index"] for c in entries[0]["channels"]] == [0, 1, 2, 3]
+    with torch.no_grad():
+        conv1 = model.conv1(x)[2]
+    assert entries[0]["channels"][1]["mean"] == pytest.approx(conv1[1].mean().item(), rel=1e-3)

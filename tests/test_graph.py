@@ -1,0 +1,168 @@
+"""The autograd graph: torchviz's nodes, skip connections, escaping, determinism, no dot."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections import Counter
+
+import pytest
+import torch
+from conftest import page_view
+from models import ResNet18, SmallCNN, TransformerClassifier, UNet
+from torch import nn
+
+import nnviz_report
+from nnviz_report.capture.forward import CaptureOptions
+from nnviz_report.capture.graph import capture_graph, release_graph
+from nnviz_report.capture.run import capture
+
+
+def graph_of(model, x):
+    run = capture(model, x, None, CaptureOptions())
+    return run.graph, run.forward.calls
+
+
+def _encoder(layers: int, norm_first: bool) -> nn.Module:
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, norm_first=norm_first)
+    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+
+@pytest.mark.parametrize("model,x,residual,concat", [
+    (ResNet18(), torch.randn(1, 3, 32, 32), 8, 0),
+    (_encoder(3, False), torch.randn(2, 5, 32), 6, 0),
+    (_encoder(3, True), torch.randn(2, 5, 32), 6, 0),
+    (SmallCNN(), torch.randn(1, 1, 28, 28), 0, 0),
+    (UNet(), torch.randn(1, 3, 32, 32), 0, 3),
+], ids=["resnet18", "encoder3-post-norm", "encoder3-pre-norm", "plain-cnn", "unet"])
+def test_skip_connection_counts(model, x, residual, concat):
+    g, _ = graph_of(model, x)
+    assert g.residual_count == residual
+    assert sum(s.kind == "concat" for s in g.skips) == concat
+
+
+def test_residuals_belong_to_their_blocks_and_projections_are_seen():
+    g, calls = graph_of(ResNet18(), torch.randn(1, 3, 32, 32))
+    blocks = sorted(calls[s.call].name for s in g.skips)
+    assert blocks == [f"layers.{i}.{j}" for i in range(4) for j in range(2)]
+    projections = sorted(calls[s.call].name for s in g.skips if s.projection)
+    assert projections == ["layers.1.0", "layers.2.0", "layers.3.0"]
+
+
+class Embeddings(nn.Module):
+    """Additions that are not residuals: two embeddings, a bias, a learned position table."""
+
+    def __init__(self):
+        super().__init__()
+        self.tok = nn.Embedding(10, 8)
+        self.pos = nn.Embedding(6, 8)
+        self.bias = nn.Parameter(torch.zeros(8))
+        self.table = nn.Parameter(torch.zeros(1, 6, 8))
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, ids):
+        h = self.tok(ids) + self.pos(torch.arange(ids.shape[1]))
+        h = h + self.bias
+        h = h + self.table[:, : ids.shape[1]]
+        return self.fc(h) + h  # the one residual
+
+
+def test_bias_and_embedding_additions_are_not_residuals():
+    g, calls = graph_of(Embeddings(), torch.randint(0, 10, (2, 6)))
+    assert g.residual_count == 1
+    assert calls[g.skips[0].call].name == ""
+
+
+def test_same_nodes_and_edges_as_torchviz_make_dot():
+    from torchviz import make_dot
+
+    model = ResNet18().eval()
+    x = torch.randn(1, 3, 32, 32)
+    ours, _ = graph_of(model, x)
+    leaf = x.clone().requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = make_dot(model(leaf), params=dict(model.named_parameters()))
+    labels = Counter()
+    edges = 0
+    for line in theirs.body:
+        if " -> " in line:
+            edges += 1
+        else:
+            m = re.match(r'\t\S+ \[label=("(?:[^"\\]|\\.)*"|\S+?)[ \]]', line, re.S)
+            if m and "\n" not in m.group(1):
+                labels[m.group(1).strip('"')] += 1
+    ops = Counter(n.op for n in ours.nodes if n.kind == "op")
+    assert ops == labels
+    assert len(ours.edges) == edges
+    release_graph()
+
+
+def test_the_svg_is_deterministic():
+    def svgs():
+        torch.manual_seed(3)
+        report = nnviz_report.build_report(ResNet18(), torch.ones(1, 3, 16, 16))
+        views = page_view(report.html)["assets"]["graph"]["views"]
+        return {k: v["svg"] for k, v in views.items()}
+
+    first, second = svgs(), svgs()
+    assert set(first) == {"module", "full"}
+    assert first == second
+    assert not re.search(r"\d{9,}", first["full"]), "no memory addresses in ids"
+
+
+HOSTILE = ['<img src=x onerror=alert(1)>', 'javascript:alert(1)', 'a\\Nb\\G', 'q"uote', '</script><script>alert(2)</script>']
+
+
+class Hostile(nn.Module):
+    def __init__(self):
+        super().__init__()
+        for i, name in enumerate(HOSTILE):
+            self.add_module(name, nn.Linear(4, 4))
+
+    def forward(self, x):
+        for m in self.children():
+            x = m(x) + x
+        return x
+
+
+def test_hostile_module_names_stay_text_everywhere():
+    report = nnviz_report.build_report(Hostile(), torch.randn(2, 4), title='<b>"title"</b>\u2028')
+    html = report.html
+    for name in HOSTILE:
+        if any(c in name for c in '<>"'):
+            assert name not in html, f"{name!r} appears unescaped in the page"
+    assert not re.search(r"""(?:href|src)\s*=\s*["']?\s*javascript:""", html, re.I), "no javascript: link"
+    assert '<b>"title"</b>' not in html and "&lt;b&gt;&#34;title&#34;&lt;/b&gt;" in html
+    views = page_view(html)["assets"]["graph"]["views"]
+    assert set(views) == {"module", "full"}, "dot drew both views"
+    for view in views.values():
+        svg = view["svg"]
+        assert "<a " not in svg and "<script" not in svg.lower() and "onerror" not in svg.split(">")[0]
+        assert "&lt;img src=x onerror=alert(1)&gt;" in svg, "the name is shown as text"
+        assert "a\\Nb\\G" in svg, "backslash escapes are not interpreted by dot"
+    data_names = {e["name"] for e in report.data["feature_maps"]}
+    assert set(HOSTILE) <= data_names, "the data keeps the real names"
+
+
+def test_missing_dot_gives_a_report_with_an_install_hint(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    report = nnviz_report.build_report(SmallCNN(), torch.randn(1, 1, 28, 28))
+    assert report.data["graph"]["residual_connections"] == 0
+    assert report.data["graph"]["views"][0]["rendered"] is False
+    assert "apt-get install graphviz" in report.html
+    assert any("apt-get install graphviz" in w for w in report.warnings)
+    assert report.data["graph"]["nodes"] > 0, "the structure is still captured"
+
+
+def test_dot_timeout_falls_back_with_a_notice():
+    report = nnviz_report.build_report(ResNet18(), torch.randn(1, 3, 16, 16), dot_timeout=0.001)
+    assert "did not finish within 0.001 s" in report.html
+    assert all(not v["rendered"] for v in report.data["graph"]["views"])
+
+
+def test_frozen_model_with_integer_input_has_no_graph_but_a_report():
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)).requires_grad_(False)
+    report = nnviz_report.build_report(model, torch.randint(0, 10, (2, 3)))
+    assert report.data["graph"]["nodes"] == 0
+    assert "no autograd graph" in report.html

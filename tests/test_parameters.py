@@ -1,0 +1,142 @@
+"""Parameters before vs after: numbers read back exactly, flags, trajectories."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import page_json
+from models import TwoLayerNet
+from torch import nn
+
+import nnviz_report
+
+
+def _train(model: nn.Module, steps: int = 5) -> None:
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        x = torch.randn(16, 20, generator=gen)
+        loss = model(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def _by_name(report) -> dict:
+    return {p["name"]: p for p in report.data["parameters"]}
+
+
+def test_numbers_match_values_read_independently(tmp_path):
+    model = TwoLayerNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.save(before, tmp_path / "epoch0.pt")
+    _train(model)
+    report = nnviz_report.build_report(model, torch.randn(4, 20), before=tmp_path / "epoch0.pt")
+    params = _by_name(report)
+    for name, p in model.named_parameters():
+        entry = params[name]
+        b, a = before[name].double(), p.detach().double()
+        assert entry["before"]["norm"] == pytest.approx(b.norm().item(), rel=1e-5)
+        assert entry["after"]["norm"] == pytest.approx(a.norm().item(), rel=1e-5)
+        assert entry["relative_change"] == pytest.approx(((a - b).norm() / b.norm()).item(), rel=1e-4)
+        assert entry["max_abs_change"] == pytest.approx((a - b).abs().max().item(), rel=1e-5)
+    # Bias vectors are complete and exact float32 values, also after a JSON round trip
+    # through the page, so an archived report can be compared by a script.
+    data = page_json(report.html, "nnviz-data")
+    fc1 = next(p for p in data["parameters"] if p["name"] == "fc1.bias")
+    assert np.array_equal(np.array(fc1["bias_before"], dtype=np.float32), before["fc1.bias"].numpy())
+    assert np.array_equal(np.array(fc1["bias_after"], dtype=np.float32), model.fc1.bias.detach().numpy())
+
+
+def test_before_as_snapshot_or_state_dict_agree():
+    model = TwoLayerNet()
+    snap = nnviz_report.snapshot(model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    _train(model)
+    x = torch.randn(4, 20)
+    a = _by_name(nnviz_report.build_report(model, x, before=snap, graph=False))
+    b = _by_name(nnviz_report.build_report(model, x, before=state, graph=False))
+    assert {k: v["relative_change"] for k, v in a.items()} == {k: v["relative_change"] for k, v in b.items()}
+
+
+class WithFrozenAndNaN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.frozen = nn.Linear(20, 8)
+        self.unused = nn.Linear(8, 8)  # never called: gets no gradient
+        self.out = nn.Linear(8, 2)
+        self.frozen.requires_grad_(False)
+
+    def forward(self, x):
+        return self.out(self.frozen(x))
+
+
+def test_frozen_unchanged_nan_and_exploded_are_flagged():
+    model = WithFrozenAndNaN()
+    snap = nnviz_report.snapshot(model)
+    _train(model)
+    with torch.no_grad():
+        model.out.bias[0] = float("nan")
+        model.out.weight.mul_(1000.0)
+    report = nnviz_report.build_report(model, torch.randn(2, 20), before=snap, graph=False)
+    p = _by_name(report)
+    assert p["frozen.weight"]["flags"] == ["frozen (requires_grad=False)", "unchanged"]
+    assert p["unused.weight"]["flags"] == ["unchanged: it got no updates (dead or unused?)"]
+    assert "NaN in the trained values" in p["out.bias"]["flags"]
+    assert any(f.startswith("exploded") for f in p["out.weight"]["flags"])
+    html = report.html
+    assert "with NaN/Inf values: out.bias" in html
+    assert "that exploded: out.weight" in html
+    assert "frozen (requires_grad=False): frozen.weight, frozen.bias" in html
+
+
+def test_trajectory_through_several_checkpoints(tmp_path):
+    model = TwoLayerNet()
+    paths = []
+    for epoch in range(3):
+        path = tmp_path / f"epoch{epoch}.pt"
+        torch.save(model.state_dict(), path)
+        paths.append(path)
+        _train(model, steps=2)
+    report = nnviz_report.build_report(model, torch.randn(4, 20), before=paths, graph=False)
+    fc2 = _by_name(report)["fc2.bias"]
+    assert [h["label"] for h in fc2["history"]] == ["epoch0", "epoch1", "epoch2", "after"]
+    assert fc2["history"][0]["relative_change"] == 0.0
+    saved = [torch.load(p, weights_only=True)["fc2.bias"] for p in paths] + [model.fc2.bias.detach()]
+    assert len(fc2["bias_history"]) == 4
+    for values, t in zip(fc2["bias_history"], saved):
+        assert np.array_equal(np.array(values, dtype=np.float32), t.numpy())
+    first = saved[0].double()
+    assert fc2["history"][2]["relative_change"] == pytest.approx(((saved[2].double() - first).norm() / first.norm()).item(), rel=1e-5)
+    assert "par-trajectory" in report.html
+
+
+def test_without_before_the_section_says_how_to_get_one():
+    report = nnviz_report.build_report(TwoLayerNet(), torch.randn(2, 20), graph=False)
+    assert all(p["before"] is None for p in report.data["parameters"])
+    assert "nnviz_report.snapshot(model)" in report.html and "--before" in report.html
+
+
+def test_partial_checkpoint_is_compared_where_it_can_be_and_says_what_is_missing(tmp_path):
+    model = TwoLayerNet()
+    state = model.state_dict()
+    del state["fc2.weight"]
+    state["old.layer"] = torch.zeros(3)
+    torch.save(state, tmp_path / "partial.pt")
+    report = nnviz_report.build_report(model, torch.randn(2, 20), before=tmp_path / "partial.pt", graph=False)
+    p = _by_name(report)
+    assert p["fc2.weight"]["before"] is None and p["fc1.weight"]["before"] is not None
+    assert "missing 1 (fc2.weight); unexpected 1 (old.layer)" in report.html
+
+
+def test_a_checkpoint_of_another_model_is_an_error(tmp_path):
+    torch.save(nn.Conv2d(3, 3, 3).state_dict(), tmp_path / "conv.pt")
+    with pytest.raises(nnviz_report.NNVizError, match="shares no parameter with TwoLayerNet"):
+        nnviz_report.build_report(TwoLayerNet(), torch.randn(2, 20), before=tmp_path / "conv.pt")
+
+
+def test_before_must_not_be_the_live_model():
+    model = TwoLayerNet()
+    with pytest.raises(nnviz_report.NNVizError, match="snapshot"):
+        nnviz_report.build_report(model, torch.randn(2, 20), before=model)
