@@ -234,7 +234,7 @@ def load_model(spec: str, kwargs: dict[str, Any]) -> Any:
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; pass its arguments with --model-kwargs"
         ) from exc
     if not isinstance(model, nn.Module):
-        raise NNVizError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
+        raise NNVizError(f"{spec} returned {type(model).__name__!r}, not a torch.nn.Module")
     return model
 
 

@@ -97,7 +97,7 @@ def broken(tmp_path):
     (["build", "{MODELS}", "--input-shape", "1"], "is not MODULE:CALLABLE"),
     (["build", "{T}/raises.py:Net", "--input-shape", "1"], "importing {T}/raises.py failed: RuntimeError: boom at import"),
     (["build", "{T}/syntax.py:Net", "--input-shape", "1"], "SyntaxError"),
-    (["build", "{T}/notmodule.py:make", "--input-shape", "1"], "returned a int, not a torch.nn.Module"),
+    (["build", "{T}/notmodule.py:make", "--input-shape", "1"], "returned 'int', not a torch.nn.Module"),
     (["build", "{T}/needs.py:Net", "--input-shape", "1"], "pass its arguments with --model-kwargs"),
     (["build", "{MODELS}:TwoLayerNet", "--input-shape", "4,7"], "the forward pass failed in fc1 (Linear)"),
     (["build", "{MODELS}:TwoLayerNet", "--input-shape", "four"], "is not a shape; write it like 1,3,224,224"),

@@ -69,10 +69,9 @@ def _ctor_defaults(name: str) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    """A parameter value as JSON-able data (PReLU's learned weight becomes floats)."""
+    """A parameter value as JSON-able data (PReLU's learned slopes become their mean)."""
     if isinstance(value, torch.Tensor):
-        flat = value.detach().float().reshape(-1).cpu()
-        return round(float(flat[0]), 6) if flat.numel() == 1 else [round(float(v), 6) for v in flat]
+        return round(float(value.detach().float().mean()), 6)
     if isinstance(value, float):
         return round(value, 6)
     return value
@@ -87,7 +86,10 @@ def classify_module(module: nn.Module) -> tuple[str, dict[str, Any]] | None:
     for cls in type(module).__mro__:
         name = cls.__name__
         if ACTIVATION_CLASSES.get(name) is cls:
-            return name, {p: _plain(getattr(module, p, None)) for p in _ctor_defaults(name)}
+            params = {p: _plain(getattr(module, p, None)) for p in _ctor_defaults(name)}
+            if name == "PReLU" and module.weight.numel() > 1:
+                params["slopes"] = module.weight.numel()  # "weight" is their mean
+            return name, params
     return None
 
 
@@ -202,9 +204,7 @@ def make_function(
     cls = ACTIVATION_CLASSES[name]
     kwargs = {k: v for k, v in params.items() if k in _ctor_defaults(name) and v is not None}
     if name == "PReLU":
-        w = kwargs.pop("weight", 0.25)
-        w = sum(w) / len(w) if isinstance(w, list) else w
-        module: nn.Module = cls(num_parameters=1, init=float(w))
+        module: nn.Module = cls(num_parameters=1, init=float(kwargs.pop("weight", 0.25)))
     elif kind_of(name) in (SOFTMAX, GATED) and name != "Softmax2d":
         kwargs["dim"] = -1
         module = cls(**kwargs)

@@ -12,7 +12,7 @@
   var IMAGES = readJSON("nnviz-images");
   var FIGURES = {}, ASSETS = {};
   var ROOTS = { data: DATA, assets: ASSETS };
-  var stats = { figures: 0, images: 0, graphs: 0, errors: [] };
+  var stats = { figures: 0, images: 0, graphs: 0, errors: [], drawMs: [] };
   var firstScreen = null;
 
   function fail(where, err) {
@@ -92,6 +92,7 @@
                 var src = document.getElementById("nnviz-plotly").textContent;
                 (0, eval)(src);
               }
+              if (window.performance && performance.mark) performance.mark("nnviz-plotly-ready");
               resolve(window.Plotly);
             } catch (e) { fail("loading plotly.js", e); reject(e); }
           }, 0);
@@ -131,12 +132,14 @@
       if (!spec) throw new Error("no figure " + id);
       var layout = merge(themeLayout(), spec.layout || {});
       layout.autosize = true;
+      var started = performance.now();
       var config = { displaylogo: false, responsive: true, showLink: false, showSendToCloud: false, showEditInChartStudio: false,
         modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"], toImageButtonOptions: { filename: id } };
       return Plotly.newPlot(el, resolve(spec.data), layout, config).then(function () {
         el.classList.remove("pending");
         drawnFigures.push({ el: el, layout: FIGURES[id].layout || {} });
         stats.figures++;
+        stats.drawMs.push(performance.now() - started);
       });
     }).catch(function (e) { el.classList.remove("pending"); el.classList.add("failed"); fail("figure " + id, e); });
   }
