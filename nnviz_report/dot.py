@@ -268,22 +268,17 @@ class SvgResult:
     seconds: float
 
 
-_TAG = re.compile(r"<([a-zA-Z][\w:.-]*)([^>]*)>")
-_ATTR_NAME = re.compile(r"([\w:.-]+)\s*=\s*(?:\"[^\"]*\"|'[^']*')")
-_SVG_TAGS = {"svg", "g", "title", "polygon", "polyline", "path", "ellipse", "text", "circle", "rect", "line"}
+_SVG_TAGS = "svg|g|title|polygon|polyline|path|ellipse|text|circle|rect|line"
+# dot escapes "<" in label text, so "<[^>]*" only ever spans a real tag.
+_UNSAFE = re.compile(
+    rf"<(?!/?(?:{_SVG_TAGS})[\s/>])|<[^>]*\s(?:on[\w.-]*|[\w.:-]*href)\s*=",
+    re.I,
+)
 
 
 def _safe_svg(svg: str) -> bool:
-    """Only drawing elements, no event handlers, no links: dot escapes label text, so every
-    ``<...>`` left is a real tag."""
-    for name, attrs in _TAG.findall(svg):
-        if name.lower() not in _SVG_TAGS:
-            return False
-        for attr in _ATTR_NAME.findall(attrs):
-            a = attr.lower()
-            if a.startswith("on") or a.endswith("href"):
-                return False
-    return True
+    """Only drawing elements, no event handlers, no links."""
+    return _UNSAFE.search(svg) is None
 
 
 def dot_available() -> bool:

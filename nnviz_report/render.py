@@ -15,6 +15,7 @@ import functools
 import gzip
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,19 @@ def _clean(obj: Any) -> Any:
 _SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
+def _dumps(obj: Any) -> str:
+    """Strict JSON: non-finite floats become null. The data is built clean, so the walk
+    that cleans it runs only when a NaN or Inf slipped through."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        return json.dumps(_clean(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def to_json(obj: Any) -> str:
     """Strict JSON (non-finite floats as null) without any character that could end or
     confuse a ``<script>`` element."""
-    text = json.dumps(_clean(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    text = _dumps(obj)
     for ch, esc in _SCRIPT_ESCAPES.items():
         text = text.replace(ch, esc)
     return text
@@ -64,8 +74,8 @@ def to_json(obj: Any) -> str:
 
 def packed(obj: Any) -> str:
     """JSON, gzip (deterministic: no timestamp), base64."""
-    raw = json.dumps(_clean(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-    return base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
+    raw = _dumps(obj).encode("utf-8")
+    return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode("ascii")
 
 
 def unpacked(text: str) -> Any:
@@ -108,16 +118,29 @@ def _shape(shape: Iterable[int] | None) -> str:
 
 
 def _sortval(value: Any) -> str:
-    """A value for ``data-v``: numbers as they are, missing ones sort last."""
+    """A number for ``data-v`` (what tables sort by): 6 significant digits; missing ones
+    sort last."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
     return str(value)
+
+
+class _DedentingLoader(FileSystemLoader):
+    """Templates without their indentation (a quarter of a big report's markup): the
+    templates stay readable, the pages small. The page has no <pre> or <textarea>; the
+    inlined CSS/JS and the JSON come from variables and are left alone."""
+
+    def get_source(self, environment: Environment, template: str):
+        source, filename, uptodate = super().get_source(environment, template)
+        return re.sub(r"\n[ \t]+", "\n", source), filename, uptodate
 
 
 @functools.cache
 def environment() -> Environment:
     env = Environment(
-        loader=FileSystemLoader(str(templates_dir())),
+        loader=_DedentingLoader(str(templates_dir())),
         autoescape=True,
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -165,7 +188,7 @@ def render_page(
     view = {"figures": figures, "assets": {s.id: s.assets for s in sections if s.assets}}
     images = {s.id: s.images for s in sections if s.images}
     template = environment().get_template("report.html.j2")
-    return template.render(
+    page = template.render(
         title=title,
         data=data,
         sections=sections,
@@ -176,3 +199,4 @@ def render_page(
         images_json=_script_json(images),
         assets=assets(),
     )
+    return page

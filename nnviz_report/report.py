@@ -8,6 +8,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from torch import nn
 
 from . import __version__
 from .capture.forward import MODES, CaptureOptions
-from .capture.run import capture
+from .capture.run import capture, compare_parameters
 from .errors import NNVizError
 from .render import PLOTLY_VERSION, render_page
 from .sections import activations, feature_maps, parameters
@@ -126,12 +127,25 @@ def build_report(
     )
     started = time.perf_counter()
     run = capture(model, example_input, before, options)
-    timings = dict(run.timings)
-    sections = []
-    for module in SECTIONS:
+    built: dict[str, Any] = {}
+
+    def build_section(module: Any) -> None:
         t = time.perf_counter()
-        sections.append(module.build(run))
-        timings[f"section {module.ID}"] = time.perf_counter() - t
+        built[module.ID] = module.build(run)
+        run.timings[f"section {module.ID}"] = time.perf_counter() - t
+
+    # The graph section mostly waits for Graphviz (its own processes); the parameter
+    # comparison is torch kernels that release the GIL: run them side by side. The graph
+    # section does not read the comparison.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        graph_done = pool.submit(build_section, graph_section)
+        compare_parameters(run, model)
+        for module in SECTIONS:
+            if module is not graph_section:
+                build_section(module)
+        graph_done.result()
+    sections = [built[module.ID] for module in SECTIONS]
+    timings = dict(run.timings)
 
     info = run.model
     title = title if title is not None else f"{info.class_name} report"

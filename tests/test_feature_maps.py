@@ -222,7 +222,7 @@ def test_layer_selection_channels_and_example():
                                        example_index=2, graph=False)
     entries = report.data["feature_maps"]
     assert [e["name"] for e in entries] == ["conv1", "conv2", "fc"]
-    assert [c["index"] for c in entries[0]["channels"]] == [0, 1, 2, 3]
+    assert entries[0]["channels"]["index"] == [0, 1, 2, 3]
     with torch.no_grad():
         conv1 = model.conv1(x)[2]
-    assert entries[0]["channels"][1]["mean"] == pytest.approx(conv1[1].mean().item(), rel=1e-3)
+    assert entries[0]["channels"]["mean"][1] == pytest.approx(conv1[1].mean().item(), rel=1e-3)

@@ -14,7 +14,6 @@ from torch import nn
 
 import nnviz_report
 from nnviz_report.capture.forward import CaptureOptions
-from nnviz_report.capture.graph import capture_graph, release_graph
 from nnviz_report.capture.run import capture
 
 
@@ -95,7 +94,6 @@ def test_same_nodes_and_edges_as_torchviz_make_dot():
     ops = Counter(n.op for n in ours.nodes if n.kind == "op")
     assert ops == labels
     assert len(ours.edges) == edges
-    release_graph()
 
 
 def test_the_svg_is_deterministic():
@@ -166,3 +164,37 @@ def test_frozen_model_with_integer_input_has_no_graph_but_a_report():
     report = nnviz_report.build_report(model, torch.randint(0, 10, (2, 3)))
     assert report.data["graph"]["nodes"] == 0
     assert "no autograd graph" in report.html
+
+
+def test_the_autograd_graph_and_its_saved_activations_are_freed():
+    """make_dot leaves its graph in a reference cycle; nothing of the forward pass may
+    outlive build_report (a training loop calling it every epoch would grow)."""
+    import gc
+    import weakref
+
+    model = ResNet18()
+    refs = []
+    handle = model.stem[0].register_forward_hook(lambda m, i, o: refs.append(weakref.ref(o)))
+    gc.disable()  # no automatic collection may rescue us
+    try:
+        nnviz_report.build_report(model, torch.randn(2, 3, 32, 32))
+        assert refs and refs[0]() is None
+    finally:
+        gc.enable()
+        handle.remove()
+
+
+@pytest.mark.parametrize("svg,safe", [
+    ('<svg viewBox="0 0 1 1"><g id="n1" class="node"><title>n1</title><polygon points="1"/>'
+     '<text x="1">x onload=1 &lt;script&gt; href=javascript:</text></g></svg>', True),
+    ("<svg><script>alert(1)</script></svg>", False),
+    ('<svg><a xlink:href="javascript:x"><text>t</text></a></svg>', False),
+    ('<svg><g onload="x"></g></svg>', False),
+    ('<svg><g\nonclick="x"></g></svg>', False),
+    ('<svg><image href="http://example.com/x.png"/></svg>', False),
+    ("<svg><foreignObject></foreignObject></svg>", False),
+])
+def test_only_drawing_svg_is_embedded(svg, safe):
+    from nnviz_report.dot import _safe_svg
+
+    assert _safe_svg(svg) is safe

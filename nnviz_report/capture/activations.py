@@ -221,6 +221,11 @@ def make_function(
     return module
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_function(name: str, key: tuple, dtype: torch.dtype, device: torch.device) -> Callable:
+    return make_function(name, {k: list(v) if isinstance(v, tuple) else v for k, v in key}, dtype, device)
+
+
 def curve(name: str, params: Mapping[str, Any], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(f(x), f'(x))`` with the derivative from autograd."""
     fn = make_function(name, params, x.dtype, x.device)
@@ -312,16 +317,16 @@ class ActivationCall:
     notes: list[str] = field(default_factory=list)
 
 
-def measure_input(call: ActivationCall, x: torch.Tensor, bins: int) -> None:
-    """Histogram of the inputs and, for elementwise activations, the derivative at a sample
-    of them (strided, at most 65 536 values), computed on the tensor's device."""
+def measure_input(call: ActivationCall, x: torch.Tensor, bins: int, hist: Histogram | None = None) -> None:
+    """Histogram of the inputs (``hist`` when the caller already has it) and, for
+    elementwise activations, the derivative at a sample of them (strided, at most 65 536
+    values), computed on the tensor's device."""
     if not x.is_floating_point():
         call.notes.append(f"input dtype {x.dtype} is not floating point; not measured")
         return
-    stats = tensor_stats(x, bins=bins)
-    call.input_hist = stats.histogram
+    call.input_hist = hist if hist is not None else tensor_stats(x, bins=bins).histogram
     kind = kind_of(call.activation)
-    if kind in (SOFTMAX, GATED) or stats.numel == 0:
+    if kind in (SOFTMAX, GATED) or x.numel() == 0:
         return
     flat = as_float(x).reshape(-1)
     step = max(1, flat.numel() // SAMPLE)
@@ -333,7 +338,7 @@ def measure_input(call: ActivationCall, x: torch.Tensor, bins: int) -> None:
     xs = sample.detach()
     if xs.dtype not in (torch.float32, torch.float64):
         xs = xs.float()
-    fn = make_function(call.activation, call.params, xs.dtype, xs.device)
+    fn = _cached_function(call.activation, params_key(call.params), xs.dtype, xs.device)
     with torch.enable_grad():
         xs = xs.clone().requires_grad_(True)
         (dy,) = torch.autograd.grad(fn(xs).sum(), xs)

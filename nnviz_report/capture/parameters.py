@@ -7,6 +7,7 @@ for scatter plots, and, for biases, the full value lists.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -38,9 +39,15 @@ class Summary:
 
 
 def summarise(t: torch.Tensor) -> Summary:
-    s = tensor_stats(t)
-    x = as_float(t)
-    norm = float(torch.linalg.vector_norm(x)) if x.numel() else 0.0
+    s = tensor_stats(t, zeros=False)
+    n = s.numel
+    if n == 0:
+        norm = 0.0
+    elif s.mean is not None and (s.std is not None or n == 1):
+        # ||x||^2 = (n - 1) var + n mean^2: no extra pass over the tensor.
+        norm = math.sqrt(max((n - 1) * (s.std or 0.0) ** 2 + n * s.mean**2, 0.0))
+    else:
+        norm = float(torch.linalg.vector_norm(as_float(t)))
     return Summary(s.mean, s.std, s.min, s.max, finite_or_none(norm), s.nan_count, s.inf_count)
 
 
@@ -159,8 +166,12 @@ def _record(name: str, p: torch.Tensor, snapshots: list[Snapshot], states: list[
         before = as_float(first)
         rec.before = summarise(before)
         diff = after - before
-        rec.abs_change = finite_or_none(float(torch.linalg.vector_norm(diff)))
-        rec.max_abs_change = finite_or_none(float(diff.abs().max())) if diff.numel() else 0.0
+        if diff.numel():
+            norm, lo, hi = torch.stack([torch.linalg.vector_norm(diff), *torch.aminmax(diff)]).tolist()
+            rec.abs_change = finite_or_none(norm)
+            rec.max_abs_change = finite_or_none(max(-lo, hi))
+        else:
+            rec.abs_change = rec.max_abs_change = 0.0
         if rec.before.norm and rec.abs_change is not None:
             rec.relative_change = rec.abs_change / rec.before.norm
         lo, hi, finite = _range([(before, rec.before), (after, rec.after)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from .forward import CaptureOptions, ForwardCapture, run_forward
 from .graph import GraphCapture, capture_graph, release_graph
 from .parameters import ParameterComparison, compare
 from .snapshot import Snapshot, load_checkpoint, unwrap_model
+from .tensors import iter_tensors
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,9 @@ class CapturedRun:
     forward: ForwardCapture
     activations: act.ActivationSummary
     graph: GraphCapture | None
-    parameters: ParameterComparison
     options: CaptureOptions
+    snapshots: list[Snapshot]
+    parameters: ParameterComparison | None = None  # filled by compare_parameters()
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -74,6 +77,9 @@ def resolve_before(before: BeforeArg | Sequence[BeforeArg]) -> list[Snapshot]:
 
 
 def capture(model: nn.Module, example_input: Any, before: Any, options: CaptureOptions) -> CapturedRun:
+    """The forward pass, the autograd graph and the activations; the comparison of the
+    parameters with ``before`` is a separate step, :func:`compare_parameters`, so that it can
+    run while Graphviz lays the graph out."""
     if not isinstance(model, nn.Module):
         raise NNVizError(f"model must be a torch.nn.Module, not {type(model).__name__}")
     model = unwrap_model(model)
@@ -86,17 +92,15 @@ def capture(model: nn.Module, example_input: Any, before: Any, options: CaptureO
     timings["forward"] = fwd.seconds
     graph_capture = None
     t = time.perf_counter()
+    outputs = [weakref.ref(tensor) for _, tensor in iter_tensors(fwd.output)]
     try:
         if options.graph:
             graph_capture = capture_graph(fwd.output, dict(model.named_parameters()), fwd.inputs, fwd.owner)
     finally:
         fwd.release()
-        release_graph()
+        release_graph(outputs)
     timings["graph"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    comparison = compare(model, snapshots)
-    timings["parameters"] = time.perf_counter() - t
     t = time.perf_counter()
     activations = act.summarise(fwd.activation_calls, fwd.rnn_internals)
     timings["activation curves"] = time.perf_counter() - t
@@ -116,4 +120,10 @@ def capture(model: nn.Module, example_input: Any, before: Any, options: CaptureO
         ],
         mode=fwd.mode,
     )
-    return CapturedRun(info, fwd, activations, graph_capture, comparison, options, timings)
+    return CapturedRun(info, fwd, activations, graph_capture, options, snapshots, timings=timings)
+
+
+def compare_parameters(run: CapturedRun, model: nn.Module) -> None:
+    t = time.perf_counter()
+    run.parameters = compare(unwrap_model(model), run.snapshots)
+    run.timings["parameters"] = time.perf_counter() - t

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from .. import dot
 from ..capture.forward import ModuleCall
 from ..capture.run import CapturedRun
@@ -80,7 +82,7 @@ def build(run: CapturedRun) -> Section:
     data["skips"] = skips
 
     fm_calls = {layer.call_id for layer in run.forward.layers}
-    param_modules = {r.module for r in run.parameters.records}
+    param_modules = {n.name.rpartition(".")[0] for n in g.nodes if n.kind == "param" and n.name}
     timings = {}
     assets: dict[str, dict] = {}
     if g.nodes:
@@ -90,9 +92,12 @@ def build(run: CapturedRun) -> Section:
         else:
             notices.append(Notice("info", f"the full autograd graph has {len(g.nodes)} nodes, more than "
                                           f"{FULL_MAX_NODES}; only the module view is drawn", ID))
-        for key, label, view in candidates:
+        sources = [dot.source(view, calls, f"g{key[0]}-") for key, _, view in candidates]
+        # Both layouts at once: dot runs in its own process, the threads only wait for it.
+        with ThreadPoolExecutor(len(sources)) as pool:
+            results = list(pool.map(lambda src: dot.render_svg(src, run.options.dot_timeout), sources))
+        for (key, label, view), result in zip(candidates, results):
             prefix = f"g{key[0]}-"
-            result = dot.render_svg(dot.source(view, calls, prefix), run.options.dot_timeout)
             timings[key] = result.seconds
             views.append({"id": key, "label": label, "nodes": len(view.nodes), "edges": len(view.edges),
                           "error": result.error, "drawn": result.svg is not None})

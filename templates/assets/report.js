@@ -217,8 +217,10 @@
     var q = s.px[(ty * s.pw + t * im.stride + tx) * 4], value = im.vmin + q / 255 * (im.vmax - im.vmin);
     var text;
     if (im.kind === "channels") {
-      var ch = ((DATA.feature_maps[s.index] || {}).channels || [])[t] || {};
-      text = "channel " + t + "\nvalue ≈ " + fmt(value) + "\nmean " + fmt(ch.mean) + "  std " + fmt(ch.std) + "\nmin " + fmt(ch.min) + "  max " + fmt(ch.max);
+      var ch = (DATA.feature_maps[s.index] || {}).channels || {};
+      var at = function (key) { return (ch[key] || [])[t]; };
+      text = "channel " + at("index") + "\nvalue ≈ " + fmt(value) + "\nmean " + fmt(at("mean")) + "  std " + fmt(at("std")) +
+        "\nmin " + fmt(at("min")) + "  max " + fmt(at("max"));
     } else {
       text = im.row_label + " " + im.rows[ty] + ", " + im.col_label + " " + im.cols[tx] + "\nvalue ≈ " + fmt(value);
     }
@@ -402,7 +404,11 @@
         var index = Array.prototype.indexOf.call(th.parentNode.children, th);
         var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
         rows.sort(function (a, b) {
-          var x = a.cells[index].getAttribute("data-v"), y = b.cells[index].getAttribute("data-v");
+          var key = function (row) {
+            var cell = row.cells[index];
+            return cell.hasAttribute("data-v") ? cell.getAttribute("data-v") : cell.textContent.trim();
+          };
+          var x = key(a), y = key(b);
           if (x === "" || x === null) return 1;
           if (y === "" || y === null) return -1;
           if (numeric) return (parseFloat(x) - parseFloat(y)) * dir;
