@@ -107,11 +107,19 @@ def module_view(graph: GraphCapture, calls: list[ModuleCall]) -> ViewGraph:
     ``forward`` methods (additions, concatenations, functional activations); parameters
     and their accumulators are left out."""
     nodes = {n.id: n for n in graph.nodes}
+    preds: dict[str, list[str]] = {}
+    for e in graph.edges:
+        preds.setdefault(e.dst, []).append(e.src)
     group: dict[str, str | None] = {}
     view = ViewGraph("module", clusters={c.id: c for c in calls if not c.leaf and c.parent is not None})
     made: set[str] = set()
     for n in graph.nodes:
-        if n.kind in ("param", "saved", "view") or n.op == "AccumulateGrad":
+        if n.op == "AccumulateGrad":
+            # An input's accumulator stands for the input; a parameter's is left out.
+            inputs = [p for p in preds.get(n.id, []) if nodes[p].kind == "input"]
+            group[n.id] = inputs[0] if inputs else None
+            continue
+        if n.kind in ("param", "saved", "view"):
             group[n.id] = None
             continue
         call = calls[n.call] if n.call is not None else None

@@ -72,7 +72,7 @@ def test_opens_offline_and_draws_everything(browser, reports, name, tmp_path):
     page.screenshot(path=str(tmp_path / f"{name}-top.png"))
     height = page.evaluate("document.body.scrollHeight")
     for y in range(0, height, 700):
-        page.evaluate(f"window.scrollTo(0, {y})")
+        page.evaluate(f"window.scrollTo({{top: {y}, behavior: 'instant'}})")
         page.wait_for_timeout(60)
     page.evaluate("window.nnviz.drawAll()")
     page.wait_for_function("window.nnviz.stats.figures === window.nnviz.counts().figures", timeout=30000)

@@ -198,3 +198,13 @@ def test_only_drawing_svg_is_embedded(svg, safe):
     from nnviz_report.dot import _safe_svg
 
     assert _safe_svg(svg) is safe
+
+
+def test_module_view_connects_the_input():
+    from nnviz_report import dot
+
+    g, calls = graph_of(SmallCNN(), torch.randn(1, 1, 28, 28))
+    view = dot.module_view(g, calls)
+    inputs = [n.id for n in view.nodes if n.kind == "input"]
+    assert len(inputs) == 1
+    assert [(a, b) for a, b, _, _ in view.edges if a == inputs[0]], "the input feeds the first layer"

@@ -196,7 +196,7 @@ def _call_figure(i: int, c: ActivationCall, curve_key: str) -> dict:
             "bargap": 0,
             "xaxis": {"range": [h.lo - pad, h.hi + pad], "title": {"text": "input"}},
             "yaxis": {"zeroline": True},
-            "yaxis2": {"overlaying": "y", "side": "right", "showgrid": False, "title": {"text": "count"},
+            "yaxis2": {"overlaying": "y", "side": "right", "showgrid": False, "title": {"text": "count"}, "tickmode": "auto",
                        "rangemode": "tozero"},
             "legend": {"orientation": "h", "y": 1.02, "x": 0, "yanchor": "bottom"},
         },

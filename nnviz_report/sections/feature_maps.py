@@ -167,7 +167,7 @@ def _propagation(entries: list[dict]) -> dict:
             "margin": {"l": 50, "r": 60, "t": 10, "b": 40},
             "xaxis": {"title": {"text": "layer output, in execution order"}},
             "yaxis": {"title": {"text": "value"}},
-            "yaxis2": {"overlaying": "y", "side": "right", "range": [0, 1], "title": {"text": "zero fraction"},
+            "yaxis2": {"overlaying": "y", "side": "right", "range": [0, 1], "title": {"text": "zero fraction"}, "tickmode": "auto",
                        "showgrid": False},
             "legend": {"orientation": "h", "y": 1.02, "x": 0, "yanchor": "bottom"},
             "hovermode": "closest",
