@@ -292,7 +292,7 @@ def curve_over(name: str, params: Mapping[str, Any], lo: float, hi: float) -> tu
 
 # --- measuring real calls -----------------------------------------------------------------
 
-SAMPLE = 65536
+SAMPLE = 16384  # inputs at which the derivative is evaluated (strided sample)
 SATURATION = 0.01  # |f'(x)| below 1% of the derivative's maximum counts as saturated
 SOFTMAX_PEAKED = 0.99
 
@@ -319,7 +319,7 @@ class ActivationCall:
 
 def measure_input(call: ActivationCall, x: torch.Tensor, bins: int, hist: Histogram | None = None) -> None:
     """Histogram of the inputs (``hist`` when the caller already has it) and, for
-    elementwise activations, the derivative at a sample of them (strided, at most 65 536
+    elementwise activations, the derivative at a sample of them (strided, at most 16 384
     values), computed on the tensor's device."""
     if not x.is_floating_point():
         call.notes.append(f"input dtype {x.dtype} is not floating point; not measured")
@@ -329,23 +329,20 @@ def measure_input(call: ActivationCall, x: torch.Tensor, bins: int, hist: Histog
     if kind in (SOFTMAX, GATED) or x.numel() == 0:
         return
     flat = as_float(x).reshape(-1)
-    step = max(1, flat.numel() // SAMPLE)
-    sample = flat[::step][:SAMPLE]
-    sample = sample[torch.isfinite(sample)]
-    if sample.numel() == 0:
-        return
-    info = curve_info(call.activation, call.params)
-    xs = sample.detach()
+    step = max(1, -(-flat.numel() // SAMPLE))
+    xs = flat[::step]
     if xs.dtype not in (torch.float32, torch.float64):
         xs = xs.float()
+    info = curve_info(call.activation, call.params)
     fn = _cached_function(call.activation, params_key(call.params), xs.dtype, xs.device)
     with torch.enable_grad():
-        xs = xs.clone().requires_grad_(True)
+        xs = xs.detach().clone().requires_grad_(True)
         (dy,) = torch.autograd.grad(fn(xs).sum(), xs)
+    # Non-finite inputs give NaN derivatives: left out of the mean, never "saturated".
     mean_d, sat = torch.stack(
-        [dy.mean(), (dy.abs() < SATURATION * info.derivative_max).float().mean().to(dy.dtype)]
+        [dy.nanmean(), (dy.abs() < SATURATION * info.derivative_max).to(dy.dtype).mean()]
     ).tolist()
-    call.mean_derivative = mean_d
+    call.mean_derivative = mean_d if math.isfinite(mean_d) else None
     if kind != ZEROING:  # for the ReLU family, dead units say it better
         call.saturated_fraction = sat
 
@@ -354,12 +351,10 @@ def measure_output(call: ActivationCall, y: torch.Tensor) -> None:
     """Dead units (zeroing activations) or peaked rows (softmax) from the real output."""
     kind = kind_of(call.activation)
     if kind == ZEROING and y.dim() >= 2 and y.shape[0] > 0:
-        zero = y.detach() == 0
-        dead_units = zero.all(dim=0).float().mean()
-        values = [dead_units]
-        if y.dim() >= 3:
-            dims = [0] + list(range(2, y.dim()))
-            values.append(zero.permute(1, *dims).reshape(y.shape[1], -1).all(dim=1).float().mean())
+        dead = (y.detach() == 0).all(dim=0)  # per unit: zero for every example
+        values = [dead.float().mean()]
+        if y.dim() >= 3:  # per channel: dead at every position too
+            values.append(dead.reshape(dead.shape[0], -1).all(dim=1).float().mean())
         out = torch.stack(values).tolist()
         call.dead_fraction = out[0]
         call.dead_channel_fraction = out[1] if len(out) > 1 else None

@@ -194,6 +194,9 @@
         }
       }
       ctx.putImageData(out, 0, 0);
+      // Never taller than wide: a tall, narrow picture (4 features x 16 examples) is drawn
+      // narrower instead of stretched over the card.
+      canvas.style.width = Math.min(100, 100 * L.w / L.h) + "%";
       canvas._nnviz = { im: im, L: L, px: px, pw: src.width, index: +key };
       stats.images++;
     }).catch(function (e) { fail("picture " + key, e); });
@@ -391,6 +394,7 @@
       });
     });
     show(box.getAttribute("data-default"));
+    window.addEventListener("beforeprint", function () { if (state) fit(true); });
   }
 
   /* ---- tables and filters ---------------------------------------------------------------- */
