@@ -167,3 +167,11 @@ def test_the_unpickler_payload_helper_really_would_run(tmp_path):
 
     pickle.loads(pickle.dumps(Payload()))
     assert (tmp_path / "ran").exists()
+
+
+def test_help_and_usage_errors_do_not_import_torch():
+    code = ("import sys; from nnviz_report.cli import main; code = main(['build']); "
+            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "the following arguments are required" in result.stderr

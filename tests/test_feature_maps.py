@@ -226,3 +226,18 @@ def test_layer_selection_channels_and_example():
     with torch.no_grad():
         conv1 = model.conv1(x)[2]
     assert entries[0]["channels"]["mean"][1] == pytest.approx(conv1[1].mean().item(), rel=1e-3)
+
+
+def test_sequence_pictures_are_laid_out_by_what_the_dimensions_mean():
+    from conftest import page_json  # the pictures sit in #nnviz-images
+
+    report = nnviz_report.build_report(LSTMTagger(), torch.randint(0, 500, (3, 7)), graph=False)
+    images = page_json(report.html, "nnviz-images")["feature_maps"]
+    entries = report.data["feature_maps"]
+    by = {(e["name"], e["output"]): images[str(i)] for i, e in enumerate(entries)}
+    out = by[("lstm", "[0]")]
+    assert (out["row_label"], out["col_label"], out["source_hw"]) == ("position", "feature", [7, 48])
+    h = by[("lstm", "[1][0]")]
+    assert (h["row_label"], h["col_label"], h["source_hw"]) == ("layer", "feature", [2, 48])
+    tokens = by[("embed", "")]
+    assert tokens["source_hw"] == [7, 32]

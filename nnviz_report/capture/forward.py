@@ -327,7 +327,7 @@ class _Recorder:
             notes = []
             image = None
             try:
-                image = self._image(module, t)
+                image = self._image(module, t, path)
             except RuntimeError as exc:  # an exotic layout must not break the report
                 notes.append(f"no image: {exc}".split("\n")[0])
             if isinstance(module, nn.MultiheadAttention):
@@ -359,10 +359,13 @@ class _Recorder:
         self.example_clamped = True
         return 0
 
-    def _image(self, module: nn.Module, t: torch.Tensor) -> GridImage | None:
+    def _image(self, module: nn.Module, t: torch.Tensor, path: str = "") -> GridImage | None:
         o = self.options
         if t.numel() == 0 or t.dim() < 2:
             return None
+        if isinstance(module, nn.RNNBase) and path.startswith("[1]") and t.dim() == 3:
+            # h_n / c_n are (layers x directions, batch, hidden) whatever batch_first says.
+            return matrix_image(t[:, self._example(t, 1)], o.max_rows, o.max_cols, "layer", "feature")
         if t.dim() >= 4:
             return channel_grid(t, self._example(t, 0), o.max_channels, o.tile)
         if t.dim() == 3:
