@@ -241,3 +241,20 @@ def test_sequence_pictures_are_laid_out_by_what_the_dimensions_mean():
     assert (h["row_label"], h["col_label"], h["source_hw"]) == ("layer", "feature", [2, 48])
     tokens = by[("embed", "")]
     assert tokens["source_hw"] == [7, 32]
+
+
+def test_histograms_and_channel_stats_against_torch():
+    from nnviz_report.capture.tensors import channel_grid
+
+    x = torch.randn(50000) * 3 + 1
+    s = tensor_stats(x, bins=32)
+    h = s.histogram
+    expected = torch.histc(x[:: h.every], bins=32, min=h.lo, max=h.hi)
+    assert h.counts == [int(c) for c in expected.tolist()]
+    maps = torch.randn(2, 5, 9, 7) * 0.01 + 1000.0  # |mean| >> std: no cancellation allowed
+    grid = channel_grid(maps, example=1, max_channels=3, tile=32)
+    for c, (mean, std, lo, hi) in enumerate(grid.channel_stats):  # 4 significant digits, for display
+        ch = maps[1, c].double()
+        assert mean == pytest.approx(ch.mean().item(), rel=5e-4)
+        assert std == pytest.approx(ch.std().item(), rel=2e-3), "no cancellation"
+        assert (lo, hi) == (pytest.approx(ch.min().item(), rel=5e-4), pytest.approx(ch.max().item(), rel=5e-4))

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import NNVizError
 from .snapshot import Snapshot, StateMatch, match_state, normalise_state
-from .tensors import Histogram, as_float, finite_or_none, float32_list, round_sig, tensor_stats
+from .tensors import Histogram, as_float, bin_counts, finite_or_none, float32_list, round_sig, tensor_stats
 
 BINS = 40
 SCATTER_POINTS = 400  # sampled (before, after) pairs per weight tensor
@@ -57,8 +57,7 @@ def _histogram(x: torch.Tensor, lo: float, hi: float, every: int, finite: bool) 
         sample = sample[torch.isfinite(sample)]
     if hi <= lo:
         return Histogram(lo, hi, [int(sample.numel())], every)
-    counts = torch.histc(sample.float(), bins=BINS, min=lo, max=hi)
-    return Histogram(lo, hi, [int(c) for c in counts.tolist()], every)
+    return Histogram(lo, hi, bin_counts(sample.float(), lo, hi, BINS), every)
 
 
 @dataclass

