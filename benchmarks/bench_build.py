@@ -19,7 +19,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -176,7 +175,8 @@ def main() -> None:
     stages = ", ".join(f"{k} {v:.2f}" for k, v in report.timings.items() if k != "total")
     print(f"  stages of the last build (s): {stages}")
     print(f"  file size: {size / 1e6:.2f} MB (goal <= 4 MB)")
-    del reports, report
+    reports.clear()
+    del report
     gc.collect()
 
     # --- TensorBoard writing the same content ----------------------------------------------

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 import torch
 from conftest import page_view
-from models import ResNet18, SmallCNN, TransformerClassifier, UNet
+from models import ResNet18, SmallCNN, UNet
 from torch import nn
 
 import nnviz_report
@@ -115,7 +115,7 @@ HOSTILE = ['<img src=x onerror=alert(1)>', 'javascript:alert(1)', 'a\\Nb\\G', 'q
 class Hostile(nn.Module):
     def __init__(self):
         super().__init__()
-        for i, name in enumerate(HOSTILE):
+        for name in HOSTILE:
             self.add_module(name, nn.Linear(4, 4))
 
     def forward(self, x):

@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import plotly.graph_objects as go
 import pytest
@@ -96,7 +95,7 @@ def test_every_figure_is_valid_plotly(fixture, request):
     figures = view["figures"]
     used = set(re.findall(r'data-fig="([^"]+)"', report.html))
     assert used == set(figures), "every placeholder has a figure and every figure a placeholder"
-    for fig_id, spec in figures.items():
+    for spec in figures.values():
         go.Figure(_resolve(spec, roots))  # raises on any invalid property
 
 

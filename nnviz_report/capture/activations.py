@@ -432,7 +432,7 @@ def summarise(calls: list[ActivationCall], internals: list[tuple[str, str, list[
 
     gallery = [GalleryEntry(k[0], p, True, curve_info(k[0], p)) for k, p in variants.items()]
     shown = set(variants)
-    for name, _, names in internals:
+    for _, _, names in internals:
         for n in names:
             default = next(p for v, p in GALLERY_VARIANTS if v == n)
             if (n, params_key(default)) not in shown:

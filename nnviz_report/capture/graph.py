@@ -184,10 +184,8 @@ def capture_graph(
 
 def _fold_input_clones(by_id: dict[str, GraphNode], raw_edges: list[tuple[str, str, str]]) -> None:
     out: dict[str, list[int]] = {}
-    inc: dict[str, list[int]] = {}
-    for i, (a, b, kind) in enumerate(raw_edges):
+    for i, (a, _, _) in enumerate(raw_edges):
         out.setdefault(a, []).append(i)
-        inc.setdefault(b, []).append(i)
     for raw, node in list(by_id.items()):
         if node.kind != "input":
             continue

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 
 
-def iter_tensors(obj: Any, path: str = "") -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(path, tensor)`` for every tensor in a nested output.
+def iter_leaves(obj: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield ``(path, leaf)`` for every leaf of a nested output.
 
-    Paths read like Python: ``""`` for a bare tensor, ``"[0]"``, ``"[1][0]"`` for tuples and
+    Paths read like Python: ``""`` for a bare value, ``"[0]"``, ``"[1][0]"`` for tuples and
     lists (an LSTM's ``(out, (h, c))``), ``".h"`` for named tuples, ``"['logits']"`` for
     dicts.
     """
@@ -27,30 +27,27 @@ def iter_tensors(obj: Any, path: str = "") -> Iterator[tuple[str, torch.Tensor]]
         yield path, obj
     elif isinstance(obj, tuple) and hasattr(obj, "_fields"):
         for name in obj._fields:
-            yield from iter_tensors(getattr(obj, name), f"{path}.{name}")
+            yield from iter_leaves(getattr(obj, name), f"{path}.{name}")
     elif isinstance(obj, (tuple, list)):
         for i, item in enumerate(obj):
-            yield from iter_tensors(item, f"{path}[{i}]")
+            yield from iter_leaves(item, f"{path}[{i}]")
     elif isinstance(obj, Mapping):
         for key, item in obj.items():
-            yield from iter_tensors(item, f"{path}[{key!r}]")
-
-
-def describe_non_tensors(obj: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    """Yield ``(path, type name)`` for the leaves of a nested output that are not tensors."""
-    if isinstance(obj, torch.Tensor):
-        return
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-        for name in obj._fields:
-            yield from describe_non_tensors(getattr(obj, name), f"{path}.{name}")
-    elif isinstance(obj, (tuple, list)):
-        for i, item in enumerate(obj):
-            yield from describe_non_tensors(item, f"{path}[{i}]")
-    elif isinstance(obj, Mapping):
-        for key, item in obj.items():
-            yield from describe_non_tensors(item, f"{path}[{key!r}]")
+            yield from iter_leaves(item, f"{path}[{key!r}]")
     else:
-        yield path, "None" if obj is None else type(obj).__name__
+        yield path, obj
+
+
+def iter_tensors(obj: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(path, tensor)`` for every tensor in a nested output (see :func:`iter_leaves`)."""
+    return ((p, v) for p, v in iter_leaves(obj) if isinstance(v, torch.Tensor))
+
+
+def describe_non_tensors(obj: Any) -> Iterator[tuple[str, str]]:
+    """``(path, type name)`` for the leaves of a nested output that are not tensors."""
+    for p, v in iter_leaves(obj):
+        if not isinstance(v, torch.Tensor):
+            yield p, "None" if v is None else type(v).__name__
 
 
 def as_float(t: torch.Tensor) -> torch.Tensor:
