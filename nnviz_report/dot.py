@@ -8,6 +8,7 @@ so the same model gives the same SVG.
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -294,10 +295,14 @@ def dot_available() -> bool:
 
 
 def dot_version() -> str | None:
-    if not dot_available():
-        return None
+    path = shutil.which("dot")
+    return _version_of(path) if path else None
+
+
+@functools.lru_cache(maxsize=4)
+def _version_of(path: str) -> str | None:
     try:
-        out = subprocess.run(["dot", "-V"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run([path, "-V"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     m = re.search(r"version\s+(\S+)", out.stderr + out.stdout)

@@ -26,6 +26,19 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..errors import NNVizError
+from . import activations as act
+from .guard import preserve_model_state
+from .tensors import (
+    GridImage,
+    TensorStats,
+    channel_grid,
+    describe_non_tensors,
+    iter_tensors,
+    matrix_image,
+    tensor_stats,
+)
+
 try:  # private, but what torch's own mode machinery uses (stable since torch 1.13)
     from torch.overrides import _pop_mode_temporarily
 except ImportError:  # pragma: no cover - a future torch without it: slower, still correct
@@ -39,18 +52,6 @@ def _modes_off() -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
     return _pop_mode_temporarily()
 
-from ..errors import NNVizError
-from . import activations as act
-from .guard import preserve_model_state
-from .tensors import (
-    GridImage,
-    TensorStats,
-    channel_grid,
-    describe_non_tensors,
-    iter_tensors,
-    matrix_image,
-    tensor_stats,
-)
 
 MODES = ("eval", "train", "as-is")
 

@@ -166,7 +166,8 @@ def capture_graph(
     for src, dst, kind in raw_edges:
         if src in by_id and dst in by_id:
             graph.edges.append(GraphEdge(by_id[src].id, by_id[dst].id, kind))
-    graph.nodes = [n for n in graph.nodes if any(v is n for v in by_id.values())]
+    kept = {n.id for n in by_id.values()}
+    graph.nodes = [n for n in graph.nodes if n.id in kept]
 
     # Tensor nodes belong where the op they feed or hang off belongs.
     nodes = {n.id: n for n in graph.nodes}
@@ -176,8 +177,6 @@ def capture_graph(
             a.call = b.call
         elif b.kind == "saved" and b.call is None and a.kind == "op":
             b.call = a.call
-    order = {n.id: i for i, n in enumerate(graph.nodes)}
-    graph.nodes.sort(key=lambda n: order[n.id])
     graph.skips = find_skips(graph)
     return graph
 

@@ -38,6 +38,11 @@ def _node_info(view: dot.ViewGraph, calls: list[ModuleCall], prefix: str, fm_cal
     return info
 
 
+def _collapse(names: list[str]) -> list[str]:
+    """Consecutive repeats once: a Linear's AddmmBackward and TBackward are one module."""
+    return [n for i, n in enumerate(names) if i == 0 or n != names[i - 1]]
+
+
 def build(run: CapturedRun) -> Section:
     g = run.graph
     calls = run.forward.calls
@@ -76,7 +81,7 @@ def build(run: CapturedRun) -> Section:
             "module": calls[s.call].name if s.call is not None else "",
             "node": s.node,
             "source": where(s.source),
-            "through": [where(x) for x in s.path[1:]],
+            "through": _collapse([where(x) for x in s.path[1:]]),
             "projection": s.projection,
         })
     data["skips"] = skips
