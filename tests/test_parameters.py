@@ -140,3 +140,11 @@ def test_before_must_not_be_the_live_model():
     model = TwoLayerNet()
     with pytest.raises(nnviz_report.NNVizError, match="snapshot"):
         nnviz_report.build_report(model, torch.randn(2, 20), before=model)
+
+
+def test_a_live_state_dict_is_refused():
+    model = TwoLayerNet()
+    live = model.state_dict()  # shares storage with the parameters
+    _train(model)
+    with pytest.raises(nnviz_report.NNVizError, match="live state_dict.*snapshot"):
+        nnviz_report.build_report(model, torch.randn(2, 20), before=live)

@@ -124,6 +124,14 @@ def compare(model: nn.Module, snapshots: list[Snapshot]) -> ParameterComparison:
     """One record per parameter tensor of ``model`` (in registration order), compared with
     the first snapshot, with a trajectory through all of them when there are several."""
     states = [normalise_state(s, s.source) for s in snapshots]
+    live = {p.data_ptr() for p in model.parameters() if p.numel()}
+    for snap, state in zip(snapshots, states):
+        if any(t.numel() and t.data_ptr() in live for t in state.values()):
+            raise NNVizError(
+                f"{snap.source} holds the model's own parameter tensors (a live state_dict), so it "
+                "changes as the model trains; take nnviz_report.snapshot(model) or "
+                "copy.deepcopy(model.state_dict()) before training"
+            )
     matches = [match_state(model, st) for st in states]
     for snap, m in zip(snapshots, matches):
         if m.matched == 0:
