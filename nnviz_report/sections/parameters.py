@@ -152,8 +152,8 @@ def _identity_figure(i: int, r: ParamRecord) -> dict:
     else:
         x, y = ref("assets", ID, "scatter", i, "before"), ref("assets", ID, "scatter", i, "after")
         label = "values" if r.scatter_every == 1 else f"every {r.scatter_every}th value"
-    lo = min(v for v in (r.before.min, r.after.min, 0.0) if v is not None)
-    hi = max(v for v in (r.before.max, r.after.max, 0.0) if v is not None)
+    ends = [v for v in (r.before.min, r.after.min, r.before.max, r.after.max) if v is not None]
+    lo, hi = (min(ends), max(ends)) if ends else (0.0, 1.0)
     return {
         "data": [
             {"type": "scatter", "mode": "markers", "name": label, "x": x, "y": y,
