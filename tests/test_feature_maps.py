@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from models import LSTMTagger, SmallCNN, TransformerClassifier
+from models import LSTMTagger, ResNet50, SmallCNN, TransformerClassifier
 from torch import nn
 
 import nnviz_report
@@ -258,3 +258,42 @@ def test_histograms_and_channel_stats_against_torch():
         assert mean == pytest.approx(ch.mean().item(), rel=5e-4)
         assert std == pytest.approx(ch.std().item(), rel=2e-3), "no cancellation"
         assert (lo, hi) == (pytest.approx(ch.min().item(), rel=5e-4), pytest.approx(ch.max().item(), rel=5e-4))
+
+
+@pytest.mark.parametrize("model_fn,x", [
+    (ResNet50, torch.randn(2, 3, 64, 64)),
+    (lambda: TransformerClassifier(layers=6), torch.randint(0, 1000, (2, 12))),
+], ids=["resnet50", "transformer-encoder-6"])
+def test_big_models_match_independent_hooks(model_fn, x):
+    """ResNet-50 (in-place ReLU, ``out += identity``, a ReLU module called 3 times per block)
+    and a 6-layer TransformerEncoder: every entry matches stats taken by our own hooks."""
+    model = model_fn().eval()
+    truth = {}
+    counts = {}
+    names = {m: n for n, m in model.named_modules()}
+
+    def hook(mod, args, out):
+        n = names[mod]
+        k = counts.get(n, 0)
+        counts[n] = k + 1
+        t = out[0] if isinstance(out, tuple) else out
+        truth[(n, k)] = independent_stats(t)
+
+    targets = [m for m in model.modules() if not list(m.children()) or isinstance(m, nn.MultiheadAttention)]
+    handles = [m.register_forward_hook(hook) for m in targets]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    entries = nnviz_report.build_report(model, x, graph=False).data["feature_maps"]
+    checked = 0
+    for e in entries:
+        if e["output"] not in ("", "[0]"):
+            continue
+        t = truth[(e["name"], e["call"])]
+        for key in ("mean", "std", "min", "max", "zero_fraction"):
+            assert_close(e[key], t[key], f"{e['name']} call {e['call']} {key}")
+        checked += 1
+    assert checked == len([k for k in truth if k[0] in {e["name"] for e in entries}]) and checked >= 50

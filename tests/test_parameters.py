@@ -148,3 +148,30 @@ def test_a_live_state_dict_is_refused():
     _train(model)
     with pytest.raises(nnviz_report.NNVizError, match="live state_dict.*snapshot"):
         nnviz_report.build_report(model, torch.randn(2, 20), before=live)
+
+
+@pytest.mark.parametrize("fmt", ["bare", "state_dict", "model_state_dict", "model", "ddp", "compile", "safetensors"])
+def test_reports_from_every_checkpoint_format(tmp_path, fmt):
+    from safetensors.torch import save_file
+
+    model = TwoLayerNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _train(model)
+    path = tmp_path / ("ckpt.safetensors" if fmt == "safetensors" else "ckpt.pt")
+    wrapped = {
+        "bare": before,
+        "state_dict": {"state_dict": before, "epoch": 0},
+        "model_state_dict": {"model_state_dict": before},
+        "model": {"model": before},
+        "ddp": {"module." + k: v for k, v in before.items()},
+        "compile": {"_orig_mod." + k: v for k, v in before.items()},
+    }
+    if fmt == "safetensors":
+        save_file(before, str(path))
+    else:
+        torch.save(wrapped[fmt], path)
+    params = _by_name(nnviz_report.build_report(model, torch.randn(2, 20), before=path, graph=False))
+    for name, p in model.named_parameters():
+        b, a = before[name].double(), p.detach().double()
+        assert params[name]["relative_change"] == pytest.approx(((a - b).norm() / b.norm()).item(), rel=1e-4), name
+    assert np.array_equal(np.array(params["fc2.bias"]["bias_before"], dtype=np.float32), before["fc2.bias"].numpy())
