@@ -12,6 +12,7 @@ import functools
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -311,8 +312,6 @@ def _version_of(path: str) -> str | None:
 
 def render_svg(dot_source: str, timeout: float) -> SvgResult:
     """Lay out with ``dot -Tsvg``; the SVG is returned ready to inline in HTML."""
-    import time
-
     started = time.perf_counter()
     if not dot_available():
         return SvgResult(None, INSTALL_HINT, 0.0)

@@ -24,6 +24,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from .sections import Notice, Section
+from .sections._format import pct
 
 PLOTLY_VERSION = "4.1.1"
 PLOTLY_JS = f"assets/vendor/plotly-cartesian-{PLOTLY_VERSION}.min.js"
@@ -105,14 +106,6 @@ def _num(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _pct(value: float | None) -> str:
-    if value is None:
-        return "–"
-    if 0 < value < 0.001:
-        return "<0.1%"
-    return f"{value * 100:.1f}%"
-
-
 def _shape(shape: Iterable[int] | None) -> str:
     return "×".join(str(int(s)) for s in shape) if shape is not None else "–"
 
@@ -147,7 +140,7 @@ def environment() -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=False,
     )
-    env.filters.update(num=_num, pct=_pct, shape=_shape, sortval=_sortval, script_json=_script_json)
+    env.filters.update(num=_num, pct=pct, shape=_shape, sortval=_sortval, script_json=_script_json)
     return env
 
 

@@ -115,6 +115,8 @@ def build_report(
         raise NNVizError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     if not dot_timeout > 0:
         raise NNVizError(f"dot_timeout must be a positive number of seconds, not {dot_timeout!r}")
+    if title is not None and not isinstance(title, str):
+        raise NNVizError(f"title must be a string, not {type(title).__name__}")
     options = CaptureOptions(
         layers=_patterns(layers, "layers"),
         layer_types=_patterns(layer_types, "layer_types"),
@@ -148,8 +150,6 @@ def build_report(
 
     info = run.model
     title = title if title is not None else f"{info.class_name} report"
-    if not isinstance(title, str):
-        raise NNVizError(f"title must be a string, not {type(title).__name__}")
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     shapes = [i["shape"] for i in info.inputs]
     data: dict[str, Any] = {
@@ -192,5 +192,7 @@ def build_report(
     )
     timings["render"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
+    # Warnings for the command line: the graph section's are about this machine (no dot, a
+    # layout that timed out); the other sections' are findings, which the page shows.
     warnings = tuple(n.text for n in notices if n.section == graph_section.ID and n.level == "warning")
     return Report(data=data, html=html, warnings=warnings, timings=timings)

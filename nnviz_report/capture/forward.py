@@ -449,8 +449,6 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
     The model's state (modes, hooks, buffers, flags, RNG) is restored on exit, also when the
     forward pass fails; a failure becomes an ``NNVizError`` naming the module that raised.
     """
-    if options.mode not in MODES:
-        raise NNVizError(f"mode must be one of {', '.join(MODES)}, not {options.mode!r}")
     device = model_device(model)
     args, kwargs, inputs = prepare_inputs(example_input, device)
     rec = _Recorder(model, options)

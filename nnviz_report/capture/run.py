@@ -26,7 +26,6 @@ class ModelInfo:
     class_name: str
     num_parameters: int
     trainable_parameters: int
-    num_buffers: int
     device: str
     dtype: str
     inputs: list[dict[str, Any]]  # {"name", "shape", "dtype"}
@@ -111,7 +110,6 @@ def capture(model: nn.Module, example_input: Any, before: Any, options: CaptureO
         class_name=type(model).__name__,
         num_parameters=sum(p.numel() for p in params),
         trainable_parameters=sum(p.numel() for p in params if p.requires_grad),
-        num_buffers=sum(b.numel() for b in model.buffers()),
         device=fwd.device,
         dtype=str(first.dtype).replace("torch.", "") if first is not None else "none",
         inputs=[

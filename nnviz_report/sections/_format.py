@@ -7,7 +7,7 @@ import html
 
 def pct(x: float | None) -> str:
     if x is None:
-        return "n/a"
+        return "–"
     if 0 < x < 0.001:
         return "<0.1%"
     return f"{x * 100:.1f}%".replace(".0%", "%")

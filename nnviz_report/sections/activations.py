@@ -135,7 +135,6 @@ def build(run: CapturedRun) -> Section:
             "internals": internals,
             "warnings": warnings,
             "used": summary.used,
-            "n_calls": n_calls,
         },
         figures=figures,
         notices=notices,

@@ -131,7 +131,6 @@ def build(run: CapturedRun) -> Section:
             "cards": cards,
             "not_captured": not_captured,
             "notes": fwd.notes,
-            "n_images": len(images),
             "filtered": bool(run.options.layers or run.options.layer_types),
             "options": run.options,
         },
