@@ -19,7 +19,7 @@ from torch import nn
 
 from . import __version__
 from .capture.forward import MODES, CaptureOptions
-from .capture.run import capture, compare_parameters
+from .capture.run import capture, compare_parameters, finish
 from .errors import NNVizError
 from .render import PLOTLY_VERSION, render_page
 from .sections import activations, feature_maps, parameters
@@ -135,16 +135,20 @@ def build_report(
         built[module.ID] = module.build(run)
         run.timings[f"section {module.ID}"] = time.perf_counter() - t
 
-    # The graph section mostly waits for Graphviz (its own processes); the parameter
-    # comparison is torch kernels that release the GIL: run them side by side. The graph
-    # section does not read the comparison.
+    # The graph section mostly waits for Graphviz (its own processes): meanwhile, finish the
+    # capture, compare the parameters (torch kernels that release the GIL) and build the
+    # other sections. The graph section reads neither.
+    threads = torch.get_num_threads()
     with ThreadPoolExecutor(max_workers=1) as pool:
         graph_done = pool.submit(build_section, graph_section)
+        torch.set_num_threads(1)
+        finish(run)
         compare_parameters(run, model)
         for module in SECTIONS:
             if module is not graph_section:
                 build_section(module)
         graph_done.result()
+    torch.set_num_threads(threads)
     sections = [built[module.ID] for module in SECTIONS]
     timings = dict(run.timings)
 

@@ -9,7 +9,10 @@ active for this one call only; torch is never patched.
 
 All reductions happen inside the hooks, on the tensor's device, from the tensor exactly as
 the module returned it: a later in-place op (``ReLU(inplace=True)``, ``out += identity``)
-cannot change what was recorded, and no activation is kept after its hook returns.
+cannot change what was recorded, and no activation is kept after its hook returns. What the
+hooks keep are small copies (pooled channel tiles, histogram samples, derivative samples);
+turning those into pictures, counts and derivatives waits for :meth:`ForwardCapture.finish`,
+which does it for all layers at once (and can run while Graphviz lays out the graph).
 """
 
 from __future__ import annotations
@@ -30,12 +33,15 @@ from ..errors import NNVizError
 from . import activations as act
 from .guard import preserve_model_state
 from .tensors import (
+    Binner,
     GridImage,
+    ImageParts,
     TensorStats,
-    channel_grid,
+    channel_parts,
     describe_non_tensors,
+    finish_images,
     iter_tensors,
-    matrix_image,
+    matrix_parts,
     tensor_stats,
 )
 
@@ -92,8 +98,8 @@ class LayerCapture:
     output: str  # where in the output: "" for a bare tensor, "[0]", "[1][0]", ".h", ...
     shape: list[int]
     dtype: str
-    stats: TensorStats
-    image: GridImage | None
+    stats: TensorStats  # histogram counts are filled by ForwardCapture.finish()
+    image: GridImage | ImageParts | None  # ImageParts until ForwardCapture.finish()
     call_id: int
     notes: list[str] = field(default_factory=list)
 
@@ -114,6 +120,17 @@ class ForwardCapture:
     mode: str
     seconds: float
     notes: list[str] = field(default_factory=list)
+    pending: list[Any] = field(default_factory=list)  # Binner, Derivatives: run by finish()
+
+    def finish(self) -> None:
+        """Count the histograms, take the derivatives and draw the pictures from the small
+        copies the hooks kept, for every layer at once; then drop those copies."""
+        pending, self.pending = self.pending, []
+        for work in pending:
+            work.run()
+        todo = [layer for layer in self.layers if isinstance(layer.image, ImageParts)]
+        for layer, image in zip(todo, finish_images([layer.image for layer in todo])):
+            layer.image = image
 
     def release(self) -> None:
         """Drop every reference to the autograd graph and its saved activations."""
@@ -199,18 +216,25 @@ class _Recorder:
         self.keepalive: list[Any] = []
         self.paused = False
         self.example_clamped = False
-        # The last few recorded outputs and their histograms: an activation whose input is
-        # one of them (same tensor, not modified since) reuses the histogram.
-        self.recent: list[tuple[torch.Tensor, int, Any]] = []
+        self.binner = Binner()
+        self.derivatives = act.Derivatives()
+        # The last few recorded outputs and their stats: an activation whose input or output
+        # is one of them (same tensor, not modified since) reuses the histogram or the
+        # fraction of zeros.
+        self.recent: list[tuple[torch.Tensor, int, TensorStats]] = []
 
-    def known_histogram(self, t: torch.Tensor) -> Any:
-        for seen, version, hist in self.recent:
+    def known_stats(self, t: torch.Tensor) -> TensorStats | None:
+        for seen, version, stats in self.recent:
             if seen is t and t._version == version:
-                return hist
+                return stats
         return None
 
-    def remember(self, t: torch.Tensor, hist: Any) -> None:
-        self.recent.append((t, t._version, hist))
+    def known_histogram(self, t: torch.Tensor) -> Any:
+        stats = self.known_stats(t)
+        return stats.histogram if stats is not None else None
+
+    def remember(self, t: torch.Tensor, stats: TensorStats) -> None:
+        self.recent.append((t, t._version, stats))
         del self.recent[:-4]
 
     @contextlib.contextmanager
@@ -268,7 +292,7 @@ class _Recorder:
                 )
                 if inputs:
                     act.measure_input(frame.activation, inputs[0], self.options.bins,
-                                      self.known_histogram(inputs[0]))
+                                      self.known_histogram(inputs[0]), self.binner, self.derivatives)
             self.stack.append(frame)
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -290,7 +314,9 @@ class _Recorder:
                     self._record_layer(call, module, tensors, output)
             if frame.activation is not None:
                 if tensors:
-                    act.measure_output(frame.activation, tensors[0][1])
+                    y = tensors[0][1]
+                    known = self.known_stats(y)
+                    act.measure_output(frame.activation, y, known.zero_fraction if known else None)
                 self.activation_calls.append(frame.activation)
 
     def _attribute(self, call_id: int, tensors: list[tuple[str, torch.Tensor]], boundary: set[int]) -> None:
@@ -336,8 +362,8 @@ class _Recorder:
                     "out_proj is applied functionally inside MultiheadAttention, so this is the "
                     "attention block's output (out_proj has no entry of its own)"
                 )
-            stats = tensor_stats(t, bins=o.bins)
-            self.remember(t, stats.histogram)
+            stats = tensor_stats(t, bins=o.bins, binner=self.binner)
+            self.remember(t, stats)
             self.layers.append(
                 LayerCapture(
                     name=call.name,
@@ -360,28 +386,28 @@ class _Recorder:
         self.example_clamped = True
         return 0
 
-    def _image(self, module: nn.Module, t: torch.Tensor, path: str = "") -> GridImage | None:
+    def _image(self, module: nn.Module, t: torch.Tensor, path: str = "") -> ImageParts | None:
         o = self.options
         if t.numel() == 0 or t.dim() < 2:
             return None
         if isinstance(module, nn.RNNBase) and path.startswith("[1]") and t.dim() == 3:
             # h_n / c_n are (layers x directions, batch, hidden) whatever batch_first says.
-            return matrix_image(t[:, self._example(t, 1)], o.max_rows, o.max_cols, "layer", "feature")
+            return matrix_parts(t[:, self._example(t, 1)], o.max_rows, o.max_cols, "layer", "feature")
         if t.dim() >= 4:
-            return channel_grid(t, self._example(t, 0), o.max_channels, o.tile)
+            return channel_parts(t, self._example(t, 0), o.max_channels, o.tile)
         if t.dim() == 3:
             if isinstance(module, (nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd,
                                    nn.modules.pooling._AvgPoolNd, nn.modules.batchnorm._BatchNorm,
                                    nn.modules.pooling._AdaptiveAvgPoolNd)):
                 m = t[self._example(t, 0)]
-                return matrix_image(m, o.max_rows, o.max_cols * 2, "channel", "position")
+                return matrix_parts(m, o.max_rows, o.max_cols * 2, "channel", "position")
             batch_first = getattr(module, "batch_first", True)
             if batch_first:
                 m = t[self._example(t, 0)]
             else:
                 m = t[:, self._example(t, 1)]
-            return matrix_image(m, o.max_rows, o.max_cols, "position", "feature")
-        return matrix_image(t, o.max_rows, o.max_cols, "example", "feature")
+            return matrix_parts(m, o.max_rows, o.max_cols, "position", "feature")
+        return matrix_parts(t, o.max_rows, o.max_cols, "example", "feature")
 
     # -- functional activations ----------------------------------------------------------
     def functional(self, func: Any, args: tuple, kwargs: dict) -> Any:
@@ -404,7 +430,8 @@ class _Recorder:
                 shape=list(args[0].shape),
             )
             self.functional_counts[key] += 1
-            act.measure_input(call, args[0], self.options.bins, self.known_histogram(args[0]))
+            act.measure_input(call, args[0], self.options.bins, self.known_histogram(args[0]),
+                              self.binner, self.derivatives)
         out = func(*args, **kwargs)
         with self.pause():
             if isinstance(out, torch.Tensor):
@@ -489,6 +516,7 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
         mode=options.mode,
         seconds=time.perf_counter() - started,
         notes=notes,
+        pending=[rec.binner, rec.derivatives],
     )
 
 

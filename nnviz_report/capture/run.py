@@ -36,10 +36,10 @@ class ModelInfo:
 class CapturedRun:
     model: ModelInfo
     forward: ForwardCapture
-    activations: act.ActivationSummary
     graph: GraphCapture | None
     options: CaptureOptions
     snapshots: list[Snapshot]
+    activations: act.ActivationSummary | None = None  # filled by finish()
     parameters: ParameterComparison | None = None  # filled by compare_parameters()
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -76,9 +76,10 @@ def resolve_before(before: BeforeArg | Sequence[BeforeArg]) -> list[Snapshot]:
 
 
 def capture(model: nn.Module, example_input: Any, before: Any, options: CaptureOptions) -> CapturedRun:
-    """The forward pass, the autograd graph and the activations; the comparison of the
-    parameters with ``before`` is a separate step, :func:`compare_parameters`, so that it can
-    run while Graphviz lays the graph out."""
+    """The forward pass and the autograd graph. Two steps follow, separate so that they can
+    run while Graphviz lays the graph out (the graph section needs neither): :func:`finish`
+    (the feature maps' pictures and histograms, the activations) and
+    :func:`compare_parameters` (the parameters against ``before``)."""
     if not isinstance(model, nn.Module):
         raise NNVizError(f"model must be a torch.nn.Module, not {type(model).__name__}")
     model = unwrap_model(model)
@@ -100,10 +101,6 @@ def capture(model: nn.Module, example_input: Any, before: Any, options: CaptureO
         release_graph(outputs)
     timings["graph"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    activations = act.summarise(fwd.activation_calls, fwd.rnn_internals)
-    timings["activation curves"] = time.perf_counter() - t
-
     params = list(model.parameters())
     first = params[0] if params else None
     info = ModelInfo(
@@ -118,7 +115,17 @@ def capture(model: nn.Module, example_input: Any, before: Any, options: CaptureO
         ],
         mode=fwd.mode,
     )
-    return CapturedRun(info, fwd, activations, graph_capture, options, snapshots, timings=timings)
+    return CapturedRun(info, fwd, graph_capture, options, snapshots, timings=timings)
+
+
+def finish(run: CapturedRun) -> None:
+    """What the hooks left for after the forward pass, and the activation summary."""
+    t = time.perf_counter()
+    run.forward.finish()
+    run.timings["finish"] = time.perf_counter() - t
+    t = time.perf_counter()
+    run.activations = act.summarise(run.forward.activation_calls, run.forward.rnn_internals)
+    run.timings["activation curves"] = time.perf_counter() - t
 
 
 def compare_parameters(run: CapturedRun, model: nn.Module) -> None:
