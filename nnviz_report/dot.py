@@ -8,10 +8,13 @@ so the same model gives the same SVG.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -159,32 +162,24 @@ def module_view(graph: GraphCapture, calls: list[ModuleCall]) -> ViewGraph:
     return view
 
 
+_HEAD = """digraph {name} {{
+\tgraph [bgcolor=transparent fontname=Helvetica fontsize=11 labeljust=l newrank=true nodesep=0.18 rankdir=TB ranksep=0.22]
+\tnode [color="#555555" fillcolor={fill} fontname=Courier fontsize=10 height=0.2 shape=box style=filled]
+\tedge [arrowsize=0.6 color="#666666"]
+"""
+# Courier: a monospace font whose metrics dot knows without a text-layout plugin.
+_CLUSTER_STYLE = 'style=rounded color="#8c99a6" fontcolor="#34495e" fontname=Helvetica fontsize=10'
+_EDGE_ATTRS = {"saved": "dir=none", "view": "style=dotted"}
+_SKIP_EDGE = f'color="{SKIP_COLOR}" penwidth=2.2'
+
+
 def source(view: ViewGraph, calls: list[ModuleCall], prefix: str) -> str:
     """DOT text for ``view``; SVG element ids are ``prefix + node id`` and
-    ``prefix + "c" + call id`` for clusters."""
-    g = graphviz.Digraph(
-        name=view.name,
-        graph_attr={
-            "rankdir": "TB",
-            "ranksep": "0.22",
-            "nodesep": "0.18",
-            "newrank": "true",
-            "bgcolor": "transparent",
-            "fontname": "Helvetica",
-            "fontsize": "11",
-            "labeljust": "l",
-        },
-        node_attr={
-            "style": "filled",
-            "shape": "box",
-            "fontsize": "10",
-            "height": "0.2",
-            "fontname": "monospace",
-            "fillcolor": FILL["op"],
-            "color": "#555555",
-        },
-        edge_attr={"arrowsize": "0.6", "color": "#666666"},
-    )
+    ``prefix + "c" + call id`` for clusters.
+
+    Written directly (5x faster than building it with ``graphviz.Digraph``): every label
+    goes through :func:`_label`, every other value is ours (ids from stable keys, colours).
+    """
     children: dict[int | None, list[int]] = {}
     for cid in view.clusters:
         chain = _cluster_chain(calls[cid].parent, calls, view.clusters)
@@ -198,48 +193,45 @@ def source(view: ViewGraph, calls: list[ModuleCall], prefix: str) -> str:
 
     rows = _parameter_rows(view)
     row_of = {nid: i for i, row in enumerate(rows) for nid in row}
+    out = [_HEAD.format(name=_ident(view.name), fill=FILL["op"])]
 
-    def emit(target: graphviz.Digraph, cluster: int | None) -> None:
+    def emit(cluster: int | None, indent: str) -> None:
         local_rows: dict[int, list[str]] = {}
         for n in members.get(cluster, []):
-            attrs = {"id": prefix + n.id, "fillcolor": SKIP_FILL if n.skip else FILL.get(n.kind, FILL["op"])}
-            if n.skip:
-                attrs.update(color=SKIP_COLOR, penwidth="1.6")
-            target.node(n.id, label=_label(n.label), **attrs)
+            fill = SKIP_FILL if n.skip else FILL.get(n.kind, FILL["op"])
+            extra = f' color="{SKIP_COLOR}" penwidth=1.6' if n.skip else ""
+            out.append(f'{indent}{_ident(n.id)} [label={_label(n.label)} fillcolor="{fill}" '
+                       f'id="{prefix}{_ident(n.id)}"{extra}]\n')
             if n.id in row_of:
                 local_rows.setdefault(row_of[n.id], []).append(n.id)
         for row in local_rows.values():
             if len(row) > 1:
-                with target.subgraph() as same:
-                    same.attr(rank="same")
-                    for nid in row:
-                        same.node(nid)
+                out.append(f"{indent}{{rank=same; {'; '.join(_ident(nid) for nid in row)}}}\n")
         for cid in children.get(cluster, []):
             call = calls[cid]
-            with target.subgraph(name=f"cluster_{cid}") as sub:
-                text = f"{call.name} · {call.type}" + (f" (call {call.call + 1})" if call.call else "")
-                sub.attr(
-                    label=_label([text]),
-                    id=f"{prefix}c{cid}",
-                    style="rounded",
-                    color="#8c99a6",
-                    fontcolor="#34495e",
-                    fontname="Helvetica",
-                    fontsize="10",
-                )
-                emit(sub, cid)
+            text = f"{call.name} · {call.type}" + (f" (call {call.call + 1})" if call.call else "")
+            out.append(f"{indent}subgraph cluster_{cid} {{\n")
+            out.append(f'{indent}\tgraph [label={_label([text])} id="{prefix}c{cid}" {_CLUSTER_STYLE}]\n')
+            emit(cid, indent + "\t")
+            out.append(f"{indent}}}\n")
 
-    emit(g, None)
+    emit(None, "\t")
     for src, dst, kind, skip in view.edges:
-        attrs = {}
-        if kind == "saved":
-            attrs["dir"] = "none"
-        elif kind == "view":
-            attrs["style"] = "dotted"
-        if skip:
-            attrs.update(color=SKIP_COLOR, penwidth="2.2")
-        g.edge(src, dst, **attrs)
-    return g.source
+        attrs = [a for a in (_EDGE_ATTRS.get(kind), _SKIP_EDGE if skip else None) if a]
+        tail = f" [{' '.join(attrs)}]" if attrs else ""
+        out.append(f"\t{_ident(src)} -> {_ident(dst)}{tail}\n")
+    out.append("}\n")
+    return "".join(out)
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _ident(name: str) -> str:
+    """Node, graph and SVG ids are ours (``n12``, ``m3``, ``full``): plain identifiers."""
+    if not _IDENT.fullmatch(name):
+        raise ValueError(f"not a plain DOT identifier: {name!r}")
+    return name
 
 
 def _parameter_rows(view: ViewGraph) -> list[list[str]]:
@@ -266,9 +258,11 @@ def _parameter_rows(view: ViewGraph) -> list[list[str]]:
 
 
 def _label(lines: Iterable[str]) -> str:
-    # escape() doubles backslashes (no \N, \G, \l tricks) and marks the text as not HTML;
-    # the joined result is marked again so a name like "<b>x</b>" stays literal text.
-    return graphviz.nohtml("\n".join(graphviz.escape(line) for line in lines))
+    """A quoted DOT string that dot shows as the literal text: ``graphviz.escape`` doubles
+    every backslash (no \\N, \\G, \\l expansions), then every double quote is escaped. A
+    quoted string is never an HTML-like label."""
+    text = "\n".join(graphviz.escape(line) for line in lines)
+    return '"' + text.replace('"', '\\"') + '"'
 
 
 @dataclass(frozen=True)
@@ -317,7 +311,8 @@ def render_svg(dot_source: str, timeout: float) -> SvgResult:
         return SvgResult(None, INSTALL_HINT, 0.0)
     try:
         proc = subprocess.run(
-            ["dot", "-Tsvg"], input=dot_source.encode("utf-8"), capture_output=True, timeout=timeout
+            ["dot", "-Tsvg"], input=dot_source.encode("utf-8"), capture_output=True, timeout=timeout,
+            env=layout_environment(),
         )
     except subprocess.TimeoutExpired:
         return SvgResult(None, f"dot did not finish within {timeout:g} s", time.perf_counter() - started)
@@ -335,3 +330,44 @@ def render_svg(dot_source: str, timeout: float) -> SvgResult:
     if not _safe_svg(svg):
         return SvgResult(None, "dot produced SVG with links or scripts; refusing to embed it", seconds)
     return SvgResult(svg.strip(), None, seconds)
+
+
+def layout_environment() -> dict[str, str] | None:
+    """The environment ``dot`` runs in: one whose plugin folder (``GVBINDIR``) holds only
+    Graphviz's core and dot-layout plugins, when that can be set up, else the inherited one.
+
+    Without the Pango plugin, dot sizes labels from its built-in font metrics instead of
+    starting fontconfig and shaping every label: layouts take half the time (ResNet-50's
+    full graph 0.09 -> 0.05 s) and no longer depend on the fonts installed, while the
+    browser draws the text with its own fonts either way. The folder is private to this
+    process (``mkdtemp``: mode 0700) and removed at exit.
+    """
+    path = shutil.which("dot")
+    return _plugin_environment(path) if path else None
+
+
+@functools.lru_cache(maxsize=4)
+def _plugin_environment(dot: str) -> dict[str, str] | None:
+    try:
+        probe = subprocess.run([dot, "-v", "-Tsvg"], input=b"digraph{}", capture_output=True, timeout=10)
+        m = re.search(r'libdir = "([^"]+)"', probe.stderr.decode("utf-8", "replace"))
+        if not m:
+            return None
+        libdir = m.group(1)
+        wanted = [f for f in sorted(os.listdir(libdir))
+                  if re.match(r"(lib)?gvplugin_(core|dot_layout)\b", f)]
+        if not any("core" in f for f in wanted) or not any("dot_layout" in f for f in wanted):
+            return None
+        folder = tempfile.mkdtemp(prefix="nnviz-report-graphviz-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        for f in wanted:
+            os.symlink(os.path.join(libdir, f), os.path.join(folder, f))
+        env = dict(os.environ, GVBINDIR=folder)
+        subprocess.run([dot, "-c"], env=env, capture_output=True, timeout=10, check=True)
+        check = subprocess.run([dot, "-Tsvg"], input=b'digraph{a[label="ok"]}', env=env,
+                               capture_output=True, timeout=10)
+        if check.returncode != 0 or b"<svg" not in check.stdout:
+            return None
+        return env
+    except (OSError, subprocess.SubprocessError, UnicodeError):
+        return None

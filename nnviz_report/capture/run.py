@@ -75,19 +75,23 @@ def resolve_before(before: BeforeArg | Sequence[BeforeArg]) -> list[Snapshot]:
     return snaps
 
 
-def capture(model: nn.Module, example_input: Any, before: Any, options: CaptureOptions) -> CapturedRun:
+def check_model(model: Any) -> nn.Module:
+    """The module to capture (unwrapped from DataParallel/DDP/torch.compile)."""
+    if not isinstance(model, nn.Module):
+        raise NNVizError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    return unwrap_model(model)
+
+
+def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] | None,
+            options: CaptureOptions) -> CapturedRun:
     """The forward pass and the autograd graph. Two steps follow, separate so that they can
     run while Graphviz lays the graph out (the graph section needs neither): :func:`finish`
     (the feature maps' pictures and histograms, the activations) and
-    :func:`compare_parameters` (the parameters against ``before``)."""
-    if not isinstance(model, nn.Module):
-        raise NNVizError(f"model must be a torch.nn.Module, not {type(model).__name__}")
-    model = unwrap_model(model)
+    :func:`compare_parameters` (the parameters against the snapshots, which reads nothing
+    the forward pass writes and can run beside it)."""
+    model = check_model(model)
+    snapshots = list(snapshots or [])
     timings: dict[str, float] = {}
-    t = time.perf_counter()
-    snapshots = resolve_before(before)
-    timings["load"] = time.perf_counter() - t
-
     fwd = run_forward(model, example_input, options)
     timings["forward"] = fwd.seconds
     graph_capture = None
@@ -128,7 +132,15 @@ def finish(run: CapturedRun) -> None:
     run.timings["activation curves"] = time.perf_counter() - t
 
 
-def compare_parameters(run: CapturedRun, model: nn.Module) -> None:
-    t = time.perf_counter()
-    run.parameters = compare(unwrap_model(model), run.snapshots)
-    run.timings["parameters"] = time.perf_counter() - t
+def compare_parameters(model: nn.Module, snapshots: Sequence[Snapshot], threads: int | None = None) -> ParameterComparison:
+    """:func:`compare` with ``threads`` torch threads in this thread (build_report runs it
+    on one thread beside the forward pass: the two then share the cores without spinning).
+    The thread's setting is put back afterwards."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return compare(check_model(model), list(snapshots))
+    finally:
+        if threads is not None:
+            torch.set_num_threads(previous)
