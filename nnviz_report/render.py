@@ -74,9 +74,10 @@ def to_json(obj: Any) -> str:
 
 
 def packed(obj: Any) -> str:
-    """JSON, gzip (deterministic: no timestamp), base64."""
+    """JSON, gzip (deterministic: no timestamp), base64. Level 4: a third of level 6's
+    time on a ResNet-50 view, 8% more bytes."""
     raw = _dumps(obj).encode("utf-8")
-    return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode("ascii")
+    return base64.b64encode(gzip.compress(raw, compresslevel=4, mtime=0)).decode("ascii")
 
 
 def unpacked(text: str) -> Any:
@@ -199,7 +200,7 @@ def render_page(
     view = {"figures": figures, "assets": {s.id: s.assets for s in sections if s.assets}}
     images = {s.id: s.images for s in sections if s.images}
     template = environment().get_template("report.html.j2")
-    page = template.render(
+    return template.render(
         title=title,
         data=data,
         sections=sections,
@@ -210,4 +211,3 @@ def render_page(
         images_json=_script_json(images),
         assets=assets(),
     )
-    return page

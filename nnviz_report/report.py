@@ -139,28 +139,25 @@ def build_report(
 
     def timed_compare() -> tuple[Any, float]:
         t = time.perf_counter()
-        return compare_parameters(model, snapshots, threads=1), time.perf_counter() - t
+        return compare_parameters(model, snapshots), time.perf_counter() - t
 
     run = capture(model, example_input, snapshots, options)
     run.timings["load"] = load_seconds
-    # Three lanes on the two cores, each reading only what it needs: the graph section, which
-    # mostly waits for Graphviz's own processes; the parameter comparison (torch kernels that
-    # release the GIL); the finishing of the capture and the other sections. Torch kernels
-    # run on one thread meanwhile: two-thread kernels on busy cores spin-wait for each other.
-    # (Beside the forward pass, the comparison slowed the convolutions down more than it
-    # saved.)
+    # The graph section mostly waits for Graphviz's own processes: meanwhile this thread
+    # finishes the capture, compares the parameters and builds the other sections, with
+    # torch on one thread per kernel (two-thread kernels on busy cores spin-wait for each
+    # other). A third lane for the comparison was measured slower: its many small kernels
+    # queue for the GIL behind this thread's Python.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        with ThreadPoolExecutor(max_workers=1) as pool:
             graph_done = pool.submit(build_section, graph_section, run)
-            compared = pool.submit(timed_compare)
             finish(run)
+            run.parameters, run.timings["parameters"] = timed_compare()
             for module in SECTIONS:
-                if module is not graph_section and module is not parameters:
+                if module is not graph_section:
                     build_section(module, run)
-            run.parameters, run.timings["parameters"] = compared.result()
-            build_section(parameters, run)
             graph_done.result()
     finally:
         torch.set_num_threads(threads)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tensors import Binner, Histogram, as_float, histogram, nonzero_count, round_sig
+from .tensors import Histogram, as_float, histogram, nonzero_count, round_sig
 
 # How an activation can go wrong, which decides what is measured on its inputs.
 ZEROING = "zeroing"  # a flat zero region: units can die (ReLU, ReLU6, Threshold, shrinks)
@@ -337,17 +337,17 @@ class Derivatives:
             with torch.enable_grad():
                 xs = torch.cat([x for _, x in items]).requires_grad_(True)
                 (dy,) = torch.autograd.grad(fn(xs).sum(), xs)
-            sizes = torch.tensor([x.numel() for _, x in items], device=device)
-            seg = torch.repeat_interleave(torch.arange(len(items), device=device), sizes)
             # Per call: the mean over the finite derivatives (non-finite inputs give NaN,
             # never "saturated") and the fraction below 1% of the derivative's maximum.
             nan = torch.isnan(dy)
-            zeros = dy.new_zeros(len(items))
-            sums, finite, flat = torch.stack([
-                zeros.index_add(0, seg, dy.masked_fill(nan, 0)),
-                zeros.index_add(0, seg, (~nan).to(dtype)),
-                zeros.index_add(0, seg, (dy.abs() < SATURATION * info.derivative_max).to(dtype)),
-            ]).tolist()
+            per_value = torch.stack([
+                dy.masked_fill(nan, 0),
+                (~nan).to(dtype),
+                (dy.abs() < SATURATION * info.derivative_max).to(dtype),
+            ])
+            sizes = [x.numel() for _, x in items]
+            totals = torch.stack([part.sum(dim=1) for part in per_value.split(sizes, dim=1)])
+            sums, finite, flat = totals.T.tolist()
             for (call, x), total, n, low in zip(items, sums, finite, flat):
                 mean_d = total / n if n else math.nan
                 call.mean_derivative = mean_d if math.isfinite(mean_d) else None
@@ -360,17 +360,16 @@ def measure_input(
     x: torch.Tensor,
     bins: int,
     hist: Histogram | None = None,
-    binner: Binner | None = None,
     derivatives: Derivatives | None = None,
 ) -> None:
     """Histogram of the inputs (``hist`` when the caller already has it) and, for
     elementwise activations, the derivative at a sample of them (strided, at most 16 384
-    values), computed on the tensor's device. With ``binner`` and ``derivatives`` the
-    counting and the derivatives wait for their ``run()``; without, they happen now."""
+    values), computed on the tensor's device. With ``derivatives``, the derivatives wait for its
+    ``run()``; without, they are taken now."""
     if not x.is_floating_point():
         call.notes.append(f"input dtype {x.dtype} is not floating point; not measured")
         return
-    call.input_hist = hist if hist is not None else histogram(x, bins, binner)
+    call.input_hist = hist if hist is not None else histogram(x, bins)
     kind = kind_of(call.activation)
     if kind in (SOFTMAX, GATED) or x.numel() == 0:
         return

@@ -10,8 +10,8 @@ active for this one call only; torch is never patched.
 All reductions happen inside the hooks, on the tensor's device, from the tensor exactly as
 the module returned it: a later in-place op (``ReLU(inplace=True)``, ``out += identity``)
 cannot change what was recorded, and no activation is kept after its hook returns. What the
-hooks keep are small copies (pooled channel tiles, histogram samples, derivative samples);
-turning those into pictures, counts and derivatives waits for :meth:`ForwardCapture.finish`,
+hooks keep are small copies (pooled channel tiles, derivative samples); turning those into
+pictures and derivatives waits for :meth:`ForwardCapture.finish`,
 which does it for all layers at once (and can run while Graphviz lays out the graph).
 """
 
@@ -33,7 +33,6 @@ from ..errors import NNVizError
 from . import activations as act
 from .guard import preserve_model_state
 from .tensors import (
-    Binner,
     GridImage,
     ImageParts,
     TensorStats,
@@ -98,7 +97,7 @@ class LayerCapture:
     output: str  # where in the output: "" for a bare tensor, "[0]", "[1][0]", ".h", ...
     shape: list[int]
     dtype: str
-    stats: TensorStats  # histogram counts are filled by ForwardCapture.finish()
+    stats: TensorStats
     image: GridImage | ImageParts | None  # ImageParts until ForwardCapture.finish()
     call_id: int
     notes: list[str] = field(default_factory=list)
@@ -120,11 +119,11 @@ class ForwardCapture:
     mode: str
     seconds: float
     notes: list[str] = field(default_factory=list)
-    pending: list[Any] = field(default_factory=list)  # Binner, Derivatives: run by finish()
+    pending: list[Any] = field(default_factory=list)  # work with a run() method, for finish()
 
     def finish(self) -> None:
-        """Count the histograms, take the derivatives and draw the pictures from the small
-        copies the hooks kept, for every layer at once; then drop those copies."""
+        """Take the derivatives and draw the pictures from the small copies the hooks kept,
+        for every layer at once; then drop those copies."""
         pending, self.pending = self.pending, []
         for work in pending:
             work.run()
@@ -216,7 +215,6 @@ class _Recorder:
         self.keepalive: list[Any] = []
         self.paused = False
         self.example_clamped = False
-        self.binner = Binner()
         self.derivatives = act.Derivatives()
         # The last few recorded outputs and their stats: an activation whose input or output
         # is one of them (same tensor, not modified since) reuses the histogram or the
@@ -292,7 +290,7 @@ class _Recorder:
                 )
                 if inputs:
                     act.measure_input(frame.activation, inputs[0], self.options.bins,
-                                      self.known_histogram(inputs[0]), self.binner, self.derivatives)
+                                      self.known_histogram(inputs[0]), self.derivatives)
             self.stack.append(frame)
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -362,7 +360,7 @@ class _Recorder:
                     "out_proj is applied functionally inside MultiheadAttention, so this is the "
                     "attention block's output (out_proj has no entry of its own)"
                 )
-            stats = tensor_stats(t, bins=o.bins, binner=self.binner)
+            stats = tensor_stats(t, bins=o.bins)
             self.remember(t, stats)
             self.layers.append(
                 LayerCapture(
@@ -431,7 +429,7 @@ class _Recorder:
             )
             self.functional_counts[key] += 1
             act.measure_input(call, args[0], self.options.bins, self.known_histogram(args[0]),
-                              self.binner, self.derivatives)
+                              self.derivatives)
         out = func(*args, **kwargs)
         with self.pause():
             if isinstance(out, torch.Tensor):
@@ -516,7 +514,7 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
         mode=options.mode,
         seconds=time.perf_counter() - started,
         notes=notes,
-        pending=[rec.binner, rec.derivatives],
+        pending=[rec.derivatives],
     )
 
 

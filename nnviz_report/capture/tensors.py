@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.nn.utils.rnn import pad_sequence
 
 
 def iter_leaves(obj: Any, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -114,8 +113,9 @@ ONE_PASS_LIMIT = 16.0
 
 def bin_counts(sample: torch.Tensor, lo: float, hi: float, bins: int) -> list[int]:
     """Counts of ``bins`` equal bins over ``[lo, hi]`` (the last one closed, as histc),
-    by bincount: ~2x faster than torch.histc on CPU."""
-    idx = ((sample - lo) * (bins / (hi - lo))).to(torch.int64).clamp_(0, bins - 1)
+    by bincount: ~2x faster than torch.histc on CPU. Reads ``sample`` once (it may be a
+    strided view) into one temporary."""
+    idx = (sample - lo).mul_(bins / (hi - lo)).clamp_(0, bins - 1).to(torch.int32)
     return torch.bincount(idx, minlength=bins).tolist()
 
 
@@ -131,45 +131,6 @@ class Histogram:
 
     def as_dict(self) -> dict:
         return {"lo": self.lo, "hi": self.hi, "counts": self.counts, "every": self.every}
-
-
-class Binner:
-    """Histograms of many samples, counted together: one ``bincount`` per device instead of
-    six small ops for each of hundreds of tensors. :meth:`histogram` returns a Histogram
-    whose ``counts`` :meth:`run` fills in; the samples must be copies (small ones)."""
-
-    def __init__(self) -> None:
-        self._todo: list[tuple[torch.Tensor, float, float, int, list[int]]] = []
-
-    def histogram(self, sample: torch.Tensor, lo: float, hi: float, bins: int, every: int) -> Histogram:
-        if lo == hi:
-            return Histogram(lo, hi, [int(sample.numel())], every)
-        hist = Histogram(lo, hi, [], every)
-        self._todo.append((sample, lo, hi, bins, hist.counts))
-        return hist
-
-    def run(self) -> None:
-        todo, self._todo = self._todo, []
-        groups: dict[tuple, list[tuple[torch.Tensor, float, float, int, list[int]]]] = {}
-        for item in todo:
-            wide = item[0].dtype == torch.float64
-            groups.setdefault((item[0].device, wide, item[3]), []).append(item)
-        for (device, wide, bins), items in groups.items():
-            # One row per sample, padded with NaN; the arithmetic of bin_counts (in the
-            # samples' dtype) with per-row bounds; the padding lands in bin 0, then is taken
-            # out again.
-            dtype = torch.float64 if wide else torch.float32
-            rows = pad_sequence([it[0].reshape(-1).to(dtype) for it in items], batch_first=True,
-                                padding_value=math.nan)
-            lo = torch.tensor([it[1] for it in items], dtype=dtype, device=device).unsqueeze(1)
-            scale = torch.tensor([bins / (it[2] - it[1]) for it in items], dtype=dtype, device=device)
-            b = ((rows - lo) * scale.unsqueeze(1)).nan_to_num_(nan=0.0).clamp_(0, bins - 1).to(torch.int64)
-            b += torch.arange(0, len(items) * bins, bins, device=device).unsqueeze(1)
-            counts = torch.bincount(b.reshape(-1), minlength=len(items) * bins).tolist()
-            for i, it in enumerate(items):
-                row = counts[i * bins:(i + 1) * bins]
-                row[0] -= rows.shape[1] - it[0].numel()
-                it[4].extend(row)
 
 
 @dataclass(frozen=True)
@@ -191,7 +152,7 @@ def nonzero_count(x: torch.Tensor) -> torch.Tensor:
     return x.bool().sum(dtype=torch.int32 if x.numel() < 2**31 else torch.int64)
 
 
-def tensor_stats(t: torch.Tensor, bins: int = 0, zeros: bool = True, binner: Binner | None = None) -> TensorStats:
+def tensor_stats(t: torch.Tensor, bins: int = 0, zeros: bool = True) -> TensorStats:
     """Mean, std (unbiased, like ``Tensor.std``), min, max, fraction of exact zeros and counts
     of NaN/Inf over the whole tensor as given, plus an optional histogram of its finite
     values (exact range, counts from a strided sample of at most 16 384 values).
@@ -226,7 +187,7 @@ def tensor_stats(t: torch.Tensor, bins: int = 0, zeros: bool = True, binner: Bin
     nan_v = inf_v = 0
     if not finite:
         nan_v, inf_v = (int(v) for v in torch.stack([torch.isnan(x).sum(), torch.isinf(x).sum()]).tolist())
-    hist = _histogram(x, lo_v, hi_v, nan_v + inf_v > 0, bins, binner) if bins else None
+    hist = _histogram(x, lo_v, hi_v, nan_v + inf_v > 0, bins) if bins else None
     return TensorStats(
         numel=n,
         mean=finite_or_none(mean_v),
@@ -240,17 +201,16 @@ def tensor_stats(t: torch.Tensor, bins: int = 0, zeros: bool = True, binner: Bin
     )
 
 
-def histogram(t: torch.Tensor, bins: int, binner: Binner | None = None) -> Histogram | None:
+def histogram(t: torch.Tensor, bins: int) -> Histogram | None:
     """The histogram of :func:`tensor_stats` alone (one pass for the range, not four)."""
     x = as_float(t).reshape(-1)
     if x.numel() == 0:
         return None
     lo_v, hi_v = torch.stack(torch.aminmax(x)).tolist()
-    return _histogram(x, lo_v, hi_v, not (math.isfinite(lo_v) and math.isfinite(hi_v)), bins, binner)
+    return _histogram(x, lo_v, hi_v, not (math.isfinite(lo_v) and math.isfinite(hi_v)), bins)
 
 
-def _histogram(x: torch.Tensor, lo_v: float, hi_v: float, non_finite: bool, bins: int,
-               binner: Binner | None) -> Histogram | None:
+def _histogram(x: torch.Tensor, lo_v: float, hi_v: float, non_finite: bool, bins: int) -> Histogram | None:
     """Bins over the exact finite range of flat ``x``; counts of a strided sample."""
     every = max(1, -(-x.numel() // HISTOGRAM_SAMPLE))
     sample = x[::every]
@@ -258,16 +218,11 @@ def _histogram(x: torch.Tensor, lo_v: float, hi_v: float, non_finite: bool, bins
         sample = sample[torch.isfinite(sample)]
         finite_x = x[torch.isfinite(x)]
         lo_v, hi_v = (float(v) for v in torch.aminmax(finite_x)) if finite_x.numel() else (0.0, 0.0)
-    else:
-        sample = sample.clone()  # ~2% of the tensor, binned later; the model may rewrite it
     if not sample.numel():
         return None
-    own = binner is None
-    binner = binner or Binner()
-    hist = binner.histogram(sample, lo_v, hi_v, bins, every)
-    if own:
-        binner.run()
-    return hist
+    if lo_v == hi_v:
+        return Histogram(lo_v, hi_v, [int(sample.numel())], every)
+    return Histogram(lo_v, hi_v, bin_counts(sample, lo_v, hi_v, bins), every)
 
 
 @dataclass(frozen=True)
@@ -368,18 +323,23 @@ def matrix_parts(m: torch.Tensor, max_rows: int, max_cols: int, row_label: str, 
                       row_label=row_label, col_label=col_label)
 
 
-def _quantise(v: np.ndarray) -> tuple[np.ndarray, float, float, bool]:
+def _quantise(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 pictures of a stack of same-shaped arrays ``v[i]``, each between its own
+    ``lo[i]`` and ``hi[i]`` (symmetric about zero when it has both signs: ``diverging``).
+    NaN and Inf are drawn as 0."""
     v = np.nan_to_num(v.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
-    diverging = lo < 0 < hi
-    if diverging:
-        hi = max(-lo, hi)
-        lo = -hi
-    span = hi - lo
-    if span > 0:
-        q = np.rint((v - lo) * (255.0 / span)).clip(0, 255).astype(np.uint8)
+    axes = tuple(range(1, v.ndim))
+    if v[0].size:
+        lo, hi = v.min(axis=axes).astype(np.float64), v.max(axis=axes).astype(np.float64)
     else:
-        q = np.zeros(v.shape, dtype=np.uint8)
+        lo = hi = np.zeros(len(v))
+    diverging = (lo < 0) & (hi > 0)
+    hi = np.where(diverging, np.maximum(-lo, hi), hi)
+    lo = np.where(diverging, -hi, lo)
+    span = hi - lo
+    scale = np.divide(255.0, span, out=np.zeros_like(span), where=span > 0).astype(np.float32)
+    shape = (-1,) + (1,) * (v.ndim - 1)
+    q = np.rint((v - lo.astype(np.float32).reshape(shape)) * scale.reshape(shape)).clip(0, 255).astype(np.uint8)
     return q, lo, hi, diverging
 
 
@@ -402,10 +362,19 @@ def finish_images(parts: list[ImageParts]) -> list[GridImage]:
         var[sizes < 2] = np.nan
         flat = round_sig(np.stack([first + m1, np.sqrt(var), lo, hi], axis=1))
         channel_stats = [flat[i * 4:(i + 1) * 4] for i in range(len(flat) // 4)]
+    # Quantised in stacks of same-shaped pictures (a handful per model, not one per layer).
+    groups: dict[tuple, list[int]] = {}
+    for i, v in enumerate(values):
+        groups.setdefault((parts[i].kind, v.shape), []).append(i)
+    drawn: dict[int, tuple] = {}
+    for idx in groups.values():
+        q, lo, hi, diverging = _quantise(np.stack([values[i] for i in idx]))
+        for j, i in enumerate(idx):
+            drawn[i] = (q[j], float(lo[j]), float(hi[j]), bool(diverging[j]))
     images = []
     at = 0
-    for p, v in zip(parts, values):
-        q, lo, hi, diverging = _quantise(v)
+    for i, p in enumerate(parts):
+        q, lo, hi, diverging = drawn[i]
         if p.kind == "channels":
             k, th, tw = q.shape
             images.append(GridImage(

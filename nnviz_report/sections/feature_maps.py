@@ -41,7 +41,7 @@ def encode(image: GridImage) -> dict:
         Image.fromarray(pixels).save(buf, format="JPEG", quality=80)
         mime = "image/jpeg"
     else:
-        Image.fromarray(pixels).save(buf, format="PNG", optimize=True)
+        Image.fromarray(pixels).save(buf, format="PNG", compress_level=9)  # optimize=True: 2x the time, same bytes here
         mime = "image/png"
     return {
         "src": f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii"),
