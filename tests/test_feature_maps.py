@@ -232,7 +232,7 @@ def test_sequence_pictures_are_laid_out_by_what_the_dimensions_mean():
     from conftest import page_json  # the pictures sit in #nnviz-images
 
     report = nnviz_report.build_report(LSTMTagger(), torch.randint(0, 500, (3, 7)), graph=False)
-    images = page_json(report.html, "nnviz-images")["feature_maps"]
+    images = page_json(report.html, "nnviz-images")["feature_maps"]["pictures"]
     entries = report.data["feature_maps"]
     by = {(e["name"], e["output"]): images[str(i)] for i, e in enumerate(entries)}
     out = by[("lstm", "[0]")]
@@ -297,3 +297,36 @@ def test_big_models_match_independent_hooks(model_fn, x):
             assert_close(e[key], t[key], f"{e['name']} call {e['call']} {key}")
         checked += 1
     assert checked == len([k for k in truth if k[0] in {e["name"] for e in entries}]) and checked >= 50
+
+
+def test_picture_sheets_hold_every_picture_where_the_browser_looks():
+    """Pictures are stacked into a few image files; each one is cut back out at its sheet,
+    row offset and tile stride: PNG exactly, JPEG within its compression error."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from nnviz_report.capture.tensors import GridImage
+    from nnviz_report.sections.feature_maps import SHEET_MAX_HEIGHT, encode_all
+
+    rng = np.random.default_rng(0)
+    images = {}
+    for i in range(300):  # enough 32-pixel strips to need more than one JPEG sheet
+        h, w, tiles = [(32, 32, 16), (7, 7, 16), (28, 28, 16), (5, 40, 1)][i % 4]
+        smooth = np.add.outer(np.arange(h), np.arange(tiles * w)) * 255 // (h + tiles * w) + i % 7
+        images[str(i)] = GridImage("channels", smooth.astype(np.uint8).tobytes(), h, w, tiles, 0.0, 1.0, False, (h, w))
+    packed = encode_all(images)
+    sheets = [np.asarray(Image.open(io.BytesIO(base64.b64decode(s.split(",", 1)[1])))) for s in packed["sheets"]]
+    assert len(sheets) < 10 and all(s.shape[0] <= SHEET_MAX_HEIGHT for s in sheets)
+    for key, image in images.items():
+        p = packed["pictures"][key]
+        sheet = sheets[p["sheet"]]
+        cut = np.concatenate([sheet[p["y"]:p["y"] + p["tile_h"], t * p["stride"]:t * p["stride"] + p["tile_w"]]
+                              for t in range(p["tiles"])], axis=1).astype(int)
+        want = np.frombuffer(image.pixels, dtype=np.uint8).reshape(image.tile_h, -1).astype(int)
+        if packed["sheets"][p["sheet"]].startswith("data:image/png"):
+            assert (cut == want).all(), key
+        else:
+            assert np.abs(cut - want).mean() < 3, key

@@ -66,7 +66,10 @@ def test_every_section_has_real_content(fixture, request):
     view = page_view(report.html)
     assert {"module", "full"} <= view["assets"]["graph"]["views"].keys()
     images = page_json(report.html, "nnviz-images")["feature_maps"]
-    assert images and all(v["src"].startswith(("data:image/jpeg;base64,", "data:image/png;base64,")) for v in images.values())
+    assert images["sheets"] and all(s.startswith(("data:image/jpeg;base64,", "data:image/png;base64,"))
+                                    for s in images["sheets"])
+    pictures = images["pictures"]
+    assert pictures and all(0 <= v["sheet"] < len(images["sheets"]) for v in pictures.values())
 
 
 def test_the_page_embeds_the_data_exactly(demo_report):

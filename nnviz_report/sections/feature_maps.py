@@ -22,43 +22,79 @@ def anchor(call_id: int) -> str:
     return f"fm-{call_id}"
 
 
-def encode(image: GridImage) -> dict:
-    """The picture as a data URI plus what the browser needs to colour and slice it.
+SHEET_MAX_HEIGHT = 4096  # pixels per sheet (JPEG allows 65 535; browsers' canvases less)
 
-    Big pictures are JPEG (quality 80, under half the bytes of PNG on feature maps); each tile is
-    padded to a multiple of 8 pixels so no JPEG block straddles two channels.
-    """
+
+def _strip(image: GridImage, jpeg: bool) -> tuple[np.ndarray, int]:
+    """The picture's pixels, tiles side by side; for JPEG each tile padded to a multiple
+    of 8 pixels wide and the strip to a multiple of 8 tall, so that no JPEG block
+    straddles two channels or two pictures. Returns (pixels, stride between tiles)."""
     pixels = np.frombuffer(image.pixels, dtype=np.uint8).reshape(image.tile_h, image.tiles * image.tile_w)
-    use_jpeg = pixels.size >= JPEG_MIN_PIXELS
     stride = image.tile_w
-    if use_jpeg and image.tiles > 1 and image.tile_w % 8:
+    if jpeg and image.tiles > 1 and image.tile_w % 8:
         stride = -(-image.tile_w // 8) * 8
         tiles = pixels.reshape(image.tile_h, image.tiles, image.tile_w)
         pad = np.repeat(tiles[:, :, -1:], stride - image.tile_w, axis=2)
         pixels = np.concatenate([tiles, pad], axis=2).reshape(image.tile_h, image.tiles * stride)
+    if jpeg and pixels.shape[0] % 8:
+        pixels = np.concatenate([pixels, np.repeat(pixels[-1:], 8 - pixels.shape[0] % 8, axis=0)])
+    return pixels, stride
+
+
+def encode_all(images: dict[str, GridImage]) -> dict:
+    """Every picture, stacked into a few sheets (one image file per format and width, not
+    one per layer: encoding 158 small files was most of this section's time), plus what
+    the browser needs to cut, colour and label each.
+
+    Big pictures are JPEG (quality 80, under half the bytes of PNG on feature maps), small
+    ones PNG (exact, and as small).
+    """
+    strips: dict[tuple[bool, int], list[tuple[str, np.ndarray]]] = {}
+    pictures: dict[str, dict] = {}
+    for key, image in images.items():
+        jpeg = image.tile_h * image.tiles * image.tile_w >= JPEG_MIN_PIXELS
+        pixels, stride = _strip(image, jpeg)
+        strips.setdefault((jpeg, pixels.shape[1]), []).append((key, pixels))
+        pictures[key] = {
+            "sheet": None,
+            "y": 0,
+            "kind": image.kind,
+            "tile_h": image.tile_h,
+            "tile_w": image.tile_w,
+            "stride": stride,
+            "tiles": image.tiles,
+            "vmin": image.vmin,
+            "vmax": image.vmax,
+            "diverging": image.diverging,
+            "source_hw": list(image.source_hw),
+            "rows": image.rows,
+            "cols": image.cols,
+            "row_label": image.row_label,
+            "col_label": image.col_label,
+        }
+    sheets: list[str] = []
+    for (jpeg, _), group in strips.items():
+        batch: list[np.ndarray] = []
+        height = 0
+        for n, (key, pixels) in enumerate(group):
+            pictures[key].update(sheet=len(sheets), y=height)
+            batch.append(pixels)
+            height += pixels.shape[0]
+            last = n == len(group) - 1
+            if last or height + group[n + 1][1].shape[0] > SHEET_MAX_HEIGHT:
+                sheets.append(_encode(np.concatenate(batch), jpeg))
+                batch, height = [], 0
+    return {"sheets": sheets, "pictures": pictures}
+
+
+def _encode(pixels: np.ndarray, jpeg: bool) -> str:
     buf = io.BytesIO()
-    if use_jpeg:
+    if jpeg:
         Image.fromarray(pixels).save(buf, format="JPEG", quality=80)
-        mime = "image/jpeg"
     else:
-        Image.fromarray(pixels).save(buf, format="PNG", compress_level=9)  # optimize=True: 2x the time, same bytes here
-        mime = "image/png"
-    return {
-        "src": f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii"),
-        "kind": image.kind,
-        "tile_h": image.tile_h,
-        "tile_w": image.tile_w,
-        "stride": stride,
-        "tiles": image.tiles,
-        "vmin": image.vmin,
-        "vmax": image.vmax,
-        "diverging": image.diverging,
-        "source_hw": list(image.source_hw),
-        "rows": image.rows,
-        "cols": image.cols,
-        "row_label": image.row_label,
-        "col_label": image.col_label,
-    }
+        Image.fromarray(pixels).save(buf, format="PNG", compress_level=9)
+    mime = "image/jpeg" if jpeg else "image/png"
+    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _entry(layer: LayerCapture) -> dict:
@@ -93,18 +129,17 @@ def _entry(layer: LayerCapture) -> dict:
 def build(run: CapturedRun) -> Section:
     fwd = run.forward
     entries = [_entry(layer) for layer in fwd.layers]
-    images = {}
+    images = encode_all({str(i): layer.image for i, layer in enumerate(fwd.layers) if layer.image is not None})
+    pictures = images["pictures"]
     cards = []
     for i, (layer, entry) in enumerate(zip(fwd.layers, entries)):
-        if layer.image is not None:
-            images[str(i)] = encode(layer.image)
         cards.append({
             "i": i,
             "anchor": anchor(layer.call_id) if i == 0 or fwd.layers[i - 1].call_id != layer.call_id else None,
             "entry": entry,
             "label": layer.name or run.model.class_name,
             "has_image": layer.image is not None,
-            "image": images.get(str(i)),
+            "image": pictures.get(str(i)),
         })
 
     notices = []
@@ -137,7 +172,7 @@ def build(run: CapturedRun) -> Section:
         figures=figures,
         images=images,
         notices=tuple(notices),
-        summary=f"{plural(len(entries), 'output')} of {plural(len({e['name'] for e in entries}), 'module')}, {plural(len(images), 'picture')}",
+        summary=f"{plural(len(entries), 'output')} of {plural(len({e['name'] for e in entries}), 'module')}, {plural(len(pictures), 'picture')}",
     )
 
 

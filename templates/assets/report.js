@@ -161,7 +161,24 @@
   }
   var LUT_DIV = ramp([[5, 48, 97], [33, 102, 172], [67, 147, 195], [146, 197, 222], [247, 247, 247], [244, 165, 130], [214, 96, 77], [178, 24, 43], [103, 0, 31]]);
   var LUT_SEQ = ramp([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]]);
-  var images = IMAGES.feature_maps || {};
+  var images = (IMAGES.feature_maps || {}).pictures || {};
+  var sheets = (IMAGES.feature_maps || {}).sheets || [];
+  var sheetPixels = {};
+  /* The pictures come stacked in a few sheets; each sheet is decoded once. */
+  function sheet(i) {
+    if (!sheetPixels[i]) {
+      var img = new Image();
+      img.src = sheets[i];
+      sheetPixels[i] = img.decode().then(function () {
+        var c = document.createElement("canvas");
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        var cx = c.getContext("2d");
+        cx.drawImage(img, 0, 0);
+        return { px: cx.getImageData(0, 0, c.width, c.height).data, w: c.width };
+      });
+    }
+    return sheetPixels[i];
+  }
 
   function layoutOf(im) {
     var cols = im.kind === "channels" ? Math.ceil(Math.sqrt(im.tiles)) : 1;
@@ -171,14 +188,8 @@
   function drawImage(canvas) {
     var key = canvas.getAttribute("data-img"), im = images[key];
     if (!im) { fail("picture " + key, "missing"); return Promise.resolve(); }
-    var img = new Image();
-    img.src = im.src;
-    return img.decode().then(function () {
-      var src = document.createElement("canvas");
-      src.width = img.naturalWidth; src.height = img.naturalHeight;
-      var sctx = src.getContext("2d");
-      sctx.drawImage(img, 0, 0);
-      var px = sctx.getImageData(0, 0, src.width, src.height).data;
+    return sheet(im.sheet).then(function (sh) {
+      var px = sh.px, base = im.y * sh.w * 4;
       var L = layoutOf(im), lut = im.diverging ? LUT_DIV : LUT_SEQ;
       canvas.width = L.w; canvas.height = L.h;
       var ctx = canvas.getContext("2d"), out = ctx.createImageData(L.w, L.h), o = out.data;
@@ -187,7 +198,7 @@
         var ox = (t % L.cols) * (im.tile_w + L.gap), oy = Math.floor(t / L.cols) * (im.tile_h + L.gap);
         for (var y = 0; y < im.tile_h; y++) {
           for (var x = 0; x < im.tile_w; x++) {
-            var v = px[(y * src.width + t * im.stride + x) * 4];
+            var v = px[base + (y * sh.w + t * im.stride + x) * 4];
             var d = ((oy + y) * L.w + ox + x) * 4;
             o[d] = lut[v * 3]; o[d + 1] = lut[v * 3 + 1]; o[d + 2] = lut[v * 3 + 2]; o[d + 3] = 255;
           }
@@ -197,7 +208,7 @@
       // Never taller than wide: a tall, narrow picture (4 features x 16 examples) is drawn
       // narrower instead of stretched over the card.
       canvas.style.width = Math.min(100, 100 * L.w / L.h) + "%";
-      canvas._nnviz = { im: im, L: L, px: px, pw: src.width, index: +key };
+      canvas._nnviz = { im: im, L: L, px: px, pw: sh.w, base: base, index: +key };
       stats.images++;
     }).catch(function (e) { fail("picture " + key, e); });
   }
@@ -217,7 +228,7 @@
     var col = Math.floor(x / (im.tile_w + L.gap)), row = Math.floor(y / (im.tile_h + L.gap));
     var tx = x - col * (im.tile_w + L.gap), ty = y - row * (im.tile_h + L.gap), t = row * L.cols + col;
     if (t >= im.tiles || tx >= im.tile_w || ty >= im.tile_h || tx < 0 || ty < 0) { tip.hidden = true; return; }
-    var q = s.px[(ty * s.pw + t * im.stride + tx) * 4], value = im.vmin + q / 255 * (im.vmax - im.vmin);
+    var q = s.px[s.base + (ty * s.pw + t * im.stride + tx) * 4], value = im.vmin + q / 255 * (im.vmax - im.vmin);
     var text;
     if (im.kind === "channels") {
       var ch = (DATA.feature_maps[s.index] || {}).channels || {};
