@@ -151,13 +151,15 @@ def build_report(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        with ThreadPoolExecutor(max_workers=2) as pool:
             graph_done = pool.submit(build_section, graph_section, run)
             finish(run)
+            maps_done = pool.submit(build_section, feature_maps, run)
             run.parameters, run.timings["parameters"] = timed_compare()
             for module in SECTIONS:
-                if module is not graph_section:
+                if module not in (graph_section, feature_maps):
                     build_section(module, run)
+            maps_done.result()
             graph_done.result()
     finally:
         torch.set_num_threads(threads)

@@ -92,7 +92,7 @@ def _encode(pixels: np.ndarray, jpeg: bool) -> str:
     if jpeg:
         Image.fromarray(pixels).save(buf, format="JPEG", quality=80)
     else:
-        Image.fromarray(pixels).save(buf, format="PNG", compress_level=9)
+        Image.fromarray(pixels).save(buf, format="PNG", compress_level=6)
     mime = "image/jpeg" if jpeg else "image/png"
     return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
