@@ -17,6 +17,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -209,14 +210,26 @@ def render_page(
     view = {"figures": figures, "assets": {s.id: s.assets for s in sections if s.assets}}
     images = {s.id: s.images for s in sections if s.images}
     template = environment().get_template("report.html.j2")
-    return template.render(
-        title=title,
-        data=data,
-        sections=sections,
-        notices=notices,
-        meta=meta,
-        data_json=_script_json(data),
-        view_packed=packed(view),
-        images_json=_script_json(images),
-        assets=assets(),
-    )
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        view_packed = pool.submit(packed, view)  # zlib lets go of the GIL: beside the template
+        return template.render(
+            title=title,
+            data=data,
+            sections=sections,
+            notices=notices,
+            meta=meta,
+            data_json=_script_json(data),
+            view_packed=_Later(view_packed),
+            images_json=_script_json(images),
+            assets=assets(),
+        )
+
+
+class _Later:
+    """A value the template writes when it gets there (near the end of the page)."""
+
+    def __init__(self, future: Future) -> None:
+        self.future = future
+
+    def __html__(self) -> str:
+        return self.future.result()
