@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import NNVizError
 from .snapshot import Snapshot, StateMatch, match_state, normalise_state
-from .tensors import Histogram, as_float, bin_counts, finite_or_none, float32_list, round_sig, tensor_stats
+from .tensors import Histogram, as_float, bin_counts, finite_or_none, float32_lists, round_sig, tensor_stats
 
 BINS = 40
 SCATTER_POINTS = 400  # sampled (before, after) pairs per weight tensor
@@ -140,9 +140,12 @@ def compare(model: nn.Module, snapshots: list[Snapshot]) -> ParameterComparison:
                 "it was saved from a different model"
             )
     records = []
+    biases: list[tuple[ParamRecord, str, torch.Tensor]] = []  # value lists, made in one pass
     with torch.no_grad():
         for name, p in model.named_parameters():
-            records.append(_record(name, p, snapshots, states))
+            records.append(_record(name, p, snapshots, states, biases))
+    for (rec, field_name, _), values in zip(biases, float32_lists([t for _, _, t in biases])):
+        setattr(rec, field_name, values)
     return ParameterComparison(
         records=records,
         labels=[s.label for s in snapshots],
@@ -151,7 +154,8 @@ def compare(model: nn.Module, snapshots: list[Snapshot]) -> ParameterComparison:
     )
 
 
-def _record(name: str, p: torch.Tensor, snapshots: list[Snapshot], states: list[dict]) -> ParamRecord:
+def _record(name: str, p: torch.Tensor, snapshots: list[Snapshot], states: list[dict],
+            biases: list[tuple[ParamRecord, str, torch.Tensor]]) -> ParamRecord:
     after = as_float(p)
     is_bias = name.rpartition(".")[2].endswith("bias") and p.dim() == 1
     rec = ParamRecord(
@@ -185,7 +189,7 @@ def _record(name: str, p: torch.Tensor, snapshots: list[Snapshot], states: list[
         rec.hist_before = _histogram(before, lo, hi, every, finite)
         rec.hist_after = _histogram(after, lo, hi, every, finite)
         if is_bias:
-            rec.bias_before = float32_list(before)
+            biases.append((rec, "bias_before", before))
         else:
             step = max(1, -(-p.numel() // SCATTER_POINTS))
             rec.scatter_before = round_sig(before.reshape(-1)[::step], 3)
@@ -196,7 +200,7 @@ def _record(name: str, p: torch.Tensor, snapshots: list[Snapshot], states: list[
         lo, hi, finite = _range([(after, rec.after)])
         rec.hist_after = _histogram(after, lo, hi, every, finite)
     if is_bias:
-        rec.bias_after = float32_list(after)
+        biases.append((rec, "bias_after", after))
     if len(points) > 1 and first is not None:
         _trajectory(rec, points, after, as_float(first))
     _flag(rec)
@@ -218,7 +222,7 @@ def _trajectory(rec: ParamRecord, points: list, after: torch.Tensor, first: torc
             HistoryPoint(label, s.norm, s.mean, s.std, finite_or_none(change / base) if base else None)
         )
         if rec.bias_history is not None:
-            rec.bias_history.append(float32_list(x if index is None else x[index.to(x.device)]))
+            rec.bias_history.append(float32_lists([x if index is None else x[index.to(x.device)]])[0])
 
 
 def _flag(rec: ParamRecord) -> None:

@@ -82,12 +82,21 @@ def round_sig(values: torch.Tensor | np.ndarray, digits: int = 4) -> list[float 
 
 
 def float32_list(t: torch.Tensor) -> list[float | None]:
-    """Values as the shortest decimals that read back to the same float32 (NaN/Inf: None).
+    """Values as the shortest decimals that read back to the same float32 (NaN/Inf: None)."""
+    return float32_lists([t])[0]
 
-    Vectorised: for 1, 2, ... 9 significant digits, keep the rounding that converts back to
-    the same float32 (9 always does); 3.5x faster than formatting each value.
+
+def float32_lists(tensors: list[torch.Tensor]) -> list[list[float | None]]:
+    """:func:`float32_list` of several tensors in one vectorised pass (per call the numpy
+    work is ~0.2 ms whatever the size; a model has a hundred biases).
+
+    For 1, 2, ... 9 significant digits, keep the rounding that converts back to the same
+    float32 (9 always does); 3.5x faster than formatting each value.
     """
-    arr = np.asarray(t.detach().to("cpu", torch.float32).reshape(-1))
+    if not tensors:
+        return []
+    parts = [t.detach().to("cpu", torch.float32).reshape(-1) for t in tensors]
+    arr = np.asarray(torch.cat(parts)) if len(parts) > 1 else np.asarray(parts[0])
     wide = arr.astype(np.float64)
     finite = np.isfinite(arr)
     out = np.where(finite, wide, 0.0)
@@ -104,7 +113,12 @@ def float32_list(t: torch.Tensor) -> list[float | None]:
         done |= ok
         if done.all():
             break
-    return [v if ok else None for v, ok in zip(out.tolist(), finite.tolist())]
+    values = [v if ok else None for v, ok in zip(out.tolist(), finite.tolist())]
+    lists, at = [], 0
+    for p in parts:
+        lists.append(values[at:at + p.numel()])
+        at += p.numel()
+    return lists
 
 
 HISTOGRAM_SAMPLE = 16384
