@@ -32,22 +32,33 @@ sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT))
 
 
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """(min, median) wall time over ``repeats`` runs. On a shared 2-core VM the minimum is
-    the stable number (noise only ever adds time); both are printed."""
-    times = []
+def timed_rounds(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Wall times of each function, ``repeats`` rounds, the functions interleaved within a
+    round: a shared VM's speed drifts by tens of percent over a minute, and interleaving
+    makes every ratio compare runs taken moments apart. A ``gc.collect()`` runs before each
+    run, outside its time."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        gc.collect()
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times), statistics.median(times)
+        for key, fn in fns.items():
+            gc.collect()
+            t = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t)
+    return times
+
+
+def summary(times: list[float], base: list[float]) -> str:
+    """min / median seconds, and the ratios to ``base``: of the minimums (noise only ever
+    adds time), and the median of the per-round ratios."""
+    ratios = [t / b for t, b in zip(times, base)]
+    return (f"{min(times):5.2f} / {statistics.median(times):5.2f} s   ratio {min(times) / min(base):.2f}x "
+            f"(of the minimums) / {statistics.median(ratios):.2f}x (median per round)")
 
 
 def unavoidable(model, x) -> None:
     """One forward pass with autograd, make_dot, dot -Tsvg: nothing else. (Freeing the
     graph make_dot leaves in a reference cycle takes a gc.collect(), ~0.08 s more; it is
-    not counted here, and timed() collects between runs, outside the timing.)"""
+    not counted here, and timed_rounds() collects between runs, outside the timing.)"""
     from torchviz import make_dot
 
     out = model(x.clone().requires_grad_(True))
@@ -143,7 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    repeats = 1 if args.quick else 5
+    repeats = 1 if args.quick else 9
 
     import torch
 
@@ -158,19 +169,23 @@ def main() -> None:
     x = torch.randn(1, 3, 224, 224)
     model.eval()
     unavoidable(model, x)  # warm up
-    base, base_med = timed(lambda: unavoidable(model, x), repeats)
-    plain, plain_med = timed(lambda: nnviz_report.build_report(model, x), repeats)
+    nnviz_report.build_report(model, x)
     reports = []
-    build, build_med = timed(lambda: reports.append(nnviz_report.build_report(model, x, before=snap)), repeats)
+    times = timed_rounds({
+        "base": lambda: unavoidable(model, x),
+        "plain": lambda: nnviz_report.build_report(model, x),
+        "before": lambda: reports.append(nnviz_report.build_report(model, x, before=snap)),
+    }, repeats)
     report = reports[-1]
     path = report.save(tmp / "resnet50.html")
     size = path.stat().st_size
-    print(f"\nResNet-50, 224x224, with a before-state (min / median of {repeats} runs)")
+    base, base_med = min(times["base"]), statistics.median(times["base"])
+    print(f"\nResNet-50, 224x224 (min / median of {repeats} interleaved rounds)")
     print(f"  unavoidable work (forward with grad + make_dot + dot -Tsvg): {base:5.2f} / {base_med:5.2f} s")
-    print(f"  nnviz build_report, no before-state:                         {plain:5.2f} / {plain_med:5.2f} s"
-          f"   ratio {plain / base:.2f}x / {plain_med / base_med:.2f}x (goal <= 2)")
-    print(f"  nnviz build_report, with before-state (compares 25.6M values): {build:5.2f} / {build_med:5.2f} s"
-          f"   ratio {build / base:.2f}x / {build_med / base_med:.2f}x")
+    print(f"  nnviz build_report, no before-state:                         {summary(times['plain'], times['base'])}"
+          " (goal <= 2)")
+    print(f"  nnviz build_report, with before-state (compares 25.6M values): {summary(times['before'], times['base'])}")
+    build_med = statistics.median(times["before"])
     stages = ", ".join(f"{k} {v:.2f}" for k, v in report.timings.items() if k != "total")
     print(f"  stages of the last build (s): {stages}")
     print(f"  file size: {size / 1e6:.2f} MB (goal <= 4 MB)")

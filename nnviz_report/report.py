@@ -19,7 +19,13 @@ from torch import nn
 
 from . import __version__
 from .capture.forward import MODES, CaptureOptions
-from .capture.run import capture, check_model, compare_parameters, finish, resolve_before
+from .capture.run import (
+    capture,
+    check_model,
+    compare_parameters,
+    finish,
+    resolve_before,
+)
 from .errors import NNVizError
 from .render import PLOTLY_VERSION, render_page
 from .sections import activations, feature_maps, parameters
@@ -143,11 +149,13 @@ def build_report(
 
     run = capture(model, example_input, snapshots, options)
     run.timings["load"] = load_seconds
-    # The graph section mostly waits for Graphviz's own processes: meanwhile this thread
-    # finishes the capture, compares the parameters and builds the other sections, with
-    # torch on one thread per kernel (two-thread kernels on busy cores spin-wait for each
-    # other). A third lane for the comparison was measured slower: its many small kernels
-    # queue for the GIL behind this thread's Python.
+    # After the forward pass, three lanes that read only what they need: the graph section
+    # (mostly waiting for Graphviz's own processes); the feature-map section (mostly PIL
+    # encoding, which lets go of the GIL); this thread: finishing the capture, comparing
+    # the parameters, the other sections. Torch runs one thread per kernel meanwhile:
+    # two-thread kernels on busy cores spin-wait for each other. (Measured and dropped:
+    # the comparison in a lane of its own, its many small kernels then queue for the GIL;
+    # the comparison beside the forward pass, which slows the convolutions down.)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -311,7 +311,6 @@ def test_picture_sheets_hold_every_picture_where_the_browser_looks():
     from nnviz_report.capture.tensors import GridImage
     from nnviz_report.sections.feature_maps import SHEET_MAX_HEIGHT, encode_all
 
-    rng = np.random.default_rng(0)
     images = {}
     for i in range(300):  # enough 32-pixel strips to need more than one JPEG sheet
         h, w, tiles = [(32, 32, 16), (7, 7, 16), (28, 28, 16), (5, 40, 1)][i % 4]

@@ -15,7 +15,15 @@ from torch import nn
 
 from ..errors import NNVizError
 from .snapshot import Snapshot, StateMatch, match_state, normalise_state
-from .tensors import Histogram, as_float, bin_counts, finite_or_none, float32_lists, round_sig, tensor_stats
+from .tensors import (
+    Histogram,
+    as_float,
+    bin_counts,
+    finite_or_none,
+    float32_lists,
+    round_sig,
+    tensor_stats,
+)
 
 BINS = 40
 SCATTER_POINTS = 400  # sampled (before, after) pairs per weight tensor

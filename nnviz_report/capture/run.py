@@ -132,15 +132,6 @@ def finish(run: CapturedRun) -> None:
     run.timings["activation curves"] = time.perf_counter() - t
 
 
-def compare_parameters(model: nn.Module, snapshots: Sequence[Snapshot], threads: int | None = None) -> ParameterComparison:
-    """:func:`compare` with ``threads`` torch threads in this thread (build_report runs it
-    on one thread beside the forward pass: the two then share the cores without spinning).
-    The thread's setting is put back afterwards."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        return compare(check_model(model), list(snapshots))
-    finally:
-        if threads is not None:
-            torch.set_num_threads(previous)
+def compare_parameters(model: nn.Module, snapshots: Sequence[Snapshot]) -> ParameterComparison:
+    """The model's parameters against the snapshots (see :func:`compare`)."""
+    return compare(check_model(model), list(snapshots))
