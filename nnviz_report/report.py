@@ -19,13 +19,8 @@ from torch import nn
 
 from . import __version__
 from .capture.forward import MODES, CaptureOptions
-from .capture.run import (
-    capture,
-    check_model,
-    compare_parameters,
-    finish,
-    resolve_before,
-)
+from .capture.parameters import compare
+from .capture.run import capture, check_model, finish, resolve_before
 from .errors import NNVizError
 from .render import PLOTLY_VERSION, render_page
 from .sections import activations, feature_maps, parameters
@@ -145,7 +140,7 @@ def build_report(
 
     def timed_compare() -> tuple[Any, float]:
         t = time.perf_counter()
-        return compare_parameters(model, snapshots), time.perf_counter() - t
+        return compare(model, snapshots), time.perf_counter() - t
 
     run = capture(model, example_input, snapshots, options)
     run.timings["load"] = load_seconds

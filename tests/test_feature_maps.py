@@ -244,7 +244,7 @@ def test_sequence_pictures_are_laid_out_by_what_the_dimensions_mean():
 
 
 def test_histograms_and_channel_stats_against_torch():
-    from nnviz_report.capture.tensors import channel_grid
+    from nnviz_report.capture.tensors import channel_parts, finish_images
 
     x = torch.randn(50000) * 3 + 1
     s = tensor_stats(x, bins=32)
@@ -252,7 +252,7 @@ def test_histograms_and_channel_stats_against_torch():
     expected = torch.histc(x[:: h.every], bins=32, min=h.lo, max=h.hi)
     assert h.counts == [int(c) for c in expected.tolist()]
     maps = torch.randn(2, 5, 9, 7) * 0.01 + 1000.0  # |mean| >> std: no cancellation allowed
-    grid = channel_grid(maps, example=1, max_channels=3, tile=32)
+    (grid,) = finish_images([channel_parts(maps, example=1, max_channels=3, tile=32)])
     for c, (mean, std, lo, hi) in enumerate(grid.channel_stats):  # 4 significant digits, for display
         ch = maps[1, c].double()
         assert mean == pytest.approx(ch.mean().item(), rel=5e-4)

@@ -395,16 +395,13 @@ def measure_output(call: ActivationCall, y: torch.Tensor, zero_fraction: float |
         # ~5x slower on ReLU outputs (half zeros) on CPU.
         y = y.detach()
         units = y[0] if y.shape[0] == 1 else y.abs().amax(dim=0)
-        counts = []
-        if zero_fraction is None or y.shape[0] != 1:
-            counts.append(nonzero_count(units))
+        known = zero_fraction if y.shape[0] == 1 else None
+        counts = [] if known is not None else [nonzero_count(units)]
         if units.dim() >= 2:  # per channel: dead at every position too
             flat = units.reshape(units.shape[0], -1)
             counts.append(nonzero_count(flat.amax(dim=1).bool() | flat.amin(dim=1).bool()))
         out = torch.stack(counts).tolist() if counts else []
-        if zero_fraction is None or y.shape[0] != 1:
-            zero_fraction = 1.0 - out.pop(0) / units.numel()
-        call.dead_fraction = zero_fraction
+        call.dead_fraction = known if known is not None else 1.0 - out.pop(0) / units.numel()
         call.dead_channel_fraction = 1.0 - out[0] / units.shape[0] if out else None
         call.batch = int(y.shape[0])
     elif kind == SOFTMAX and y.numel():

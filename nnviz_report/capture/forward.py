@@ -11,8 +11,8 @@ All reductions happen inside the hooks, on the tensor's device, from the tensor 
 the module returned it: a later in-place op (``ReLU(inplace=True)``, ``out += identity``)
 cannot change what was recorded, and no activation is kept after its hook returns. What the
 hooks keep are small copies (pooled channel tiles, derivative samples); turning those into
-pictures and derivatives waits for :meth:`ForwardCapture.finish`,
-which does it for all layers at once (and can run while Graphviz lays out the graph).
+pictures and derivatives waits for :meth:`ForwardCapture.finish`, which does it for all
+layers at once (and can run while Graphviz lays out the graph).
 """
 
 from __future__ import annotations
@@ -119,14 +119,12 @@ class ForwardCapture:
     mode: str
     seconds: float
     notes: list[str] = field(default_factory=list)
-    pending: list[Any] = field(default_factory=list)  # work with a run() method, for finish()
+    derivatives: act.Derivatives = field(default_factory=act.Derivatives)  # run by finish()
 
     def finish(self) -> None:
         """Take the derivatives and draw the pictures from the small copies the hooks kept,
         for every layer at once; then drop those copies."""
-        pending, self.pending = self.pending, []
-        for work in pending:
-            work.run()
+        self.derivatives.run()
         todo = [layer for layer in self.layers if isinstance(layer.image, ImageParts)]
         for layer, image in zip(todo, finish_images([layer.image for layer in todo])):
             layer.image = image
@@ -515,7 +513,7 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
         mode=options.mode,
         seconds=time.perf_counter() - started,
         notes=notes,
-        pending=[rec.derivatives],
+        derivatives=rec.derivatives,
     )
 
 

@@ -16,7 +16,7 @@ from ..errors import NNVizError
 from . import activations as act
 from .forward import CaptureOptions, ForwardCapture, run_forward
 from .graph import GraphCapture, capture_graph, release_graph
-from .parameters import ParameterComparison, compare
+from .parameters import ParameterComparison
 from .snapshot import Snapshot, load_checkpoint, unwrap_model
 from .tensors import iter_tensors
 
@@ -40,7 +40,7 @@ class CapturedRun:
     options: CaptureOptions
     snapshots: list[Snapshot]
     activations: act.ActivationSummary | None = None  # filled by finish()
-    parameters: ParameterComparison | None = None  # filled by compare_parameters()
+    parameters: ParameterComparison | None = None  # filled by build_report (parameters.compare)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -86,9 +86,8 @@ def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] 
             options: CaptureOptions) -> CapturedRun:
     """The forward pass and the autograd graph. Two steps follow, separate so that they can
     run while Graphviz lays the graph out (the graph section needs neither): :func:`finish`
-    (the feature maps' pictures and histograms, the activations) and
-    :func:`compare_parameters` (the parameters against the snapshots, which reads nothing
-    the forward pass writes and can run beside it)."""
+    (the feature maps' pictures, the activations' derivatives and summary) and the
+    comparison of the parameters with the snapshots (``parameters.compare``)."""
     model = check_model(model)
     snapshots = list(snapshots or [])
     timings: dict[str, float] = {}
@@ -130,8 +129,3 @@ def finish(run: CapturedRun) -> None:
     t = time.perf_counter()
     run.activations = act.summarise(run.forward.activation_calls, run.forward.rnn_internals)
     run.timings["activation curves"] = time.perf_counter() - t
-
-
-def compare_parameters(model: nn.Module, snapshots: Sequence[Snapshot]) -> ParameterComparison:
-    """The model's parameters against the snapshots (see :func:`compare`)."""
-    return compare(check_model(model), list(snapshots))

@@ -138,7 +138,6 @@ def build(run: CapturedRun) -> Section:
             "anchor": anchor(layer.call_id) if i == 0 or fwd.layers[i - 1].call_id != layer.call_id else None,
             "entry": entry,
             "label": layer.name or run.model.class_name,
-            "has_image": layer.image is not None,
             "image": pictures.get(str(i)),
         })
 
