@@ -10,6 +10,7 @@ from models import TwoLayerNet
 from torch import nn
 
 import nnviz_report
+from nnviz_report.capture.parameters import compare
 
 
 def _train(model: nn.Module, steps: int = 5) -> None:
@@ -175,3 +176,34 @@ def test_reports_from_every_checkpoint_format(tmp_path, fmt):
         b, a = before[name].double(), p.detach().double()
         assert params[name]["relative_change"] == pytest.approx(((a - b).norm() / b.norm()).item(), rel=1e-4), name
     assert np.array_equal(np.array(params["fc2.bias"]["bias_before"], dtype=np.float32), before["fc2.bias"].numpy())
+
+
+def test_histograms_and_scatter_match_the_sampled_values():
+    # One weight large enough to be sampled (every > 1), small ones counted whole, a bias,
+    # and a parameter that did not move (a one-value range).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(300, 200), nn.LayerNorm(200), nn.Linear(200, 3))
+    snap = nnviz_report.snapshot(model)
+    with torch.no_grad():
+        model[0].weight.mul_(1.5).add_(0.1)
+        model[2].bias.add_(torch.randn(3))
+        model[1].weight.fill_(2.0)
+    comp = compare(model, [snap])
+    for rec in comp.records:
+        after = dict(model.named_parameters())[rec.name].detach().reshape(-1)
+        before = snap.tensors[rec.name].reshape(-1)
+        for hist, values in ((rec.hist_before, before), (rec.hist_after, after)):
+            sample = values[::hist.every].double().numpy()
+            assert hist.lo == pytest.approx(min(before.min().item(), after.min().item()))
+            assert hist.hi == pytest.approx(max(before.max().item(), after.max().item()))
+            assert sum(hist.counts) == sample.size
+            if hist.hi > hist.lo:
+                expected, _ = np.histogram(sample, bins=len(hist.counts), range=(hist.lo, hist.hi))
+                assert np.abs(np.array(hist.counts) - expected).max() <= 2  # edges: float32 vs float64
+        if rec.name == "0.weight":
+            assert rec.hist_after.every > 1
+            step = rec.scatter_every
+            assert np.allclose(rec.scatter_before, before[::step].numpy(), rtol=5e-3, atol=0)  # 3 significant digits
+            assert np.allclose(rec.scatter_after, after[::step].numpy(), rtol=5e-3, atol=0)  # 3 significant digits
+    by_name = {r.name: r for r in comp.records}
+    assert by_name["1.weight"].hist_after.counts == [0] * 39 + [200]  # 1.0 -> 2.0: both edges

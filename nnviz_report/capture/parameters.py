@@ -1,15 +1,17 @@
-"""Compare the model's parameters with earlier snapshots, one tensor at a time.
+"""Compare the model's parameters with earlier snapshots.
 
-Each comparison runs on the parameter's device (the snapshot tensor is moved there, one at
-a time), and reduces to summary numbers, histograms over a shared range, strided samples
+Each comparison runs on the parameter's device (the snapshot tensors are moved there in
+groups of at most MOVE_BUDGET bytes), and reduces to summary numbers, histograms over a shared range, strided samples
 for scatter plots, and, for biases, the full value lists.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,14 +20,18 @@ from .snapshot import Snapshot, StateMatch, match_state, normalise_state
 from .tensors import (
     Histogram,
     as_float,
-    bin_counts,
+    bin_counts_many,
     finite_or_none,
     float32_lists,
+    read_scalars,
     round_sig,
-    tensor_stats,
+    stats_many,
+    to_numpy,
 )
 
 BINS = 40
+PARAMETER_SAMPLE = 16384  # values a parameter's histogram counts, at most (as for layer outputs)
+MOVE_BUDGET = 256 * 2**20  # bytes of snapshot tensors on the model's device at once
 SCATTER_POINTS = 400  # sampled (before, after) pairs per weight tensor
 HISTORY_BIAS_VALUES = 256  # bias values kept per point of a trajectory
 EXPLODED_RELATIVE = 10.0  # moved by more than 10x its own initial norm
@@ -47,25 +53,36 @@ class Summary:
 
 
 def summarise(t: torch.Tensor) -> Summary:
-    s = tensor_stats(t, zeros=False)
-    n = s.numel
-    if n == 0:
-        norm = 0.0
-    elif s.mean is not None and (s.std is not None or n == 1):
-        # ||x||^2 = (n - 1) var + n mean^2: no extra pass over the tensor.
-        norm = math.sqrt(max((n - 1) * (s.std or 0.0) ** 2 + n * s.mean**2, 0.0))
-    else:
-        norm = float(torch.linalg.vector_norm(as_float(t)))
-    return Summary(s.mean, s.std, s.min, s.max, finite_or_none(norm), s.nan_count, s.inf_count)
+    return summarise_many([t])[0]
 
 
-def _histogram(x: torch.Tensor, lo: float, hi: float, every: int, finite: bool) -> Histogram:
-    sample = x.reshape(-1)[::every]
-    if not finite:
-        sample = sample[torch.isfinite(sample)]
-    if hi <= lo:
-        return Histogram(lo, hi, [int(sample.numel())], every)
-    return Histogram(lo, hi, bin_counts(sample.float(), lo, hi, BINS), every)
+def summarise_many(tensors: list[torch.Tensor]) -> list[Summary]:
+    """A :class:`Summary` of each tensor, their reductions read back together."""
+    out = []
+    for t, s in zip(tensors, stats_many(tensors, zeros=False)):
+        n = s.numel
+        if n == 0:
+            norm = 0.0
+        elif s.mean is not None and (s.std is not None or n == 1):
+            # ||x||^2 = (n - 1) var + n mean^2: no extra pass over the tensor.
+            norm = math.sqrt(max((n - 1) * (s.std or 0.0) ** 2 + n * s.mean**2, 0.0))
+        else:
+            norm = float(torch.linalg.vector_norm(as_float(t)))
+        out.append(Summary(s.mean, s.std, s.min, s.max, finite_or_none(norm), s.nan_count, s.inf_count))
+    return out
+
+
+def _histograms(items: list[tuple[torch.Tensor, float, float, int, bool]]) -> list[Histogram]:
+    """Histograms of several tensors, each ``(x, lo, hi, every, finite)``: BINS bins over
+    ``[lo, hi]`` of every ``every``-th value (the finite ones), binned together."""
+    samples = []
+    for x, _, _, every, finite in items:
+        sample = x.reshape(-1)[::every]
+        samples.append(sample if finite else sample[torch.isfinite(sample)])
+    binned = [(s, lo, hi) for s, (_, lo, hi, _, _) in zip(samples, items) if hi > lo]
+    counts = iter(bin_counts_many(binned, BINS))
+    return [Histogram(lo, hi, next(counts) if hi > lo else [int(s.numel())], every)
+            for s, (_, lo, hi, every, _) in zip(samples, items)]
 
 
 @dataclass
@@ -147,13 +164,10 @@ def compare(model: nn.Module, snapshots: list[Snapshot]) -> ParameterComparison:
                 f"{snap.source} shares no parameter with {type(model).__name__} ({m.describe()}); "
                 "it was saved from a different model"
             )
-    records = []
-    biases: list[tuple[ParamRecord, str, torch.Tensor]] = []  # value lists, made in one pass
+    records: list[ParamRecord] = []
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            records.append(_record(name, p, snapshots, states, biases))
-    for (rec, field_name, _), values in zip(biases, float32_lists([t for _, _, t in biases])):
-        setattr(rec, field_name, values)
+        for chunk in _chunks(list(model.named_parameters()), states):
+            records += _records(chunk, snapshots, states)
     return ParameterComparison(
         records=records,
         labels=[s.label for s in snapshots],
@@ -162,57 +176,112 @@ def compare(model: nn.Module, snapshots: list[Snapshot]) -> ParameterComparison:
     )
 
 
-def _record(name: str, p: torch.Tensor, snapshots: list[Snapshot], states: list[dict],
-            biases: list[tuple[ParamRecord, str, torch.Tensor]]) -> ParamRecord:
-    after = as_float(p)
-    is_bias = name.rpartition(".")[2].endswith("bias") and p.dim() == 1
-    rec = ParamRecord(
-        name=name,
-        module=name.rpartition(".")[0],
-        shape=list(p.shape),
-        numel=p.numel(),
-        requires_grad=p.requires_grad,
-        is_bias=is_bias,
-        after=summarise(after),
-    )
-    every = max(1, -(-p.numel() // 65536))
-    points = []
-    for snap, state in zip(snapshots, states):
-        t = state.get(name)
-        points.append(None if t is None or tuple(t.shape) != tuple(p.shape) else (snap.label, t))
-    first = points[0][1].to(after.device, non_blocking=True) if points and points[0] else None
-    if first is not None:
-        before = as_float(first)
-        rec.before = summarise(before)
-        diff = after - before
-        if diff.numel():
-            norm, lo, hi = torch.stack([torch.linalg.vector_norm(diff), *torch.aminmax(diff)]).tolist()
-            rec.abs_change = finite_or_none(norm)
-            rec.max_abs_change = finite_or_none(max(-lo, hi))
+def _chunks(named: list[tuple[str, torch.Tensor]], states: list[dict]) -> Iterator[list]:
+    """Parameters in groups whose first-snapshot tensors, moved to the parameters' device,
+    take at most MOVE_BUDGET bytes there (on the CPU nothing moves: one group)."""
+    chunk: list[tuple[str, torch.Tensor]] = []
+    moved = 0
+    for name, p in named:
+        first = states[0].get(name) if states else None
+        size = first.numel() * 4 if first is not None and first.device != p.device else 0
+        if chunk and moved + size > MOVE_BUDGET:
+            yield chunk
+            chunk, moved = [], 0
+        chunk.append((name, p))
+        moved += size
+    if chunk:
+        yield chunk
+
+
+def _records(named: list[tuple[str, torch.Tensor]], snapshots: list[Snapshot],
+             states: list[dict]) -> list[ParamRecord]:
+    """All parameters at once, stage by stage, so that each stage's numbers are read back
+    together (a model has hundreds of small tensors: BatchNorm weights and biases)."""
+    afters = [as_float(p) for _, p in named]
+    points_of, befores = [], []
+    for (name, p), after in zip(named, afters):
+        points = []
+        for snap, state in zip(snapshots, states):
+            t = state.get(name)
+            points.append(None if t is None or tuple(t.shape) != tuple(p.shape) else (snap.label, t))
+        points_of.append(points)
+        first = points[0][1] if points and points[0] else None
+        befores.append(as_float(first.to(after.device, non_blocking=True)) if first is not None else None)
+    paired = [i for i, b in enumerate(befores) if b is not None]
+    summaries = summarise_many(afters + [befores[i] for i in paired])
+    records = []
+    for (name, p), s in zip(named, summaries):
+        records.append(ParamRecord(
+            name=name,
+            module=name.rpartition(".")[0],
+            shape=list(p.shape),
+            numel=p.numel(),
+            requires_grad=p.requires_grad,
+            is_bias=name.rpartition(".")[2].endswith("bias") and p.dim() == 1,
+            after=s,
+        ))
+    for i, s in zip(paired, summaries[len(named):]):
+        records[i].before = s
+
+    # How far each parameter moved: ||after - before|| and max |after - before|. (Through
+    # the difference: torch.dist with p=inf is ~5x slower than aminmax on CPU.)
+    moved = []
+    for i in paired:
+        if afters[i].numel():
+            diff = afters[i] - befores[i]
+            moved += [torch.linalg.vector_norm(diff), *torch.aminmax(diff)]
+            del diff
+    moved_v = iter(read_scalars(moved))
+    for i in paired:
+        rec = records[i]
+        if afters[i].numel():
+            norm, lo, hi = next(moved_v), next(moved_v), next(moved_v)
+            rec.abs_change, rec.max_abs_change = finite_or_none(norm), finite_or_none(max(-lo, hi))
         else:
             rec.abs_change = rec.max_abs_change = 0.0
         if rec.before.norm and rec.abs_change is not None:
             rec.relative_change = rec.abs_change / rec.before.norm
-        lo, hi, finite = _range([(before, rec.before), (after, rec.after)])
-        rec.hist_before = _histogram(before, lo, hi, every, finite)
-        rec.hist_after = _histogram(after, lo, hi, every, finite)
-        if is_bias:
-            biases.append((rec, "bias_before", before))
+
+    # Histograms over a range shared by before and after; scatter samples; bias values.
+    wanted, where = [], []
+    scatter: list[torch.Tensor] = []
+    biases: list[tuple[ParamRecord, str, torch.Tensor]] = []
+    for rec, after, before in zip(records, afters, befores):
+        every = max(1, -(-rec.numel // PARAMETER_SAMPLE))
+        if before is not None:
+            lo, hi, finite = _range([(before, rec.before), (after, rec.after)])
+            wanted += [(before, lo, hi, every, finite), (after, lo, hi, every, finite)]
+            where += [(rec, "hist_before"), (rec, "hist_after")]
+            if rec.is_bias:
+                biases.append((rec, "bias_before", before))
+            else:
+                step = max(1, -(-rec.numel // SCATTER_POINTS))
+                scatter += [before.reshape(-1)[::step], after.reshape(-1)[::step]]
+                rec.scatter_every = step
         else:
-            step = max(1, -(-p.numel() // SCATTER_POINTS))
-            rec.scatter_before = round_sig(before.reshape(-1)[::step], 3)
-            rec.scatter_after = round_sig(after.reshape(-1)[::step], 3)
-            rec.scatter_every = step
-        del diff
-    else:
-        lo, hi, finite = _range([(after, rec.after)])
-        rec.hist_after = _histogram(after, lo, hi, every, finite)
-    if is_bias:
-        biases.append((rec, "bias_after", after))
-    if len(points) > 1 and first is not None:
-        _trajectory(rec, points, after, as_float(first))
-    _flag(rec)
-    return rec
+            lo, hi, finite = _range([(after, rec.after)])
+            wanted.append((after, lo, hi, every, finite))
+            where.append((rec, "hist_after"))
+        if rec.is_bias:
+            biases.append((rec, "bias_after", after))
+    for (rec, field_name), hist in zip(where, _histograms(wanted)):
+        setattr(rec, field_name, hist)
+    if scatter:
+        values, at = round_sig(np.concatenate(to_numpy(scatter)), 3), 0
+        scattered = [rec for rec, b in zip(records, befores) if b is not None and not rec.is_bias]
+        for rec, k in zip(scattered, range(0, len(scatter), 2)):
+            n_before, n_after = scatter[k].numel(), scatter[k + 1].numel()
+            rec.scatter_before = values[at:at + n_before]
+            rec.scatter_after = values[at + n_before:at + n_before + n_after]
+            at += n_before + n_after
+    for (rec, field_name, _), values in zip(biases, float32_lists([t for _, _, t in biases])):
+        setattr(rec, field_name, values)
+
+    for rec, after, before, points in zip(records, afters, befores, points_of):
+        if len(points) > 1 and before is not None:
+            _trajectory(rec, points, after, before)
+        _flag(rec)
+    return records
 
 
 def _trajectory(rec: ParamRecord, points: list, after: torch.Tensor, first: torch.Tensor) -> None:

@@ -6,6 +6,7 @@ numbers (or a small uint8 image) to the CPU, in a single transfer.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -78,6 +79,8 @@ def round_sig(values: torch.Tensor | np.ndarray, digits: int = 4) -> list[float 
     mag[~np.isfinite(mag)] = 0
     scale = 10.0 ** (digits - 1 - mag)
     out = np.round(a * scale) / scale
+    if finite.all():
+        return out.tolist()
     return [v if ok else None for v, ok in zip(out.tolist(), finite.tolist())]
 
 
@@ -86,30 +89,38 @@ def float32_lists(tensors: list[torch.Tensor]) -> list[list[float | None]]:
     (NaN/Inf: None), all tensors in one vectorised pass (per call the numpy work is ~0.2 ms
     whatever the size; a model has a hundred biases).
 
-    For 1, 2, ... 9 significant digits, keep the rounding that converts back to the same
-    float32 (9 always does); 3.5x faster than formatting each value.
+    The fewest significant digits (1 to 9; 9 always read back) found by bisection: with
+    more digits the rounding only gets closer, so whether d digits read back is monotone in
+    d, except near a power of two (the gap below is half the gap above); a value the
+    bisection misses there gets 9 digits.
     """
     if not tensors:
         return []
     parts = [t.detach().to("cpu", torch.float32).reshape(-1) for t in tensors]
     arr = np.asarray(torch.cat(parts)) if len(parts) > 1 else np.asarray(parts[0])
-    wide = arr.astype(np.float64)
     finite = np.isfinite(arr)
-    out = np.where(finite, wide, 0.0)
+    wide = np.where(finite, arr.astype(np.float64), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mag = np.floor(np.log10(np.abs(out)))
+        mag = np.floor(np.log10(np.abs(wide)))
     mag[~np.isfinite(mag)] = 0
-    done = ~finite
-    for digits in range(1, 10):
+
+    def rounded(digits: np.ndarray) -> np.ndarray:
         scale = 10.0 ** (digits - 1 - mag)
         with np.errstate(over="ignore", invalid="ignore"):
-            cand = np.round(wide * scale) / scale
-        ok = ~done & (cand.astype(np.float32) == arr)
-        out[ok] = cand[ok]
-        done |= ok
-        if done.all():
-            break
-    values = [v if ok else None for v, ok in zip(out.tolist(), finite.tolist())]
+            return np.round(wide * scale) / scale
+
+    lo, hi = np.ones(arr.shape, np.int64), np.full(arr.shape, 9, np.int64)
+    for _ in range(4):  # 9 candidates
+        mid = (lo + hi) // 2
+        ok = rounded(mid).astype(np.float32) == arr
+        hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid + 1)
+    out = rounded(hi)
+    miss = finite & (out.astype(np.float32) != arr)  # a float32 at a power of two: 9 digits
+    if miss.any():
+        out[miss] = rounded(np.full(arr.shape, 9, np.int64))[miss]
+    values = out.tolist()
+    if not finite.all():
+        values = [v if ok else None for v, ok in zip(values, finite.tolist())]
     lists, at = [], 0
     for p in parts:
         lists.append(values[at:at + p.numel()])
@@ -127,6 +138,28 @@ def bin_counts(sample: torch.Tensor, lo: float, hi: float, bins: int) -> list[in
     strided view) into one temporary."""
     idx = (sample - lo).mul_(bins / (hi - lo)).clamp_(0, bins - 1).to(torch.int32)
     return torch.bincount(idx, minlength=bins).tolist()
+
+
+def bin_counts_many(items: list[tuple[torch.Tensor, float, float]], bins: int) -> list[list[int]]:
+    """:func:`bin_counts` of several ``(sample, lo, hi)`` (each ``lo < hi``), with one
+    bincount per device: sample ``k``'s bins are numbered from ``k * bins``. The per-sample
+    steps run as foreach ops (one call for all samples, as torch.optim does)."""
+    out: list[list[int]] = [[] for _ in items]
+    by_device: dict[torch.device, list[int]] = {}
+    for i, (sample, _, _) in enumerate(items):
+        by_device.setdefault(sample.device, []).append(i)
+    for idx in by_device.values():
+        at = torch._foreach_sub([items[i][0].reshape(-1) for i in idx], [items[i][1] for i in idx])
+        torch._foreach_mul_(at, [bins / (items[i][2] - items[i][1]) for i in idx])
+        torch._foreach_clamp_min_(at, 0)
+        torch._foreach_clamp_max_(at, bins - 1)
+        torch._foreach_floor_(at)
+        torch._foreach_add_(at, [k * bins for k in range(len(idx))])  # exact: small integers
+        flat = torch.cat(at).to(torch.int64)
+        counts = torch.bincount(flat, minlength=len(idx) * bins).view(len(idx), bins).tolist()
+        for i, c in zip(idx, counts):
+            out[i] = c
+    return out
 
 
 @dataclass(frozen=True)
@@ -162,6 +195,19 @@ def nonzero_count(x: torch.Tensor) -> torch.Tensor:
     return x.bool().sum(dtype=torch.int32 if x.numel() < 2**31 else torch.int64)
 
 
+def read_scalars(values: list[torch.Tensor]) -> list[float]:
+    """0-d tensors as Python numbers: one stack and one device-to-host transfer per device
+    (the stack promotes to the widest dtype among them)."""
+    out: list[float] = [0.0] * len(values)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, v in enumerate(values):
+        by_device.setdefault(v.device, []).append(i)
+    for idx in by_device.values():
+        for i, v in zip(idx, torch.stack([values[i] for i in idx]).tolist()):
+            out[i] = v
+    return out
+
+
 def tensor_stats(t: torch.Tensor, bins: int = 0, zeros: bool = True) -> TensorStats:
     """Mean, std (unbiased, like ``Tensor.std``), min, max, fraction of exact zeros and counts
     of NaN/Inf over the whole tensor as given, plus an optional histogram of its finite
@@ -171,45 +217,78 @@ def tensor_stats(t: torch.Tensor, bins: int = 0, zeros: bool = True) -> TensorSt
     as ``None``. One device-to-host transfer in the common (finite) case.
     """
     x = as_float(t).reshape(-1)
-    n = x.numel()
-    if n == 0:
-        return TensorStats(0, None, None, None, None, None, 0, 0)
-    lo, hi = torch.aminmax(x)
-    # One pass for the variance: the sum and the sum of squares, combined in float64 here
-    # (measured accurate to ~1e-5 up to mean^2 = 100 var); when mean^2 > ONE_PASS_LIMIT var,
-    # a second pass about the mean.
-    parts = [x.sum(), torch.dot(x, x), lo, hi]
-    if zeros:
-        parts.append(nonzero_count(x))
-    exact = x.dtype if n < 2**24 else torch.float64  # counts stay exact
-    sum_v, sq_v, lo_v, hi_v, *nonzero_v = torch.stack([p.to(exact) for p in parts]).tolist()
-    mean_v = sum_v / n
-    finite = all(math.isfinite(v) for v in (mean_v, lo_v, hi_v))
-    std_v = math.nan  # one value, or NaN/Inf in the tensor (None in the report)
-    if n > 1 and finite and math.isfinite(sq_v):
-        var = max(sq_v - sum_v * mean_v, 0.0) / (n - 1)
-        if mean_v * mean_v > ONE_PASS_LIMIT * var:  # cancellation: sum of squares about the mean
-            d = x - mean_v
-            var = float(torch.dot(d, d)) / (n - 1)
+    s = stats_many([x], zeros)[0]
+    if bins and s.numel:
+        hist = _histogram(x, s.min, s.max, s.nan_count + s.inf_count > 0, bins)
+        s = dataclasses.replace(s, histogram=hist)
+    return s
+
+
+def stats_many(tensors: list[torch.Tensor], zeros: bool = True) -> list[TensorStats]:
+    """:func:`tensor_stats` (without histograms) of several tensors, their reductions read
+    back together: per tensor three passes (aminmax, sum, sum of squares) and, with
+    ``zeros``, a count; one transfer per device for all of them."""
+    xs = [as_float(t).reshape(-1) for t in tensors]
+    parts: list[torch.Tensor] = []
+    for x in xs:
+        n = x.numel()
+        if n:
+            lo, hi = torch.aminmax(x)
+            # One pass for the variance: the sum and the sum of squares, combined in float64
+            # here (measured accurate to ~1e-5 up to mean^2 = 100 var); when mean^2 >
+            # ONE_PASS_LIMIT var, a second pass about the mean.
+            parts += [x.sum(), torch.dot(x, x), lo, hi]
+            if zeros:
+                count = nonzero_count(x)
+                parts.append(count if n < 2**24 else count.double())  # stays exact
+    values = iter(read_scalars(parts))
+    results: list[list] = []  # [n, mean, var, lo, hi, nonzero] per tensor
+    second: list[int] = []
+    for i, x in enumerate(xs):
+        n = x.numel()
+        if not n:
+            results.append([0])
+            continue
+        sum_v, sq_v, lo_v, hi_v = next(values), next(values), next(values), next(values)
+        nonzero_v = next(values) if zeros else 0
+        mean_v = sum_v / n
+        var = math.nan  # one value, or NaN/Inf in the tensor (None in the report)
+        if n > 1 and all(math.isfinite(v) for v in (mean_v, lo_v, hi_v)):
+            if math.isfinite(sq_v):
+                var = max(sq_v - sum_v * mean_v, 0.0) / (n - 1)
+                if mean_v * mean_v > ONE_PASS_LIMIT * var:  # cancellation: about the mean
+                    second.append(i)
+            else:  # the squares overflow float32
+                var = float(x.double().var())
+        results.append([n, mean_v, var, lo_v, hi_v, nonzero_v])
+    if second:
+        sums = []
+        for i in second:
+            d = xs[i] - results[i][1]
+            sums.append(torch.dot(d, d))
             del d
-        std_v = math.sqrt(var)
-    elif n > 1 and finite:  # the squares overflow float32
-        std_v = float(x.double().std())
-    nan_v = inf_v = 0
-    if not finite:
-        nan_v, inf_v = (int(v) for v in torch.stack([torch.isnan(x).sum(), torch.isinf(x).sum()]).tolist())
-    hist = _histogram(x, lo_v, hi_v, nan_v + inf_v > 0, bins) if bins else None
-    return TensorStats(
-        numel=n,
-        mean=finite_or_none(mean_v),
-        std=finite_or_none(std_v),
-        min=finite_or_none(lo_v),
-        max=finite_or_none(hi_v),
-        zero_fraction=(n - nonzero_v[0]) / n if zeros else None,
-        nan_count=nan_v,
-        inf_count=inf_v,
-        histogram=hist,
-    )
+        for i, sq in zip(second, read_scalars(sums)):
+            results[i][2] = sq / (results[i][0] - 1)
+    stats = []
+    for x, r in zip(xs, results):
+        if r[0] == 0:
+            stats.append(TensorStats(0, None, None, None, None, None, 0, 0))
+            continue
+        n, mean_v, var, lo_v, hi_v, nonzero_v = r
+        nan_v = inf_v = 0
+        if not all(math.isfinite(v) for v in (mean_v, lo_v, hi_v)):
+            nan_v, inf_v = (int(v) for v in torch.stack([torch.isnan(x).sum(), torch.isinf(x).sum()]).tolist())
+        stats.append(TensorStats(
+            numel=n,
+            mean=finite_or_none(mean_v),
+            std=finite_or_none(math.sqrt(var)) if math.isfinite(var) else None,
+            min=finite_or_none(lo_v),
+            max=finite_or_none(hi_v),
+            zero_fraction=(n - nonzero_v) / n if zeros else None,
+            nan_count=nan_v,
+            inf_count=inf_v,
+        ))
+    return stats
 
 
 def histogram(t: torch.Tensor, bins: int) -> Histogram | None:
@@ -359,11 +438,11 @@ def finish_images(parts: list[ImageParts]) -> list[GridImage]:
     transfer per device; per-channel statistics rounded in one vectorised call)."""
     if not parts:
         return []
-    values = _to_numpy([p.values for p in parts])
+    values = to_numpy([p.values for p in parts])
     with_moments = [p.moments for p in parts if p.moments is not None]
     channel_stats: list[list[float | None]] = []
     if with_moments:
-        mom = np.concatenate(_to_numpy(with_moments)).astype(np.float64)
+        mom = np.concatenate(to_numpy(with_moments)).astype(np.float64)
         lo, hi, first, s1, s2 = mom.T
         sizes = np.repeat([p.source_hw[0] * p.source_hw[1] for p in parts if p.moments is not None],
                           [len(m) for m in with_moments]).astype(np.float64)
@@ -405,7 +484,7 @@ def finish_images(parts: list[ImageParts]) -> list[GridImage]:
     return images
 
 
-def _to_numpy(tensors: list[torch.Tensor]) -> list[np.ndarray]:
+def to_numpy(tensors: list[torch.Tensor]) -> list[np.ndarray]:
     """float32 numpy copies, with one device-to-host transfer per device."""
     out: list[np.ndarray | None] = [None] * len(tensors)
     by_device: dict[torch.device, list[int]] = {}
