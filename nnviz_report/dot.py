@@ -9,6 +9,7 @@ so the same model gives the same SVG.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import re
@@ -310,19 +311,24 @@ def render_svg(dot_source: str, timeout: float) -> SvgResult:
     if not dot_available():
         return SvgResult(None, INSTALL_HINT, 0.0)
     try:
-        proc = subprocess.run(
-            ["dot", "-Tsvg"], input=dot_source.encode("utf-8"), capture_output=True, timeout=timeout,
-            env=layout_environment(),
-        )
-    except subprocess.TimeoutExpired:
-        return SvgResult(None, f"dot did not finish within {timeout:g} s", time.perf_counter() - started)
+        proc = subprocess.Popen(["dot", "-Tsvg"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=layout_environment())
     except OSError as exc:
         return SvgResult(None, f"dot could not be run ({exc})", time.perf_counter() - started)
+    with proc:
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, proc.pid, 10)
+        try:
+            out, err = proc.communicate(dot_source.encode("utf-8"), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return SvgResult(None, f"dot did not finish within {timeout:g} s", time.perf_counter() - started)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
-        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        return SvgResult(None, f"dot failed: {err[-1] if err else 'exit code ' + str(proc.returncode)}", seconds)
-    svg = proc.stdout.decode("utf-8", "replace")
+        lines = err.decode("utf-8", "replace").strip().splitlines()
+        return SvgResult(None, f"dot failed: {lines[-1] if lines else 'exit code ' + str(proc.returncode)}", seconds)
+    svg = out.decode("utf-8", "replace")
     svg = svg[svg.find("<svg"):]
     svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
     head_end = svg.find(">") + 1
