@@ -238,9 +238,15 @@ def stats_many(tensors: list[torch.Tensor], zeros: bool = True) -> list[TensorSt
             # here (measured accurate to ~1e-5 up to mean^2 = 100 var); when mean^2 >
             # ONE_PASS_LIMIT var, a second pass about the mean.
             parts += [x.sum(), torch.dot(x, x), lo, hi]
-            if zeros:
-                count = nonzero_count(x)
-                parts.append(count if n < 2**24 else count.double())  # stays exact
+            if zeros and n < 2**24:
+                # sign(x) . sign(x): two vectorised passes, ~1.5x faster than the bool cast
+                # and sum, exact in float32 below 2**24. (sign(NaN) is 0: a tensor with NaN
+                # is counted again below.)
+                signs = x.sign()
+                parts.append(torch.dot(signs, signs))
+                del signs
+            elif zeros:
+                parts.append(nonzero_count(x).double())  # stays exact
     values = iter(read_scalars(parts))
     results: list[list] = []  # [n, mean, var, lo, hi, nonzero] per tensor
     second: list[int] = []
@@ -252,6 +258,8 @@ def stats_many(tensors: list[torch.Tensor], zeros: bool = True) -> list[TensorSt
         sum_v, sq_v, lo_v, hi_v = next(values), next(values), next(values), next(values)
         nonzero_v = next(values) if zeros else 0
         mean_v = sum_v / n
+        if zeros and not all(math.isfinite(v) for v in (mean_v, lo_v, hi_v)):
+            nonzero_v = int(nonzero_count(x))
         var = math.nan  # one value, or NaN/Inf in the tensor (None in the report)
         if n > 1 and all(math.isfinite(v) for v in (mean_v, lo_v, hi_v)):
             if math.isfinite(sq_v):
