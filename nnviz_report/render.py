@@ -193,6 +193,11 @@ def assets() -> dict[str, Markup]:
     }
 
 
+def render_section(section: Section) -> Markup:
+    """One section's HTML: its template, which sees the section as ``s``."""
+    return Markup(environment().get_template(section.template).render(s=section))
+
+
 def render_page(
     *,
     title: str,
@@ -200,7 +205,11 @@ def render_page(
     sections: list[Section],
     notices: list[Notice],
     meta: Mapping[str, Any],
+    bodies: Mapping[str, Markup] | None = None,
 ) -> str:
+    """The page. ``bodies``: sections already rendered (:func:`render_section`), by id; the
+    others are rendered here."""
+    bodies = {s.id: (bodies or {}).get(s.id) or render_section(s) for s in sections}
     figures: dict[str, dict] = {}
     for s in sections:
         overlap = figures.keys() & s.figures.keys()
@@ -216,6 +225,7 @@ def render_page(
             title=title,
             data=data,
             sections=sections,
+            bodies=bodies,
             notices=notices,
             meta=meta,
             data_json=_script_json(data),

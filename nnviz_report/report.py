@@ -20,9 +20,9 @@ from torch import nn
 from . import __version__
 from .capture.forward import MODES, CaptureOptions
 from .capture.parameters import compare
-from .capture.run import capture, check_model, finish, resolve_before
+from .capture.run import capture, check_model, finish_activations, finish_images, resolve_before
 from .errors import NNVizError
-from .render import PLOTLY_VERSION, render_page
+from .render import PLOTLY_VERSION, render_page, render_section
 from .sections import activations, feature_maps, parameters
 from .sections import graph as graph_section
 
@@ -132,21 +132,31 @@ def build_report(
     snapshots = resolve_before(before)
     load_seconds = time.perf_counter() - started
     built: dict[str, Any] = {}
+    bodies: dict[str, Any] = {}
 
     def build_section(module: Any, run: Any) -> None:
         t = time.perf_counter()
         built[module.ID] = module.build(run)
         run.timings[f"section {module.ID}"] = time.perf_counter() - t
 
+    def render_body(module: Any) -> None:
+        t = time.perf_counter()
+        bodies[module.ID] = render_section(built[module.ID])
+        run.timings["render"] = run.timings.get("render", 0.0) + time.perf_counter() - t
+
     def timed_compare() -> tuple[Any, float]:
         t = time.perf_counter()
         return compare(model, snapshots), time.perf_counter() - t
 
+    def pictures_and_maps() -> None:
+        finish_images(run)
+        build_section(feature_maps, run)
+
     run = capture(model, example_input, snapshots, options)
     run.timings["load"] = load_seconds
     # After the forward pass, three lanes that read only what they need: the graph section
-    # (mostly waiting for Graphviz's own processes); the feature-map section (mostly PIL
-    # encoding, which lets go of the GIL); this thread: finishing the capture, comparing
+    # (mostly waiting for Graphviz's own processes); the feature maps' pictures and section
+    # (numpy and PIL, which let go of the GIL); this thread: the activations, comparing
     # the parameters, the other sections. Torch runs one thread per kernel meanwhile:
     # two-thread kernels on busy cores spin-wait for each other. (Measured and dropped:
     # the comparison in a lane of its own, its many small kernels then queue for the GIL;
@@ -156,13 +166,16 @@ def build_report(
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
             graph_done = pool.submit(build_section, graph_section, run)
-            finish(run)
-            maps_done = pool.submit(build_section, feature_maps, run)
+            maps_done = pool.submit(pictures_and_maps)
+            finish_activations(run)
             run.parameters, run.timings["parameters"] = timed_compare()
+            # Graphviz, at a low priority, is usually still at work: render what is built.
             for module in SECTIONS:
                 if module not in (graph_section, feature_maps):
                     build_section(module, run)
+                    render_body(module)
             maps_done.result()
+            render_body(feature_maps)
             graph_done.result()
     finally:
         torch.set_num_threads(threads)
@@ -210,8 +223,9 @@ def build_report(
             "created_text": created.strftime("%Y-%m-%d %H:%M UTC"),
             "plotly_version": PLOTLY_VERSION,
         },
+        bodies=bodies,
     )
-    timings["render"] = time.perf_counter() - t
+    timings["render"] += time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
     # Warnings for the command line: the graph section's are about this machine (no dot, a
     # layout that timed out); the other sections' are findings, which the page shows.

@@ -98,7 +98,7 @@ class LayerCapture:
     shape: list[int]
     dtype: str
     stats: TensorStats
-    image: GridImage | ImageParts | None  # ImageParts until ForwardCapture.finish()
+    image: GridImage | ImageParts | None  # ImageParts until ForwardCapture.draw_images()
     call_id: int
     notes: list[str] = field(default_factory=list)
 
@@ -119,12 +119,11 @@ class ForwardCapture:
     mode: str
     seconds: float
     notes: list[str] = field(default_factory=list)
-    derivatives: act.Derivatives = field(default_factory=act.Derivatives)  # run by finish()
+    derivatives: act.Derivatives = field(default_factory=act.Derivatives)  # run by run.finish_activations()
 
-    def finish(self) -> None:
-        """Take the derivatives and draw the pictures from the small copies the hooks kept,
-        for every layer at once; then drop those copies."""
-        self.derivatives.run()
+    def draw_images(self) -> None:
+        """Draw every layer's picture from the small copies the hooks kept, all at once;
+        then drop those copies."""
         todo = [layer for layer in self.layers if isinstance(layer.image, ImageParts)]
         for layer, image in zip(todo, finish_images([layer.image for layer in todo])):
             layer.image = image

@@ -39,7 +39,7 @@ class CapturedRun:
     graph: GraphCapture | None
     options: CaptureOptions
     snapshots: list[Snapshot]
-    activations: act.ActivationSummary | None = None  # filled by finish()
+    activations: act.ActivationSummary | None = None  # filled by finish_activations()
     parameters: ParameterComparison | None = None  # filled by build_report (parameters.compare)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -84,10 +84,10 @@ def check_model(model: Any) -> nn.Module:
 
 def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] | None,
             options: CaptureOptions) -> CapturedRun:
-    """The forward pass and the autograd graph. Two steps follow, separate so that they can
-    run while Graphviz lays the graph out (the graph section needs neither): :func:`finish`
-    (the feature maps' pictures, the activations' derivatives and summary) and the
-    comparison of the parameters with the snapshots (``parameters.compare``)."""
+    """The forward pass and the autograd graph. Steps follow that can run while Graphviz
+    lays the graph out (the graph section needs none of them): :func:`finish_activations`,
+    :func:`finish_images` and the comparison of the parameters
+    with the snapshots (``parameters.compare``)."""
     model = check_model(model)
     snapshots = list(snapshots or [])
     timings: dict[str, float] = {}
@@ -121,11 +121,18 @@ def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] 
     return CapturedRun(info, fwd, graph_capture, options, snapshots, timings=timings)
 
 
-def finish(run: CapturedRun) -> None:
-    """What the hooks left for after the forward pass, and the activation summary."""
+def finish_activations(run: CapturedRun) -> None:
+    """The derivatives the hooks sampled (one autograd call per activation function) and
+    the activation summary."""
     t = time.perf_counter()
-    run.forward.finish()
-    run.timings["finish"] = time.perf_counter() - t
-    t = time.perf_counter()
+    run.forward.derivatives.run()
     run.activations = act.summarise(run.forward.activation_calls, run.forward.rnn_internals)
     run.timings["activation curves"] = time.perf_counter() - t
+
+
+def finish_images(run: CapturedRun) -> None:
+    """The feature maps' pictures, from the small copies the hooks kept."""
+    t = time.perf_counter()
+    run.forward.draw_images()
+    run.timings["pictures"] = time.perf_counter() - t
+
