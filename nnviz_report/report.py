@@ -20,7 +20,14 @@ from torch import nn
 from . import __version__
 from .capture.forward import MODES, CaptureOptions
 from .capture.parameters import compare
-from .capture.run import capture, check_model, finish_activations, finish_images, resolve_before
+from .capture.run import (
+    capture,
+    check_model,
+    count_histograms,
+    finish_activations,
+    finish_images,
+    resolve_before,
+)
 from .errors import NNVizError
 from .render import PLOTLY_VERSION, render_page, render_section
 from .sections import activations, feature_maps, parameters
@@ -155,9 +162,9 @@ def build_report(
     run = capture(model, example_input, snapshots, options)
     run.timings["load"] = load_seconds
     # After the forward pass, three lanes that read only what they need: the graph section
-    # (mostly waiting for Graphviz's own processes); the feature maps' pictures and section
-    # (numpy and PIL, which let go of the GIL); this thread: the activations, comparing
-    # the parameters, the other sections. Torch runs one thread per kernel meanwhile:
+    # (mostly waiting for Graphviz's own processes); the histograms, then the feature maps'
+    # pictures and section (foreach ops, numpy and PIL, which let go of the GIL); this
+    # thread: the activations, comparing the parameters, the other sections. Torch runs one thread per kernel meanwhile:
     # two-thread kernels on busy cores spin-wait for each other. (Measured and dropped:
     # the comparison in a lane of its own, its many small kernels then queue for the GIL;
     # the comparison beside the forward pass, which slows the convolutions down.)
@@ -166,9 +173,11 @@ def build_report(
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
             graph_done = pool.submit(build_section, graph_section, run)
+            counted = pool.submit(count_histograms, run)  # then the maps, in the same lane
             maps_done = pool.submit(pictures_and_maps)
             finish_activations(run)
             run.parameters, run.timings["parameters"] = timed_compare()
+            counted.result()
             # Graphviz, at a low priority, is usually still at work: render what is built.
             for module in SECTIONS:
                 if module not in (graph_section, feature_maps):

@@ -269,6 +269,7 @@ def test_big_models_match_independent_hooks(model_fn, x):
     and a 6-layer TransformerEncoder: every entry matches stats taken by our own hooks."""
     model = model_fn().eval()
     truth = {}
+    values = {}
     counts = {}
     names = {m: n for n, m in model.named_modules()}
 
@@ -278,6 +279,7 @@ def test_big_models_match_independent_hooks(model_fn, x):
         counts[n] = k + 1
         t = out[0] if isinstance(out, tuple) else out
         truth[(n, k)] = independent_stats(t)
+        values[(n, k)] = t.detach().flatten().clone()
 
     targets = [m for m in model.modules() if not list(m.children()) or isinstance(m, nn.MultiheadAttention)]
     handles = [m.register_forward_hook(hook) for m in targets]
@@ -295,6 +297,13 @@ def test_big_models_match_independent_hooks(model_fn, x):
         t = truth[(e["name"], e["call"])]
         for key in ("mean", "std", "min", "max", "zero_fraction"):
             assert_close(e[key], t[key], f"{e['name']} call {e['call']} {key}")
+        h = e["histogram"]
+        if h["hi"] > h["lo"]:  # counted after the forward pass, from the sample kept in the hook
+            sample = values[(e["name"], e["call"])][:: h["every"]].float()
+            expected = torch.histc(sample, bins=len(h["counts"]), min=h["lo"], max=h["hi"])
+            got, expected = torch.tensor(h["counts"]), expected.long()
+            where = f"{e['name']} call {e['call']} histogram"
+            assert got.sum() == sample.numel() and (got - expected).abs().max() <= 2, where  # edges
         checked += 1
     assert checked == len([k for k in truth if k[0] in {e["name"] for e in entries}]) and checked >= 50
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tensors import Histogram, as_float, histogram, nonzero_count, round_sig
+from .tensors import Histogram, HistogramCounts, as_float, histogram, nonzero_count, round_sig
 
 # How an activation can go wrong, which decides what is measured on its inputs.
 ZEROING = "zeroing"  # a flat zero region: units can die (ReLU, ReLU6, Threshold, shrinks)
@@ -361,15 +361,16 @@ def measure_input(
     bins: int,
     hist: Histogram | None = None,
     derivatives: Derivatives | None = None,
+    later: HistogramCounts | None = None,
 ) -> None:
     """Histogram of the inputs (``hist`` when the caller already has it) and, for
     elementwise activations, the derivative at a sample of them (strided, at most 16 384
     values), computed on the tensor's device. With ``derivatives``, the derivatives wait for its
-    ``run()``; without, they are taken now."""
+    ``run()``; with ``later``, the histogram's counts wait for its ``run()``."""
     if not x.is_floating_point():
         call.notes.append(f"input dtype {x.dtype} is not floating point; not measured")
         return
-    call.input_hist = hist if hist is not None else histogram(x, bins)
+    call.input_hist = hist if hist is not None else histogram(x, bins, later)
     kind = kind_of(call.activation)
     if kind in (SOFTMAX, GATED) or x.numel() == 0:
         return

@@ -10,9 +10,10 @@ active for this one call only; torch is never patched.
 All reductions happen inside the hooks, on the tensor's device, from the tensor exactly as
 the module returned it: a later in-place op (``ReLU(inplace=True)``, ``out += identity``)
 cannot change what was recorded, and no activation is kept after its hook returns. What the
-hooks keep are small copies (pooled channel tiles, derivative samples); turning those into
-pictures and derivatives waits for :meth:`ForwardCapture.finish`, which does it for all
-layers at once (and can run while Graphviz lays out the graph).
+hooks keep are small copies (pooled channel tiles, histogram and derivative samples);
+turning those into pictures, histogram counts and derivatives waits for the steps in
+``run.py``, which do it for all layers at once (and can run while Graphviz lays out the
+graph).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from . import activations as act
 from .guard import preserve_model_state
 from .tensors import (
     GridImage,
+    HistogramCounts,
     ImageParts,
     TensorStats,
     channel_parts,
@@ -120,6 +122,7 @@ class ForwardCapture:
     seconds: float
     notes: list[str] = field(default_factory=list)
     derivatives: act.Derivatives = field(default_factory=act.Derivatives)  # run by run.finish_activations()
+    histograms: HistogramCounts = field(default_factory=HistogramCounts)  # run by run.count_histograms()
 
     def draw_images(self) -> None:
         """Draw every layer's picture from the small copies the hooks kept, all at once;
@@ -213,6 +216,7 @@ class _Recorder:
         self.paused = False
         self.example_clamped = False
         self.derivatives = act.Derivatives()
+        self.histograms = HistogramCounts()
         # The last few recorded outputs and their stats: an activation whose input or output
         # is one of them (same tensor, not modified since) reuses the histogram or the
         # fraction of zeros.
@@ -288,7 +292,7 @@ class _Recorder:
                 )
                 if inputs:
                     act.measure_input(frame.activation, inputs[0], self.options.bins,
-                                      self.known_histogram(inputs[0]), self.derivatives)
+                                      self.known_histogram(inputs[0]), self.derivatives, self.histograms)
             self.stack.append(frame)
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -358,7 +362,7 @@ class _Recorder:
                     "out_proj is applied functionally inside MultiheadAttention, so this is the "
                     "attention block's output (out_proj has no entry of its own)"
                 )
-            stats = tensor_stats(t, bins=o.bins)
+            stats = tensor_stats(t, bins=o.bins, later=self.histograms)
             self.remember(t, stats)
             self.layers.append(
                 LayerCapture(
@@ -427,7 +431,7 @@ class _Recorder:
             )
             self.functional_counts[key] += 1
             act.measure_input(call, args[0], self.options.bins, self.known_histogram(args[0]),
-                              self.derivatives)
+                              self.derivatives, self.histograms)
         out = func(*args, **kwargs)
         with self.pause():
             if isinstance(out, torch.Tensor):
@@ -513,6 +517,7 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
         seconds=time.perf_counter() - started,
         notes=notes,
         derivatives=rec.derivatives,
+        histograms=rec.histograms,
     )
 
 

@@ -85,8 +85,8 @@ def check_model(model: Any) -> nn.Module:
 def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] | None,
             options: CaptureOptions) -> CapturedRun:
     """The forward pass and the autograd graph. Steps follow that can run while Graphviz
-    lays the graph out (the graph section needs none of them): :func:`finish_activations`,
-    :func:`finish_images` and the comparison of the parameters
+    lays the graph out (the graph section needs none of them): :func:`count_histograms`,
+    :func:`finish_activations`, :func:`finish_images` and the comparison of the parameters
     with the snapshots (``parameters.compare``)."""
     model = check_model(model)
     snapshots = list(snapshots or [])
@@ -128,6 +128,14 @@ def finish_activations(run: CapturedRun) -> None:
     run.forward.derivatives.run()
     run.activations = act.summarise(run.forward.activation_calls, run.forward.rnn_internals)
     run.timings["activation curves"] = time.perf_counter() - t
+
+
+def count_histograms(run: CapturedRun) -> None:
+    """The histograms of layer outputs and activation inputs, from the samples the hooks
+    kept (the activations section and the feature-map section read them)."""
+    t = time.perf_counter()
+    run.forward.histograms.run()
+    run.timings["histograms"] = time.perf_counter() - t
 
 
 def finish_images(run: CapturedRun) -> None:

@@ -165,7 +165,8 @@ def bin_counts_many(items: list[tuple[torch.Tensor, float, float]], bins: int) -
 @dataclass(frozen=True)
 class Histogram:
     """Counts of ``bins`` equal bins over ``[lo, hi]``; with ``every > 1`` the counts are of
-    every ``every``-th value (a strided sample), the range is exact."""
+    every ``every``-th value (a strided sample), the range is exact. (``counts`` is empty
+    until :meth:`HistogramCounts.run` when the counting waits for it.)"""
 
     lo: float
     hi: float
@@ -208,10 +209,12 @@ def read_scalars(values: list[torch.Tensor]) -> list[float]:
     return out
 
 
-def tensor_stats(t: torch.Tensor, bins: int = 0, zeros: bool = True) -> TensorStats:
+def tensor_stats(t: torch.Tensor, bins: int = 0, zeros: bool = True,
+                 later: HistogramCounts | None = None) -> TensorStats:
     """Mean, std (unbiased, like ``Tensor.std``), min, max, fraction of exact zeros and counts
     of NaN/Inf over the whole tensor as given, plus an optional histogram of its finite
-    values (exact range, counts from a strided sample of at most 16 384 values).
+    values (exact range, counts from a strided sample of at most 16 384 values; with
+    ``later``, counted by its ``run()``).
 
     NaN/Inf propagate into mean/std/min/max as they would in ``t.mean()``; they are reported
     as ``None``. One device-to-host transfer in the common (finite) case.
@@ -219,7 +222,7 @@ def tensor_stats(t: torch.Tensor, bins: int = 0, zeros: bool = True) -> TensorSt
     x = as_float(t).reshape(-1)
     s = stats_many([x], zeros)[0]
     if bins and s.numel:
-        hist = _histogram(x, s.min, s.max, s.nan_count + s.inf_count > 0, bins)
+        hist = _histogram(x, s.min, s.max, s.nan_count + s.inf_count > 0, bins, later)
         s = dataclasses.replace(s, histogram=hist)
     return s
 
@@ -299,16 +302,17 @@ def stats_many(tensors: list[torch.Tensor], zeros: bool = True) -> list[TensorSt
     return stats
 
 
-def histogram(t: torch.Tensor, bins: int) -> Histogram | None:
+def histogram(t: torch.Tensor, bins: int, later: HistogramCounts | None = None) -> Histogram | None:
     """The histogram of :func:`tensor_stats` alone (one pass for the range, not four)."""
     x = as_float(t).reshape(-1)
     if x.numel() == 0:
         return None
     lo_v, hi_v = torch.stack(torch.aminmax(x)).tolist()
-    return _histogram(x, lo_v, hi_v, not (math.isfinite(lo_v) and math.isfinite(hi_v)), bins)
+    return _histogram(x, lo_v, hi_v, not (math.isfinite(lo_v) and math.isfinite(hi_v)), bins, later)
 
 
-def _histogram(x: torch.Tensor, lo_v: float, hi_v: float, non_finite: bool, bins: int) -> Histogram | None:
+def _histogram(x: torch.Tensor, lo_v: float, hi_v: float, non_finite: bool, bins: int,
+               later: HistogramCounts | None = None) -> Histogram | None:
     """Bins over the exact finite range of flat ``x``; counts of a strided sample."""
     every = max(1, -(-x.numel() // HISTOGRAM_SAMPLE))
     sample = x[::every]
@@ -320,7 +324,34 @@ def _histogram(x: torch.Tensor, lo_v: float, hi_v: float, non_finite: bool, bins
         return None
     if lo_v == hi_v:
         return Histogram(lo_v, hi_v, [int(sample.numel())], every)
+    if later is not None:
+        return later.add(sample, lo_v, hi_v, bins, every)
     return Histogram(lo_v, hi_v, bin_counts(sample, lo_v, hi_v, bins), every)
+
+
+class HistogramCounts:
+    """Histograms counted later, all at once: :meth:`add` keeps a copy of the (small,
+    strided) sample and returns its Histogram with no counts yet; :meth:`run` fills them,
+    binning every sample with one bincount per device (:func:`bin_counts_many`) instead of
+    six small ops per histogram inside a forward hook."""
+
+    def __init__(self) -> None:
+        self._todo: list[tuple[Histogram, torch.Tensor, int]] = []
+
+    def add(self, sample: torch.Tensor, lo: float, hi: float, bins: int, every: int) -> Histogram:
+        hist = Histogram(lo, hi, [], every)
+        self._todo.append((hist, sample.clone(), bins))  # the model may rewrite it in place
+        return hist
+
+    def run(self) -> None:
+        todo, self._todo = self._todo, []
+        by_bins: dict[int, list[tuple[Histogram, torch.Tensor]]] = {}
+        for hist, sample, bins in todo:
+            by_bins.setdefault(bins, []).append((hist, sample))
+        for bins, items in by_bins.items():
+            counts = bin_counts_many([(sample, h.lo, h.hi) for h, sample in items], bins)
+            for (hist, _), c in zip(items, counts):
+                hist.counts[:] = c
 
 
 @dataclass(frozen=True)
