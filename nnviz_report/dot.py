@@ -305,8 +305,9 @@ def _version_of(path: str) -> str | None:
     return m.group(1) if m else None
 
 
-def render_svg(dot_source: str, timeout: float) -> SvgResult:
-    """Lay out with ``dot -Tsvg``; the SVG is returned ready to inline in HTML."""
+def render_svg(dot_source: str, timeout: float, nice: int = 0) -> SvgResult:
+    """Lay out with ``dot -Tsvg``; the SVG is returned ready to inline in HTML. ``nice``:
+    how much lower than ours dot's scheduling priority is (where the system has one)."""
     started = time.perf_counter()
     if not dot_available():
         return SvgResult(None, INSTALL_HINT, 0.0)
@@ -316,8 +317,9 @@ def render_svg(dot_source: str, timeout: float) -> SvgResult:
     except OSError as exc:
         return SvgResult(None, f"dot could not be run ({exc})", time.perf_counter() - started)
     with proc:
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, proc.pid, 10)
+        if nice:
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + nice)
         try:
             out, err = proc.communicate(dot_source.encode("utf-8"), timeout=timeout)
         except subprocess.TimeoutExpired:

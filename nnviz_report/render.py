@@ -1,9 +1,9 @@
 """Rendering: Jinja templates + inlined assets -> one self-contained HTML page.
 
 The page carries ``nnviz-data`` (``Report.data`` as JSON, for people and scripts),
-``nnviz-view`` (the Plotly figure dicts, which point into the data instead of repeating it,
-and view payloads such as the graph's SVG: JSON, gzip-compressed, base64; the browser
-inflates it with DecompressionStream) and ``nnviz-images`` (pictures as data URIs, which
+one ``nnviz-view`` per section (its Plotly figure dicts, which point into the data instead
+of repeating it, and view payloads such as the graph's SVG: JSON, gzip-compressed,
+base64; the browser inflates them with DecompressionStream) and ``nnviz-images`` (pictures as data URIs, which
 would not compress). plotly.js is inlined once, as inert text the page evaluates after its
 first paint.
 """
@@ -198,6 +198,15 @@ def render_section(section: Section) -> Markup:
     return Markup(environment().get_template(section.template).render(s=section))
 
 
+def pack_view(section: Section) -> Markup | None:
+    """A section's browser payload (its figures and assets, :func:`packed`), or None when it
+    has neither. Packed one section at a time, each as soon as it is built: zlib lets go
+    of the GIL, and the graph's SVG, most of the bytes, is packed in the graph's lane."""
+    if not section.figures and not section.assets:
+        return None
+    return Markup(packed({"figures": section.figures, "assets": section.assets}))
+
+
 def render_page(
     *,
     title: str,
@@ -206,30 +215,32 @@ def render_page(
     notices: list[Notice],
     meta: Mapping[str, Any],
     bodies: Mapping[str, Markup] | None = None,
+    views: Mapping[str, Markup | None] | None = None,
 ) -> str:
-    """The page. ``bodies``: sections already rendered (:func:`render_section`), by id; the
-    others are rendered here."""
-    bodies = {s.id: (bodies or {}).get(s.id) or render_section(s) for s in sections}
-    figures: dict[str, dict] = {}
+    """The page. ``bodies`` and ``views``: sections already rendered
+    (:func:`render_section`) and packed (:func:`pack_view`), by id; the others are
+    rendered and packed here."""
+    seen: set[str] = set()
     for s in sections:
-        overlap = figures.keys() & s.figures.keys()
+        overlap = seen & s.figures.keys()
         if overlap:
             raise RuntimeError(f"figure ids used twice: {sorted(overlap)}")
-        figures.update(s.figures)
-    view = {"figures": figures, "assets": {s.id: s.assets for s in sections if s.assets}}
+        seen.update(s.figures)
+    bodies = {s.id: (bodies or {}).get(s.id) or render_section(s) for s in sections}
     images = {s.id: s.images for s in sections if s.images}
     template = environment().get_template("report.html.j2")
+    done = views or {}
     with ThreadPoolExecutor(max_workers=1) as pool:
-        view_packed = pool.submit(packed, view)  # zlib lets go of the GIL: beside the template
+        later = {s.id: _Later(pool.submit(pack_view, s)) for s in sections if s.id not in done}
         return template.render(
             title=title,
             data=data,
             sections=sections,
             bodies=bodies,
+            views={s.id: done[s.id] if s.id in done else later[s.id] for s in sections},
             notices=notices,
             meta=meta,
             data_json=_script_json(data),
-            view_packed=_Later(view_packed),
             images_json=_script_json(images),
             assets=assets(),
         )
@@ -242,4 +253,7 @@ class _Later:
         self.future = future
 
     def __html__(self) -> str:
-        return self.future.result()
+        return self.future.result() or ""
+
+    def __bool__(self) -> bool:
+        return self.future.result() is not None

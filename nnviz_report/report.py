@@ -29,7 +29,7 @@ from .capture.run import (
     resolve_before,
 )
 from .errors import NNVizError
-from .render import PLOTLY_VERSION, render_page, render_section
+from .render import PLOTLY_VERSION, pack_view, render_page, render_section
 from .sections import activations, feature_maps, parameters
 from .sections import graph as graph_section
 
@@ -140,6 +140,7 @@ def build_report(
     load_seconds = time.perf_counter() - started
     built: dict[str, Any] = {}
     bodies: dict[str, Any] = {}
+    views: dict[str, Any] = {}
 
     def build_section(module: Any, run: Any) -> None:
         t = time.perf_counter()
@@ -149,7 +150,12 @@ def build_report(
     def render_body(module: Any) -> None:
         t = time.perf_counter()
         bodies[module.ID] = render_section(built[module.ID])
+        views[module.ID] = pack_view(built[module.ID])
         run.timings["render"] = run.timings.get("render", 0.0) + time.perf_counter() - t
+
+    def graph_lane() -> None:
+        build_section(graph_section, run)
+        views[graph_section.ID] = pack_view(built[graph_section.ID])  # most of the page's view bytes
 
     def timed_compare() -> tuple[Any, float]:
         t = time.perf_counter()
@@ -172,7 +178,7 @@ def build_report(
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            graph_done = pool.submit(build_section, graph_section, run)
+            graph_done = pool.submit(graph_lane)
             counted = pool.submit(count_histograms, run)  # then the maps, in the same lane
             maps_done = pool.submit(pictures_and_maps)
             finish_activations(run)
@@ -233,6 +239,7 @@ def build_report(
             "plotly_version": PLOTLY_VERSION,
         },
         bodies=bodies,
+        views=views,
     )
     timings["render"] += time.perf_counter() - t
     timings["total"] = time.perf_counter() - started

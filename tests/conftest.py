@@ -25,12 +25,19 @@ def page_json(html: str, element_id: str):
 
 
 def page_view(html: str):
-    """Figures and view payloads (gzip+base64 JSON in #nnviz-view)."""
+    """Figures and view payloads: each section's gzip+base64 JSON (script.nnviz-view), merged
+    as the browser merges them."""
     from nnviz_report.render import unpacked
 
-    m = re.search(r'<script[^>]*id="nnviz-view"[^>]*>(.*?)</script>', html, re.S)
-    assert m, "no #nnviz-view in the page"
-    return unpacked(m.group(1))
+    parts = re.findall(r'<script[^>]*class="nnviz-view"[^>]*data-section="([^"]+)"[^>]*>(.*?)</script>', html, re.S)
+    assert parts, "no script.nnviz-view in the page"
+    view = {"figures": {}, "assets": {}}
+    for section, text in parts:
+        v = unpacked(text)
+        assert not view["figures"].keys() & v["figures"].keys()
+        view["figures"].update(v["figures"])
+        view["assets"][section] = v["assets"]
+    return view
 
 
 def state_of(model: torch.nn.Module) -> dict:

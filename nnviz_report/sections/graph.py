@@ -15,6 +15,7 @@ from .parameters import anchor as param_anchor
 ID = "graph"
 FULL_DEFAULT_MAX = 150  # larger graphs open on the module view
 FULL_MAX_NODES = 6000  # larger graphs get the module view only
+NICE = {"module": 10, "full": 0}  # dot's priority below ours, per view
 
 
 def _node_info(view: dot.ViewGraph, calls: list[ModuleCall], prefix: str, fm_calls: set[int], param_modules: set[str]) -> dict:
@@ -99,8 +100,10 @@ def build(run: CapturedRun) -> Section:
                                           f"{FULL_MAX_NODES}; only the module view is drawn", ID))
         sources = [dot.source(view, calls, f"g{key[0]}-") for key, _, view in candidates]
         # Both layouts at once: dot runs in its own process, the threads only wait for it.
+        # The module view's dot yields the CPU to the rest of the report (NICE).
         with ThreadPoolExecutor(len(sources)) as pool:
-            results = list(pool.map(lambda src: dot.render_svg(src, run.options.dot_timeout), sources))
+            results = list(pool.map(lambda src, key: dot.render_svg(src, run.options.dot_timeout, NICE[key]),
+                                    sources, [key for key, _, _ in candidates]))
         for (key, label, view), result in zip(candidates, results):
             prefix = f"g{key[0]}-"
             timings[key] = result.seconds

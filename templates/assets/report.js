@@ -20,10 +20,9 @@
     console.error("nnviz-report: " + where, err);
   }
 
-  /* The figures and view payloads travel gzip-compressed (base64) in #nnviz-view. */
-  function inflate(id) {
-    var el = document.getElementById(id);
-    if (!el) return Promise.resolve({ figures: {}, assets: {} });
+  /* Each section's figures and view payloads travel gzip-compressed (base64) in its own
+     script.nnviz-view. */
+  function inflate(el) {
     if (typeof DecompressionStream === "undefined") {
       return Promise.reject(new Error("this browser has no DecompressionStream; open the report in a current Chrome, Edge, Firefox or Safari"));
     }
@@ -32,11 +31,12 @@
     var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
     return new Response(stream).text().then(JSON.parse);
   }
-  var viewReady = inflate("nnviz-view").then(function (v) {
-    FIGURES = v.figures || {};
-    ASSETS = v.assets || {};
-    ROOTS.assets = ASSETS;
-  }, function (e) { fail("reading the embedded charts", e); throw e; });
+  var viewReady = Promise.all(Array.prototype.map.call(document.querySelectorAll("script.nnviz-view"), function (el) {
+    return inflate(el).then(function (v) {
+      Object.assign(FIGURES, v.figures || {});
+      ASSETS[el.getAttribute("data-section")] = v.assets || {};
+    });
+  })).then(null, function (e) { fail("reading the embedded charts", e); throw e; });
 
   /* ---- theme ------------------------------------------------------------------------ */
   var root = document.documentElement;
