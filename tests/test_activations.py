@@ -156,3 +156,31 @@ def test_transformer_activation_inside_the_encoder_layer():
     gelu = [c for c in data["calls"] if c["activation"] == "GELU"]
     assert [c["where"] for c in gelu] == ["encoder.layers.0", "encoder.layers.1"]
     assert all(c["source"] == "functional" for c in gelu)
+
+
+@pytest.mark.parametrize("act", [nn.ReLU(), nn.Hardshrink(0.5)], ids=["relu", "hardshrink"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_dead_channels_of_conv_maps_match_an_independent_count(act, batch):
+    # Channels 0-2 dead (pushed far below zero: ReLU gives 0; scaled to ~0: Hardshrink
+    # gives 0), the rest alive; a Hardshrink output also has negative values, and one of
+    # its channels is zero or negative everywhere.
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    with torch.no_grad():
+        if isinstance(act, nn.ReLU):
+            conv.bias[:3] = -100.0
+        else:
+            conv.weight[:3] *= 1e-4
+            conv.bias[:3] = 0.0
+            conv.weight[3:] *= 5
+            conv.weight[3] *= 0.06  # ~ -0.55 +- 0.17: shrunk to 0 or below -0.5, never above
+            conv.bias[3] = -0.55  # zero at most positions, its maximum: alive all the same
+    model = nn.Sequential(conv, act)
+    x = torch.randn(batch, 3, 10, 10)
+    call = activations(model, x)["calls"][0]
+    with torch.no_grad():
+        out = model(x)
+    units_dead = (out == 0).all(dim=0)
+    assert call["dead_fraction"] == pytest.approx(units_dead.double().mean().item())
+    assert call["dead_channel_fraction"] == pytest.approx(units_dead.flatten(1).all(dim=1).double().mean().item())
+    assert call["dead_channel_fraction"] == pytest.approx(3 / 8)

@@ -385,10 +385,11 @@ def measure_input(
         derivatives.run()
 
 
-def measure_output(call: ActivationCall, y: torch.Tensor, zero_fraction: float | None = None) -> None:
+def measure_output(call: ActivationCall, y: torch.Tensor, zero_fraction: float | None = None,
+                   non_negative: bool = False) -> None:
     """Dead units (zeroing activations) or peaked rows (softmax) from the real output.
     ``zero_fraction``: that of ``y``, when the caller has it (it is the dead fraction of a
-    batch of one)."""
+    batch of one); ``non_negative``: the caller knows ``y``'s minimum is >= 0 (a ReLU's)."""
     kind = kind_of(call.activation)
     if kind == ZEROING and y.dim() >= 2 and y.shape[0] > 0:
         # A unit is dead when it is zero for every example (NaN is not zero). Everything is
@@ -400,7 +401,10 @@ def measure_output(call: ActivationCall, y: torch.Tensor, zero_fraction: float |
         counts = [] if known is not None else [nonzero_count(units)]
         if units.dim() >= 2:  # per channel: dead at every position too
             flat = units.reshape(units.shape[0], -1)
-            counts.append(nonzero_count(flat.amax(dim=1).bool() | flat.amin(dim=1).bool()))
+            alive = flat.amax(dim=1).bool()  # NaN is True: alive
+            if not (non_negative or y.shape[0] > 1):  # |y| above is >= 0 already
+                alive |= flat.amin(dim=1).bool()
+            counts.append(nonzero_count(alive))
         out = torch.stack(counts).tolist() if counts else []
         call.dead_fraction = known if known is not None else 1.0 - out.pop(0) / units.numel()
         call.dead_channel_fraction = 1.0 - out[0] / units.shape[0] if out else None

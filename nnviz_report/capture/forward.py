@@ -316,7 +316,8 @@ class _Recorder:
                 if tensors:
                     y = tensors[0][1]
                     known = self.known_stats(y)
-                    act.measure_output(frame.activation, y, known.zero_fraction if known else None)
+                    act.measure_output(frame.activation, y, known.zero_fraction if known else None,
+                                       known is not None and known.min is not None and known.min >= 0)
                 self.activation_calls.append(frame.activation)
 
     def _attribute(self, call_id: int, tensors: list[tuple[str, torch.Tensor]], boundary: set[int]) -> None:
