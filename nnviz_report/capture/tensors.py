@@ -140,22 +140,41 @@ def bin_counts(sample: torch.Tensor, lo: float, hi: float, bins: int) -> list[in
     return torch.bincount(idx, minlength=bins).tolist()
 
 
-def bin_counts_many(items: list[tuple[torch.Tensor, float, float]], bins: int) -> list[list[int]]:
-    """:func:`bin_counts` of several ``(sample, lo, hi)`` (each ``lo < hi``), with one
-    bincount per device: sample ``k``'s bins are numbered from ``k * bins``. The per-sample
-    steps run as foreach ops (one call for all samples, as torch.optim does)."""
+BIN_CHUNK = 2**20  # values binned per bincount: bounds the temporaries (a few MB)
+
+
+def bin_counts_many(items: list[tuple[torch.Tensor, float, float]], bins: int,
+                    overwrite: bool = False) -> list[list[int]]:
+    """:func:`bin_counts` of several ``(sample, lo, hi)`` (each ``lo < hi``), one bincount
+    per device and chunk of about BIN_CHUNK values: sample ``k`` of a chunk has bins
+    ``k * bins ...``. The per-sample steps run as foreach ops (one call for all samples,
+    as torch.optim does); with ``overwrite``, in the caller's samples (its own copies)."""
     out: list[list[int]] = [[] for _ in items]
-    by_device: dict[torch.device, list[int]] = {}
+    chunks: list[list[int]] = []
+    open_chunk: dict[torch.device, tuple[list[int], list[int]]] = {}  # device -> (indices, [size])
     for i, (sample, _, _) in enumerate(items):
-        by_device.setdefault(sample.device, []).append(i)
-    for idx in by_device.values():
-        at = torch._foreach_sub([items[i][0].reshape(-1) for i in idx], [items[i][1] for i in idx])
+        idx, size = open_chunk.setdefault(sample.device, ([], [0]))
+        if idx and size[0] + sample.numel() > BIN_CHUNK:
+            chunks.append(idx)
+            idx, size = open_chunk[sample.device] = ([], [0])
+        idx.append(i)
+        size[0] += sample.numel()
+    chunks += [idx for idx, _ in open_chunk.values() if idx]
+    for idx in chunks:
+        samples = [items[i][0].reshape(-1) for i in idx]
+        lows = [items[i][1] for i in idx]
+        if overwrite:
+            torch._foreach_sub_(samples, lows)
+            at = samples
+        else:
+            at = torch._foreach_sub(samples, lows)
         torch._foreach_mul_(at, [bins / (items[i][2] - items[i][1]) for i in idx])
         torch._foreach_clamp_min_(at, 0)
         torch._foreach_clamp_max_(at, bins - 1)
         torch._foreach_floor_(at)
         torch._foreach_add_(at, [k * bins for k in range(len(idx))])  # exact: small integers
-        flat = torch.cat(at).to(torch.int64)
+        flat = torch.cat(at).to(torch.int32)
+        del at, samples
         counts = torch.bincount(flat, minlength=len(idx) * bins).view(len(idx), bins).tolist()
         for i, c in zip(idx, counts):
             out[i] = c
@@ -349,7 +368,7 @@ class HistogramCounts:
         for hist, sample, bins in todo:
             by_bins.setdefault(bins, []).append((hist, sample))
         for bins, items in by_bins.items():
-            counts = bin_counts_many([(sample, h.lo, h.hi) for h, sample in items], bins)
+            counts = bin_counts_many([(sample, h.lo, h.hi) for h, sample in items], bins, overwrite=True)
             for (hist, _), c in zip(items, counts):
                 hist.counts[:] = c
 
@@ -473,11 +492,11 @@ def _quantise(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 
 
 def finish_images(parts: list[ImageParts]) -> list[GridImage]:
-    """Quantise what the hooks kept into pictures: after the forward pass, all at once (one
-    transfer per device; per-channel statistics rounded in one vectorised call)."""
+    """Quantise what the hooks kept into pictures: after the forward pass, in stacks of
+    same-shaped pictures (one transfer per stack; per-channel statistics rounded in one
+    vectorised call)."""
     if not parts:
         return []
-    values = to_numpy([p.values for p in parts])
     with_moments = [p.moments for p in parts if p.moments is not None]
     channel_stats: list[list[float | None]] = []
     if with_moments:
@@ -492,12 +511,15 @@ def finish_images(parts: list[ImageParts]) -> list[GridImage]:
         flat = round_sig(np.stack([first + m1, np.sqrt(var), lo, hi], axis=1))
         channel_stats = [flat[i * 4:(i + 1) * 4] for i in range(len(flat) // 4)]
     # Quantised in stacks of same-shaped pictures (a handful per model, not one per layer).
+    # (Stacked one shape at a time, on the tensors' device: no copy of them all at once.)
     groups: dict[tuple, list[int]] = {}
-    for i, v in enumerate(values):
-        groups.setdefault((parts[i].kind, v.shape), []).append(i)
+    for i, p in enumerate(parts):
+        groups.setdefault((p.kind, tuple(p.values.shape), p.values.device), []).append(i)
     drawn: dict[int, tuple] = {}
     for idx in groups.values():
-        q, lo, hi, diverging = _quantise(np.stack([values[i] for i in idx]))
+        stack = torch.stack([parts[i].values.detach() for i in idx]).to("cpu", torch.float32).numpy()
+        q, lo, hi, diverging = _quantise(stack)
+        del stack
         for j, i in enumerate(idx):
             drawn[i] = (q[j], float(lo[j]), float(hi[j]), bool(diverging[j]))
     images = []
