@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
-from conftest import page_json
+from conftest import page_json, page_view
 from models import TwoLayerNet
 from torch import nn
 
@@ -207,3 +209,19 @@ def test_histograms_and_scatter_match_the_sampled_values():
             assert np.allclose(rec.scatter_after, after[::step].numpy(), rtol=5e-3, atol=0)  # 3 significant digits
     by_name = {r.name: r for r in comp.records}
     assert by_name["1.weight"].hist_after.counts == [0] * 39 + [200]  # 1.0 -> 2.0: both edges
+
+
+def test_sampled_charts_say_which_values_they_count():
+    from nnviz_report.sections._format import ordinal
+
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 93, 111, 112)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "93rd", "111th", "112th"]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(300, 200))  # 60 000 weights: sampled
+    snap = nnviz_report.snapshot(model)
+    report = nnviz_report.build_report(model, torch.randn(2, 300), before=snap, graph=False)
+    rec = _by_name(report)["0.weight"]
+    texts = json.dumps(page_view(report.html))
+    assert f"every {ordinal(rec['hist_after']['every'])})" in texts
+    assert f"every {ordinal(150)} value" in texts  # 60 000 / 400 scatter points
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..capture.parameters import ParamRecord
 from ..capture.run import CapturedRun
 from . import Notice, Section, ref
-from ._format import names, plotly_text, plural
+from ._format import names, ordinal, plotly_text, plural
 
 ID = "parameters"
 OPEN_MODULES = 12  # cards start open when the model has at most this many modules
@@ -151,7 +151,7 @@ def _identity_figure(i: int, r: ParamRecord) -> dict:
         label = "values"
     else:
         x, y = ref("assets", ID, "scatter", i, "before"), ref("assets", ID, "scatter", i, "after")
-        label = "values" if r.scatter_every == 1 else f"every {r.scatter_every}th value"
+        label = "values" if r.scatter_every == 1 else f"every {ordinal(r.scatter_every)} value"
     ends = [v for v in (r.before.min, r.after.min, r.before.max, r.after.max) if v is not None]
     lo, hi = (min(ends), max(ends)) if ends else (0.0, 1.0)
     return {
@@ -183,7 +183,7 @@ def _hist_figure(i: int, r: ParamRecord, before_label: str) -> dict:
         "data": traces,
         "layout": {"height": 240, "margin": {"l": 50, "r": 10, "t": 10, "b": 35}, "barmode": "overlay", "bargap": 0,
                    "legend": _legend(), "xaxis": {"title": {"text": "value"}},
-                   "yaxis": {"title": {"text": "count" + (f" (every {r.hist_after.every}th)" if sampled else "")}}},
+                   "yaxis": {"title": {"text": "count" + (f" (every {ordinal(r.hist_after.every)})" if sampled else "")}}},
     }
 
 
