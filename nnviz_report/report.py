@@ -170,10 +170,11 @@ def build_report(
     # After the forward pass, three lanes that read only what they need: the graph section
     # (mostly waiting for Graphviz's own processes); the histograms, then the feature maps'
     # pictures and section (foreach ops, numpy and PIL, which let go of the GIL); this
-    # thread: the activations, comparing the parameters, the other sections. Torch runs one thread per kernel meanwhile:
-    # two-thread kernels on busy cores spin-wait for each other. (Measured and dropped:
-    # the comparison in a lane of its own, its many small kernels then queue for the GIL;
-    # the comparison beside the forward pass, which slows the convolutions down.)
+    # thread: the activations, comparing the parameters, rendering the other sections.
+    # Torch runs one thread per kernel meanwhile: two-thread kernels on busy cores
+    # spin-wait for each other. (Measured and dropped: the comparison in a lane of its own,
+    # its many small kernels then queue for the GIL; the comparison beside the forward
+    # pass, which slows the convolutions down; the comparison before it, no faster.)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -184,7 +185,7 @@ def build_report(
             finish_activations(run)
             run.parameters, run.timings["parameters"] = timed_compare()
             counted.result()
-            # Graphviz, at a low priority, is usually still at work: render what is built.
+            # Graphviz is usually still at work: render what is built meanwhile.
             for module in SECTIONS:
                 if module not in (graph_section, feature_maps):
                     build_section(module, run)
@@ -241,7 +242,7 @@ def build_report(
         bodies=bodies,
         views=views,
     )
-    timings["render"] += time.perf_counter() - t
+    timings["render"] = timings.get("render", 0.0) + time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
     # Warnings for the command line: the graph section's are about this machine (no dot, a
     # layout that timed out); the other sections' are findings, which the page shows.

@@ -225,3 +225,22 @@ def test_sampled_charts_say_which_values_they_count():
     assert f"every {ordinal(rec['hist_after']['every'])})" in texts
     assert f"every {ordinal(150)} value" in texts  # 60 000 / 400 scatter points
 
+
+
+def test_snapshot_tensors_move_to_the_model_device_in_bounded_groups(monkeypatch):
+    # On a GPU model the CPU snapshot is moved over group by group; here "meta" stands for
+    # the other device (this machine may have no GPU). Tensors already on the parameter's
+    # device move nothing.
+    from nnviz_report.capture import parameters
+
+    monkeypatch.setattr(parameters, "MOVE_BUDGET", 1000 * 4)
+    model = nn.Sequential(nn.Linear(10, 30), nn.Linear(30, 30), nn.Linear(30, 2))  # 330, 930, 62
+    named = list(model.named_parameters())
+    elsewhere = {n: torch.empty(p.shape, device="meta") for n, p in named}
+    chunks = list(parameters._chunks(named, [elsewhere]))
+    assert [n for c in chunks for n, _ in c] == [n for n, _ in named]
+    for c in chunks:
+        assert len(c) == 1 or sum(p.numel() for _, p in c) <= 1000
+    assert len(chunks) > 1
+    same = {n: p.detach().clone() for n, p in named}
+    assert len(list(parameters._chunks(named, [same]))) == 1

@@ -1,8 +1,10 @@
 """Compare the model's parameters with earlier snapshots.
 
 Each comparison runs on the parameter's device (the snapshot tensors are moved there in
-groups of at most MOVE_BUDGET bytes), and reduces to summary numbers, histograms over a shared range, strided samples
-for scatter plots, and, for biases, the full value lists.
+groups of at most MOVE_BUDGET bytes) and reduces to summary numbers, histograms over a
+shared range, strided samples for scatter plots, and, for biases, the full value lists.
+All parameters go through each stage together, so that a stage's numbers are read back
+at once.
 """
 
 from __future__ import annotations
@@ -183,7 +185,7 @@ def _chunks(named: list[tuple[str, torch.Tensor]], states: list[dict]) -> Iterat
     moved = 0
     for name, p in named:
         first = states[0].get(name) if states else None
-        size = first.numel() * 4 if first is not None and first.device != p.device else 0
+        size = first.numel() * 4 if first is not None and first.device != p.device else 0  # as float32
         if chunk and moved + size > MOVE_BUDGET:
             yield chunk
             chunk, moved = [], 0

@@ -150,16 +150,19 @@ def bin_counts_many(items: list[tuple[torch.Tensor, float, float]], bins: int,
     ``k * bins ...``. The per-sample steps run as foreach ops (one call for all samples,
     as torch.optim does); with ``overwrite``, in the caller's samples (its own copies)."""
     out: list[list[int]] = [[] for _ in items]
-    chunks: list[list[int]] = []
-    open_chunk: dict[torch.device, tuple[list[int], list[int]]] = {}  # device -> (indices, [size])
+    by_device: dict[torch.device, list[int]] = {}
     for i, (sample, _, _) in enumerate(items):
-        idx, size = open_chunk.setdefault(sample.device, ([], [0]))
-        if idx and size[0] + sample.numel() > BIN_CHUNK:
-            chunks.append(idx)
-            idx, size = open_chunk[sample.device] = ([], [0])
-        idx.append(i)
-        size[0] += sample.numel()
-    chunks += [idx for idx, _ in open_chunk.values() if idx]
+        by_device.setdefault(sample.device, []).append(i)
+    chunks: list[list[int]] = []
+    for on_device in by_device.values():
+        chunk, size = [], 0
+        for i in on_device:
+            if chunk and size + items[i][0].numel() > BIN_CHUNK:
+                chunks.append(chunk)
+                chunk, size = [], 0
+            chunk.append(i)
+            size += items[i][0].numel()
+        chunks.append(chunk)
     for idx in chunks:
         samples = [items[i][0].reshape(-1) for i in idx]
         lows = [items[i][1] for i in idx]
