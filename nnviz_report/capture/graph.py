@@ -243,16 +243,39 @@ def find_skips(graph: GraphCapture) -> list[SkipConnection]:
             return True
         return n.op == "AccumulateGrad" and any(nodes[p].kind == "param" for p in preds[nid])
 
-    def distances(start: str) -> dict[str, int]:
-        dist = {start: 0}
-        todo = deque([start])
-        while todo:
-            cur = todo.popleft()
-            for p in preds[cur]:
-                if p not in dist and not is_param_branch(p):
-                    dist[p] = dist[cur] + 1
-                    todo.append(p)
-        return dist
+    order = {n.id: i for i, n in enumerate(graph.nodes)}
+
+    def nearest_common(a: str, b: str) -> tuple[int, int, str, int, int] | None:
+        """The node both ``a`` and ``b`` come from with the least sum of distances:
+        (sum, graph order, node, distance from a, distance from b). Breadth-first from
+        both at once, level by level; once the best sum is at most the level, every node
+        with that sum has been seen by both sides (ties go to the earlier node)."""
+        dist = ({a: 0}, {b: 0})
+        frontier = ([a], [b])
+        best = None
+        if a == b:
+            return (0, order[a], a, 0, 0)
+        level = 0
+        while frontier[0] or frontier[1]:
+            if best is not None and best[0] <= level:
+                break
+            level += 1
+            for side in (0, 1):
+                mine, other = dist[side], dist[1 - side]
+                nxt = []
+                for cur in frontier[side]:
+                    for p in preds[cur]:
+                        if p in mine or is_param_branch(p):
+                            continue
+                        mine[p] = level
+                        nxt.append(p)
+                        if p in other:
+                            da, db = (level, other[p]) if side == 0 else (other[p], level)
+                            cand = (da + db, order[p], p, da, db)
+                            if best is None or cand < best:
+                                best = cand
+                frontier[side][:] = nxt
+        return best
 
     def path_to(start: str, goal: str) -> list[str]:
         # Shortest chain goal -> ... -> start along data edges (BFS backwards from start).
@@ -279,20 +302,16 @@ def find_skips(graph: GraphCapture) -> list[SkipConnection]:
         operands = [p for p in preds[n.id] if not is_param_branch(p)]
         if len(operands) < 2:
             continue
-        dists = [distances(p) for p in operands]
         best = None
         for i in range(len(operands)):
             for j in range(i + 1, len(operands)):
-                common = dists[i].keys() & dists[j].keys()
-                for c in common:
-                    score = dists[i][c] + dists[j][c]
-                    if best is None or score < best[0]:
-                        best = (score, c, i, j)
+                found = nearest_common(operands[i], operands[j])
+                if found is not None and (best is None or found[:2] < best[0][:2]):
+                    best = (found, i, j)
         if best is None:
             continue
-        _, source, i, j = best
-        k = i if dists[i][source] <= dists[j][source] else j
-        operand = operands[k]
+        (_, _, source, d_i, d_j), i, j = best
+        operand = operands[i if d_i <= d_j else j]
         chain = path_to(operand, source)
         skips.append(
             SkipConnection(
