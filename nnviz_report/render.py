@@ -17,7 +17,6 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -214,46 +213,27 @@ def render_page(
     sections: list[Section],
     notices: list[Notice],
     meta: Mapping[str, Any],
-    bodies: Mapping[str, Markup] | None = None,
-    views: Mapping[str, Markup | None] | None = None,
+    bodies: Mapping[str, Markup],
+    views: Mapping[str, Markup | None],
 ) -> str:
-    """The page. ``bodies`` and ``views``: sections already rendered
-    (:func:`render_section`) and packed (:func:`pack_view`), by id; the others are
-    rendered and packed here."""
+    """The page, from each section's HTML (:func:`render_section`) and browser payload
+    (:func:`pack_view`), by section id."""
     seen: set[str] = set()
     for s in sections:
         overlap = seen & s.figures.keys()
         if overlap:
             raise RuntimeError(f"figure ids used twice: {sorted(overlap)}")
         seen.update(s.figures)
-    bodies = {s.id: (bodies or {}).get(s.id) or render_section(s) for s in sections}
     images = {s.id: s.images for s in sections if s.images}
-    template = environment().get_template("report.html.j2")
-    done = views or {}
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        later = {s.id: _Later(pool.submit(pack_view, s)) for s in sections if s.id not in done}
-        return template.render(
-            title=title,
-            data=data,
-            sections=sections,
-            bodies=bodies,
-            views={s.id: done[s.id] if s.id in done else later[s.id] for s in sections},
-            notices=notices,
-            meta=meta,
-            data_json=_script_json(data),
-            images_json=_script_json(images),
-            assets=assets(),
-        )
-
-
-class _Later:
-    """A value the template writes when it gets there (near the end of the page)."""
-
-    def __init__(self, future: Future) -> None:
-        self.future = future
-
-    def __html__(self) -> str:
-        return self.future.result() or ""
-
-    def __bool__(self) -> bool:
-        return self.future.result() is not None
+    return environment().get_template("report.html.j2").render(
+        title=title,
+        data=data,
+        sections=sections,
+        bodies=bodies,
+        views=views,
+        notices=notices,
+        meta=meta,
+        data_json=_script_json(data),
+        images_json=_script_json(images),
+        assets=assets(),
+    )
