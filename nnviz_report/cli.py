@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--layer-types", nargs="+", metavar="TYPE", help="feature maps only for these classes, e.g. Conv2d")
     b.add_argument("--max-channels", type=int, default=16, help="channels drawn per conv map (default: 16)")
     b.add_argument("--example", type=int, default=0, help="which example of the batch is drawn (default: 0)")
+    b.add_argument("--device", default="cpu",
+                   help="device the model runs on, e.g. cuda or cuda:1 (default: cpu); checkpoints load "
+                        "on the CPU and are moved there")
     b.add_argument("--mode", default="eval", choices=["eval", "train", "as-is"],
                    help="mode of the forward pass (default: eval)")
     b.add_argument("--seed", type=int, default=0, help="seed of the random example input (default: 0)")
@@ -123,6 +126,7 @@ def _build(args: argparse.Namespace) -> int:
         raise NNVizError("give either --input FILE or --input-shape, not both")
     if not args.input_file and not args.input_shape:
         raise NNVizError("the model needs an example input: pass --input-shape (e.g. 1,3,224,224) or --input FILE")
+    device = parse_device(args.device)
     example = _load_input(Path(args.input_file)) if args.input_file else _random_inputs(args)
 
     from .capture.snapshot import load_checkpoint, load_into
@@ -133,6 +137,7 @@ def _build(args: argparse.Namespace) -> int:
     model = load_model(args.spec, kwargs)
     if after is not None:
         load_into(model, after)
+    model.to(device)
     report = build_report(
         model,
         example,
@@ -160,6 +165,28 @@ def _warn_order(paths: list[str]) -> None:
             + "), which is not their numeric order; list them oldest first",
             file=sys.stderr,
         )
+
+
+def parse_device(text: str) -> Any:
+    """``--device``: a device this torch can allocate on, checked before anything is loaded."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise NNVizError(f"--device {text!r} is not a device; write it like cpu, cuda or cuda:1") from None
+    if device.type == "meta":
+        raise NNVizError("--device meta holds no values to draw; use cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NNVizError(f"--device {text}: this torch build ({torch.__version__}) sees no CUDA GPU; "
+                         "drop --device to run on the CPU")
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        reason = str(exc).splitlines()[0].split(". ")[0][:120]
+        raise NNVizError(f"--device {text} cannot be used here ({reason}); "
+                         "drop --device to run on the CPU") from None
+    return device
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -69,6 +69,17 @@ class Report:
         return target
 
 
+def device_name(device: str) -> str | None:
+    """The GPU's name for a CUDA device (``NVIDIA H100 80GB HBM3``), else None."""
+    d = torch.device(device)
+    if d.type != "cuda":
+        return None
+    try:
+        return torch.cuda.get_device_name(d)
+    except (RuntimeError, AssertionError):
+        return None
+
+
 def check_output_path(target: Path) -> None:
     if target.is_dir():
         raise NNVizError(f"output {target} is a folder; give a file name such as {target / 'report.html'}")
@@ -212,6 +223,7 @@ def build_report(
             "input_shape": shapes[0] if len(shapes) == 1 else shapes,
             "inputs": info.inputs,
             "device": info.device,
+            "device_name": device_name(info.device),
             "dtype": info.dtype,
             "mode": info.mode,
         },

@@ -109,6 +109,9 @@ def broken(tmp_path):
     (["build", "{MODELS}:TwoLayerNet", "--input-shape", "2,20", "--after", "{T}/other.pt"], "does not fit TwoLayerNet: missing 4"),
     (["build", "{MODELS}:TwoLayerNet", "--input-shape", "2,20", "--before", "{T}/other.pt"], "shares no parameter with TwoLayerNet"),
     (["build", "{MODELS}:TwoLayerNet", "--input-shape", "2,20", "-o", "{T}/no/such/dir/r.html"], "does not exist"),
+    (["build", "{MODELS}:TwoLayerNet", "--input-shape", "2,20", "--device", "gpu0"], "--device 'gpu0' is not a device"),
+    (["build", "{MODELS}:TwoLayerNet", "--input-shape", "2,20", "--device", "meta"], "--device meta holds no values"),
+    (["build", "{MODELS}:TwoLayerNet", "--input-shape", "2,20", "--device", "cuda:99"], "--device cuda:99"),
 ])
 def test_bad_input_is_one_line_exit_1_and_no_output(broken, capsys, argv, expected):
     target = broken / "report.html"
