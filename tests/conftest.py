@@ -12,6 +12,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 
 
+# Tests that check numbers against an independent computation also run on a CUDA GPU where
+# there is one (they are skipped elsewhere; CI has none): the report reduces on the model's
+# device, so the GPU path has its own arithmetic to get right.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                reason="needs a CUDA GPU"))]
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import DEVICES
 import torch
 import torch.nn.functional as F
 from models import DeadReLUNet, FunctionalNet, LSTMTagger, SaturatedSigmoidNet, TransformerClassifier
@@ -106,9 +107,10 @@ def test_output_ranges_and_derivative_maxima():
     assert by[("Tanh", None)]["output_range"] == [-1.0, 1.0]
 
 
-def test_dead_units_are_flagged_and_match_an_independent_count():
-    model = DeadReLUNet()
-    x = torch.randn(32, 20)
+@pytest.mark.parametrize("device", DEVICES)
+def test_dead_units_are_flagged_and_match_an_independent_count(device):
+    model = DeadReLUNet().to(device)
+    x = torch.randn(32, 20, device=device)
     report = nnviz_report.build_report(model, x, graph=False)
     call = report.data["activations"]["calls"][0]
     with torch.no_grad():
@@ -127,9 +129,10 @@ def test_healthy_relu_is_not_flagged():
     assert data["calls"][0]["dead_fraction"] < 0.2
 
 
-def test_saturation_and_mean_derivative_match_an_independent_computation():
-    model = SaturatedSigmoidNet()
-    x = torch.randn(64, 20)
+@pytest.mark.parametrize("device", DEVICES)
+def test_saturation_and_mean_derivative_match_an_independent_computation(device):
+    model = SaturatedSigmoidNet().to(device)
+    x = torch.randn(64, 20, device=device)
     data = activations(model, x)
     call = data["calls"][0]
     with torch.no_grad():
@@ -160,7 +163,8 @@ def test_transformer_activation_inside_the_encoder_layer():
 
 @pytest.mark.parametrize("act", [nn.ReLU(), nn.Hardshrink(0.5)], ids=["relu", "hardshrink"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_dead_channels_of_conv_maps_match_an_independent_count(act, batch):
+@pytest.mark.parametrize("device", DEVICES)
+def test_dead_channels_of_conv_maps_match_an_independent_count(act, batch, device):
     # Channels 0-2 dead (pushed far below zero: ReLU gives 0; scaled to ~0: Hardshrink
     # gives 0), the rest alive; a Hardshrink output also has negative values, and one of
     # its channels is zero or negative everywhere.
@@ -175,8 +179,8 @@ def test_dead_channels_of_conv_maps_match_an_independent_count(act, batch):
             conv.weight[3:] *= 5
             conv.weight[3] *= 0.06  # ~ -0.55 +- 0.17: shrunk to 0 or below -0.5, never above
             conv.bias[3] = -0.55  # zero at most positions, its maximum: alive all the same
-    model = nn.Sequential(conv, act)
-    x = torch.randn(batch, 3, 10, 10)
+    model = nn.Sequential(conv, act).to(device)
+    x = torch.randn(batch, 3, 10, 10, device=device)
     call = activations(model, x)["calls"][0]
     with torch.no_grad():
         out = model(x)

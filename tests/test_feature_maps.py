@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import DEVICES
 from models import LSTMTagger, ResNet50, SmallCNN, TransformerClassifier
 from torch import nn
 
@@ -71,12 +72,14 @@ class InPlaceNet(nn.Module):
         return self.relu(out)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("model_fn,x", [
     (InPlaceNet, torch.randn(2, 3, 16, 16)),
     (SmallCNN, torch.randn(4, 1, 28, 28)),
 ])
-def test_stats_match_an_independent_computation_at_hook_time(model_fn, x):
-    model = model_fn().eval()
+def test_stats_match_an_independent_computation_at_hook_time(model_fn, x, device):
+    model = model_fn().to(device).eval()
+    x = x.to(device)
     truth = hook_truth(model, x)
     entries = nnviz_report.build_report(model, x, graph=False).data["feature_maps"]
     assert [(e["name"]) for e in entries] == [n for n, _ in truth]
@@ -188,8 +191,9 @@ def test_every_output_kind():
     assert "none_out" in html and "not a tensor" in html
 
 
-def test_nan_and_inf_are_reported_not_hidden():
-    s = tensor_stats(torch.tensor([1.0, float("nan"), float("inf"), 0.0]), bins=4)
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_and_inf_are_reported_not_hidden(device):
+    s = tensor_stats(torch.tensor([1.0, float("nan"), float("inf"), 0.0], device=device), bins=4)
     assert (s.nan_count, s.inf_count, s.mean, s.max) == (1, 1, None, None)
     assert s.zero_fraction == 0.25
     assert sum(s.histogram.counts) == 2  # the finite values
@@ -260,14 +264,16 @@ def test_histograms_and_channel_stats_against_torch():
         assert (lo, hi) == (pytest.approx(ch.min().item(), rel=5e-4), pytest.approx(ch.max().item(), rel=5e-4))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("model_fn,x", [
     (ResNet50, torch.randn(2, 3, 64, 64)),
     (lambda: TransformerClassifier(layers=6), torch.randint(0, 1000, (2, 12))),
 ], ids=["resnet50", "transformer-encoder-6"])
-def test_big_models_match_independent_hooks(model_fn, x):
+def test_big_models_match_independent_hooks(model_fn, x, device):
     """ResNet-50 (in-place ReLU, ``out += identity``, a ReLU module called 3 times per block)
     and a 6-layer TransformerEncoder: every entry matches stats taken by our own hooks."""
-    model = model_fn().eval()
+    model = model_fn().to(device).eval()
+    x = x.to(device)
     truth = {}
     values = {}
     counts = {}
@@ -299,7 +305,7 @@ def test_big_models_match_independent_hooks(model_fn, x):
             assert_close(e[key], t[key], f"{e['name']} call {e['call']} {key}")
         h = e["histogram"]
         if h["hi"] > h["lo"]:  # counted after the forward pass, from the sample kept in the hook
-            sample = values[(e["name"], e["call"])][:: h["every"]].float()
+            sample = values[(e["name"], e["call"])][:: h["every"]].float().cpu()
             expected = torch.histc(sample, bins=len(h["counts"]), min=h["lo"], max=h["hi"])
             got, expected = torch.tensor(h["counts"]), expected.long()
             where = f"{e['name']} call {e['call']} histogram"

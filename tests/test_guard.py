@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_same_state, state_of
+from conftest import DEVICES, assert_same_state, state_of
 from models import ResNet18, TransformerClassifier
 from torch import nn
 
@@ -27,9 +27,10 @@ def _mixed_state(model: nn.Module) -> list[int]:
     return calls
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", ["eval", "train", "as-is"])
-def test_model_state_unchanged(mode):
-    model = ResNet18()
+def test_model_state_unchanged(mode, device):
+    model = ResNet18().to(device)
     calls = _mixed_state(model)
     x = torch.randn(2, 3, 32, 32)
     before = state_of(model)
@@ -39,12 +40,14 @@ def test_model_state_unchanged(mode):
     assert torch.equal(rng, torch.get_rng_state())
     assert calls == [1], "the user's own hook ran once, in the report's forward pass"
     # The user's hook is still registered and still works.
-    model.eval()(torch.randn(1, 3, 32, 32))
+    model.eval()(torch.randn(1, 3, 32, 32, device=device))
     assert calls == [1, 1]
+    assert {p.device for p in model.parameters()} == {torch.device(device, 0) if device == "cuda" else torch.device(device)}
 
 
-def test_batchnorm_statistics_survive_a_train_mode_forward():
-    model = ResNet18().train()
+@pytest.mark.parametrize("device", DEVICES)
+def test_batchnorm_statistics_survive_a_train_mode_forward(device):
+    model = ResNet18().to(device).train()
     stats = {n: b.clone() for n, b in model.named_buffers()}
     nnviz_report.build_report(model, torch.randn(4, 3, 32, 32), mode="train", graph=False)
     for n, b in model.named_buffers():
@@ -63,8 +66,9 @@ class Exploding(nn.Module):
         return self.bad(self.fc(self.bn(x)))
 
 
-def test_state_restored_when_forward_raises():
-    model = Exploding().train()
+@pytest.mark.parametrize("device", DEVICES)
+def test_state_restored_when_forward_raises(device):
+    model = Exploding().to(device).train()
     model.fc.weight.grad = torch.zeros_like(model.fc.weight)
     before = state_of(model)
     with pytest.raises(NNVizError) as err:

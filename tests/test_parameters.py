@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import page_json, page_view
+from conftest import DEVICES, page_json, page_view
 from models import TwoLayerNet
 from torch import nn
 
@@ -18,8 +18,9 @@ from nnviz_report.capture.parameters import compare
 def _train(model: nn.Module, steps: int = 5) -> None:
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     gen = torch.Generator().manual_seed(0)
+    device = next(model.parameters()).device
     for _ in range(steps):
-        x = torch.randn(16, 20, generator=gen)
+        x = torch.randn(16, 20, generator=gen).to(device)
         loss = model(x).pow(2).mean()
         opt.zero_grad()
         loss.backward()
@@ -30,10 +31,11 @@ def _by_name(report) -> dict:
     return {p["name"]: p for p in report.data["parameters"]}
 
 
-def test_numbers_match_values_read_independently(tmp_path):
-    model = TwoLayerNet()
+@pytest.mark.parametrize("device", DEVICES)
+def test_numbers_match_values_read_independently(tmp_path, device):
+    model = TwoLayerNet().to(device)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    torch.save(before, tmp_path / "epoch0.pt")
+    torch.save(before, tmp_path / "epoch0.pt")  # from a GPU model: a checkpoint of CUDA tensors
     _train(model)
     report = nnviz_report.build_report(model, torch.randn(4, 20), before=tmp_path / "epoch0.pt")
     params = _by_name(report)
@@ -48,8 +50,8 @@ def test_numbers_match_values_read_independently(tmp_path):
     # through the page, so an archived report can be compared by a script.
     data = page_json(report.html, "nnviz-data")
     fc1 = next(p for p in data["parameters"] if p["name"] == "fc1.bias")
-    assert np.array_equal(np.array(fc1["bias_before"], dtype=np.float32), before["fc1.bias"].numpy())
-    assert np.array_equal(np.array(fc1["bias_after"], dtype=np.float32), model.fc1.bias.detach().numpy())
+    assert np.array_equal(np.array(fc1["bias_before"], dtype=np.float32), before["fc1.bias"].cpu().numpy())
+    assert np.array_equal(np.array(fc1["bias_after"], dtype=np.float32), model.fc1.bias.detach().cpu().numpy())
 
 
 def test_before_as_snapshot_or_state_dict_agree():
@@ -180,19 +182,21 @@ def test_reports_from_every_checkpoint_format(tmp_path, fmt):
     assert np.array_equal(np.array(params["fc2.bias"]["bias_before"], dtype=np.float32), before["fc2.bias"].numpy())
 
 
-def test_histograms_and_scatter_match_the_sampled_values():
+@pytest.mark.parametrize("device", DEVICES)
+def test_histograms_and_scatter_match_the_sampled_values(device):
     # One weight large enough to be sampled (every > 1), small ones counted whole, a bias,
-    # and a parameter that did not move (a one-value range).
+    # and a parameter that did not move (a one-value range). On a GPU the snapshot stays on
+    # the CPU and is compared on the model's device.
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(300, 200), nn.LayerNorm(200), nn.Linear(200, 3))
+    model = nn.Sequential(nn.Linear(300, 200), nn.LayerNorm(200), nn.Linear(200, 3)).to(device)
     snap = nnviz_report.snapshot(model)
     with torch.no_grad():
         model[0].weight.mul_(1.5).add_(0.1)
-        model[2].bias.add_(torch.randn(3))
+        model[2].bias.add_(torch.randn(3, device=device))
         model[1].weight.fill_(2.0)
     comp = compare(model, [snap])
     for rec in comp.records:
-        after = dict(model.named_parameters())[rec.name].detach().reshape(-1)
+        after = dict(model.named_parameters())[rec.name].detach().cpu().reshape(-1)
         before = snap.tensors[rec.name].reshape(-1)
         for hist, values in ((rec.hist_before, before), (rec.hist_after, after)):
             sample = values[::hist.every].double().numpy()
