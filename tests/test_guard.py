@@ -102,3 +102,21 @@ def test_the_callers_input_is_not_modified():
     nnviz_report.build_report(InPlaceFirst(), x)
     assert torch.equal(x, copy)
     assert not x.requires_grad
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_garbage_collector_is_left_as_it_was(enabled):
+    """build_report pauses Python's cyclic collector while it runs; it is on again after,
+    also when the build fails, and stays off for a caller who turned it off."""
+    import gc
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        nnviz_report.build_report(nn.Linear(3, 2), torch.randn(2, 3), graph=False)
+        assert gc.isenabled() == enabled
+        with pytest.raises(NNVizError):
+            nnviz_report.build_report(Exploding(), torch.randn(5, 4))
+        assert gc.isenabled() == enabled
+    finally:
+        (gc.enable if was else gc.disable)()

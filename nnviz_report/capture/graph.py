@@ -210,12 +210,17 @@ def release_graph(outputs: list[weakref.ref]) -> bool:
     autograd node, with every activation saved for backward) in a cycle that only the
     garbage collector frees. A full collection costs ~0.1 s in a process that imported
     torch, so it runs only when an output tensor is still alive once everyone else has
-    let go of it. Returns whether it ran.
+    let go of it, and only after a collection of the youngest generation (a few ms) did
+    not free it: ``build_report`` pauses the automatic collector, so the cycle is young.
+    Returns whether a collection ran.
     """
-    if any(ref() is not None for ref in outputs):
+    alive = lambda: any(ref() is not None for ref in outputs)  # noqa: E731
+    if not alive():
+        return False
+    gc.collect(0)
+    if alive():
         gc.collect()
-        return True
-    return False
+    return True
 
 
 # --- skip connections -----------------------------------------------------------------------
