@@ -1,6 +1,6 @@
 # make demo: set up (Graphviz + .venv) and write report.html from the built-in demo.
 # make test: set up (Graphviz, Chromium + .venv) and run the whole test suite.
-.PHONY: demo test setup bench clean
+.PHONY: demo test setup bench bench-cuda clean
 
 demo:
 	scripts/setup.sh
@@ -13,6 +13,9 @@ test:
 bench:
 	.venv/bin/python benchmarks/bench_build.py
 	.venv/bin/python benchmarks/bench_open.py
+
+bench-cuda:
+	.venv/bin/python benchmarks/bench_cuda.py
 
 clean:
 	rm -rf .venv build dist .pytest_cache report.html examples/*.html benchmarks/out
