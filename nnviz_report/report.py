@@ -198,6 +198,7 @@ def build_report(
     def pictures_and_maps() -> None:
         finish_images(run)
         build_section(feature_maps, run)
+        render_body(feature_maps)
 
     run = capture(model, example_input, snapshots, options)
     run.timings["load"] = load_seconds
@@ -225,7 +226,6 @@ def build_report(
                     build_section(module, run)
                     render_body(module)
             maps_done.result()
-            render_body(feature_maps)
             graph_done.result()
     finally:
         torch.set_num_threads(threads)
