@@ -4,8 +4,8 @@ The page carries ``nnviz-data`` (``Report.data`` as JSON, for people and scripts
 one ``nnviz-view`` per section (its Plotly figure dicts, which point into the data instead
 of repeating it, and view payloads such as the graph's SVG: JSON, gzip-compressed,
 base64; the browser inflates them with DecompressionStream) and ``nnviz-images``
-(pictures as data URIs, which would not compress). plotly.js is inlined once, as inert text the page evaluates after its
-first paint.
+(pictures as data URIs, which would not compress). plotly.js is inlined once, as inert
+text the page evaluates after its first paint.
 """
 
 from __future__ import annotations

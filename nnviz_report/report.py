@@ -204,7 +204,7 @@ def build_report(
     run.timings["load"] = load_seconds
     # After the forward pass, three lanes that read only what they need: the graph section
     # (mostly waiting for Graphviz's own processes); the histograms, then the feature maps'
-    # pictures and section (foreach ops, numpy and PIL, which let go of the GIL); this
+    # pictures, section and HTML (foreach ops, numpy and PIL, which let go of the GIL); this
     # thread: the activations, comparing the parameters, rendering the other sections.
     # Torch runs one thread per kernel meanwhile: two-thread kernels on busy cores
     # spin-wait for each other. (Measured and dropped: the comparison in a lane of its own,
