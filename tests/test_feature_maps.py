@@ -328,7 +328,7 @@ def test_picture_sheets_hold_every_picture_where_the_browser_looks():
 
     images = {}
     for i in range(300):  # enough 32-pixel strips to need more than one JPEG sheet
-        h, w, tiles = [(32, 32, 16), (7, 7, 16), (28, 28, 16), (5, 40, 1)][i % 4]
+        h, w, tiles = [(32, 32, 16), (7, 7, 16), (28, 28, 16), (5, 40, 1), (14, 14, 16)][i % 5]
         smooth = np.add.outer(np.arange(h), np.arange(tiles * w)) * 255 // (h + tiles * w) + i % 7
         images[str(i)] = GridImage("channels", smooth.astype(np.uint8).tobytes(), h, w, tiles, 0.0, 1.0, False, (h, w))
     packed = encode_all(images)

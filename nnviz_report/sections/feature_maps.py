@@ -15,7 +15,9 @@ from . import Notice, Section
 from ._format import names, plotly_text, plural
 
 ID = "feature_maps"
-JPEG_MIN_PIXELS = 4096  # smaller pictures are PNG: exact, and as small
+# Pictures whose tiles hold a JPEG block (8x8) are JPEG; tinier ones PNG (exact, as small).
+JPEG_MIN_SIDE = 8
+JPEG_MIN_PIXELS = 1024
 
 
 def anchor(call_id: int) -> str:
@@ -46,13 +48,15 @@ def encode_all(images: dict[str, GridImage]) -> dict:
     one per layer: encoding 158 small files was most of this section's time), plus what
     the browser needs to cut, colour and label each.
 
-    Big pictures are JPEG (quality 80, under half the bytes of PNG on feature maps), small
-    ones PNG (exact, and as small).
+    Pictures are JPEG (quality 80: half the bytes of PNG on feature maps, and a tenth of
+    its time: zlib finds little to match in noisy pixels), but tiny ones PNG (exact, as
+    small): tiles under 8 pixels a side (a JPEG block) or under JPEG_MIN_PIXELS in all.
     """
     strips: dict[tuple[bool, int], list[tuple[str, np.ndarray]]] = {}
     pictures: dict[str, dict] = {}
     for key, image in images.items():
-        jpeg = image.tile_h * image.tiles * image.tile_w >= JPEG_MIN_PIXELS
+        jpeg = (min(image.tile_h, image.tile_w) >= JPEG_MIN_SIDE
+                and image.tile_h * image.tiles * image.tile_w >= JPEG_MIN_PIXELS)
         pixels, stride = _strip(image, jpeg)
         strips.setdefault((jpeg, pixels.shape[1]), []).append((key, pixels))
         pictures[key] = {
