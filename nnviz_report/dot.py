@@ -274,16 +274,22 @@ class SvgResult:
 
 
 _SVG_TAGS = "svg|g|title|polygon|polyline|path|ellipse|text|circle|rect|line"
-# dot escapes "<" in label text, so "<[^>]*" only ever spans a real tag.
-_UNSAFE = re.compile(
-    rf"<(?!/?(?:{_SVG_TAGS})[\s/>])|<[^>]*\s(?:on[\w.-]*|[\w.:-]*href)\s*=",
-    re.I,
-)
+_OTHER_TAG = re.compile(rf"<(?!/?(?:{_SVG_TAGS})[\s/>])", re.I)
+_HANDLER_OR_LINK = re.compile(r"\s(?:on[\w.-]*|[\w.:-]*href)\s*=", re.I)
 
 
 def _safe_svg(svg: str) -> bool:
-    """Only drawing elements, no event handlers, no links."""
-    return _UNSAFE.search(svg) is None
+    """Only drawing elements, no event handlers, no links: no tag but ``_SVG_TAGS``, and no
+    ``on...=`` or ``...href=`` inside a tag (after a ``<`` with no ``>`` since; dot
+    escapes "<" in label text, so such a ``<`` opens a real tag). Two linear scans: one
+    regex spanning from each ``<`` to the attribute took 8 ms on a ResNet-50 graph."""
+    if _OTHER_TAG.search(svg):
+        return False
+    for m in _HANDLER_OR_LINK.finditer(svg):  # rare: label text like "x onload=1"
+        at = m.start()
+        if svg.rfind("<", 0, at) > svg.rfind(">", 0, at):
+            return False
+    return True
 
 
 def dot_available() -> bool:

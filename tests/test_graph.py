@@ -193,11 +193,35 @@ def test_the_autograd_graph_and_its_saved_activations_are_freed():
     ('<svg><g\nonclick="x"></g></svg>', False),
     ('<svg><image href="http://example.com/x.png"/></svg>', False),
     ("<svg><foreignObject></foreignObject></svg>", False),
+    ('<svg><g id="a" ONMOUSEOVER = "x"></g></svg>', False),
+    ('<svg><text>a > b onclick=1</text><g id="n1"></g></svg>', True),
+    ('<svg><text>a &gt; b</text><g class="x" data-href="y"></g></svg>', False),
 ])
 def test_only_drawing_svg_is_embedded(svg, safe):
     from nnviz_report.dot import _safe_svg
 
     assert _safe_svg(svg) is safe
+
+
+def test_the_svg_check_agrees_with_one_regex_over_random_markup():
+    """The check is two linear scans; its definition is one regex (quadratic on a big SVG):
+    they agree on random strings of tag, attribute and text fragments."""
+    import random
+
+    from nnviz_report.dot import _SVG_TAGS, _safe_svg
+
+    reference = re.compile(rf"<(?!/?(?:{_SVG_TAGS})[\s/>])|<[^>]*\s(?:on[\w.-]*|[\w.:-]*href)\s*=", re.I)
+    parts = ["<g ", "<text ", "</g>", "<polygon ", ">", "/>", " ", "\n", "=", '"', "x", ' id="n1"', "font",
+             " onload=", " ONCLICK =", " xlink:href=", " data-href=", " onload", " on", "href", "&lt;", "&gt;"]
+    rng = random.Random(0)
+    outcomes = {True: 0, False: 0}
+    for _ in range(5000):
+        svg = "<svg>" + "".join(rng.choice(parts) for _ in range(rng.randint(0, 12)))
+        svg += rng.choice(["", "", "", "<image/>", "<a>"]) + "</svg>"
+        safe = reference.search(svg) is None
+        outcomes[safe] += 1
+        assert _safe_svg(svg) is safe, svg
+    assert min(outcomes.values()) > 1000, outcomes  # both answers well exercised
 
 
 def test_module_view_connects_the_input():
