@@ -94,6 +94,8 @@ def test_in_place_ops_do_not_change_what_was_recorded():
     bn = next(e for e in entries if e["name"] == "bn")
     assert bn["min"] < 0, "the BatchNorm output before ReLU(inplace=True) zeroed its negatives"
     assert bn["zero_fraction"] == 0
+    # Its picture too: its channels were copied in the hook, and pooled after the pass.
+    assert all(lo < 0 for lo in bn["channels"]["min"]) and all(abs(m) < 0.5 for m in bn["channels"]["mean"])
 
 
 def test_a_shared_module_gets_one_entry_per_call():
@@ -247,7 +249,8 @@ def test_sequence_pictures_are_laid_out_by_what_the_dimensions_mean():
     assert tokens["source_hw"] == [7, 32]
 
 
-def test_histograms_and_channel_stats_against_torch():
+@pytest.mark.parametrize("full_copy", [0, 2**20], ids=["pooled-in-hook", "pooled-after"])
+def test_histograms_and_channel_stats_against_torch(full_copy):
     from nnviz_report.capture.tensors import channel_parts, finish_images
 
     x = torch.randn(50000) * 3 + 1
@@ -256,12 +259,67 @@ def test_histograms_and_channel_stats_against_torch():
     expected = torch.histc(x[:: h.every], bins=32, min=h.lo, max=h.hi)
     assert h.counts == [int(c) for c in expected.tolist()]
     maps = torch.randn(2, 5, 9, 7) * 0.01 + 1000.0  # |mean| >> std: no cancellation allowed
-    (grid,) = finish_images([channel_parts(maps, example=1, max_channels=3, tile=32)])
+    (grid,) = finish_images([channel_parts(maps, example=1, max_channels=3, tile=32, full_copy=full_copy)])
     for c, (mean, std, lo, hi) in enumerate(grid.channel_stats):  # 4 significant digits, for display
         ch = maps[1, c].double()
         assert mean == pytest.approx(ch.mean().item(), rel=5e-4)
         assert std == pytest.approx(ch.std().item(), rel=2e-3), "no cancellation"
         assert (lo, hi) == (pytest.approx(ch.min().item(), rel=5e-4), pytest.approx(ch.max().item(), rel=5e-4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_pictures_drawn_after_the_pass_equal_those_drawn_in_the_hook(dtype):
+    """A hook either pools the channels it draws itself or keeps them at full resolution
+    (within a budget) for finish_images, which pools them in stacks: same pictures, same
+    channel numbers, whatever the model does to its output after the hook."""
+    from nnviz_report.capture.tensors import channel_parts, finish_images
+
+    g = torch.Generator().manual_seed(0)
+    maps = [torch.randn(shape, generator=g).to(dtype) * 2 + 0.5 for shape in
+            [(2, 20, 56, 56), (1, 20, 56, 56), (2, 3, 9, 7), (1, 16, 112, 100), (2, 4, 6, 30, 40), (1, 16, 7, 7)]]
+    maps.append(torch.relu(maps[0]))  # same shape as the first: stacked with it
+    now = finish_images([channel_parts(m, m.shape[0] - 1, 16, 32) for m in maps])
+    kept = [channel_parts(m, m.shape[0] - 1, 16, 32, full_copy=2**20) for m in maps]
+    assert all(p.tile for p in kept)
+    for m in maps:
+        m.zero_()  # e.g. a later ReLU(inplace=True) or ``out += identity``
+    later = finish_images(kept)
+    for a, b in zip(now, later, strict=True):
+        assert (a.tile_h, a.tile_w, a.tiles, a.source_hw) == (b.tile_h, b.tile_w, b.tiles, b.source_hw)
+        assert a.vmin == pytest.approx(b.vmin, rel=1e-5) and a.vmax == pytest.approx(b.vmax, rel=1e-5)
+        pa, pb = (torch.frombuffer(bytearray(p.pixels), dtype=torch.uint8).int() for p in (a, b))
+        assert (pa - pb).abs().max() <= 1  # the same pixel, rounded either side of a level
+        flat_a, flat_b = sum(a.channel_stats, []), sum(b.channel_stats, [])  # 4 significant digits
+        assert flat_a == pytest.approx(flat_b, rel=1e-3, abs=1e-6)
+        assert all(row[2] <= 0 < row[3] for row in b.channel_stats)  # min and max from before the zeroing
+
+
+def test_full_resolution_copies_stay_within_their_budget(monkeypatch):
+    """Past the budget, hooks pool their pictures themselves: memory stays bounded, and the
+    pictures are the same."""
+    from nnviz_report.capture import forward
+    from nnviz_report.capture.tensors import ImageParts
+
+    model = nn.Sequential(*[nn.Conv2d(4, 4, 3, padding=1) for _ in range(6)]).eval()
+    x = torch.randn(1, 4, 40, 40)
+
+    def parts_and_pictures(budget):
+        monkeypatch.setattr(forward, "FULL_COPY_BUDGET", budget)
+        fwd = forward.run_forward(model, x, forward.CaptureOptions())
+        parts = [layer.image for layer in fwd.layers]
+        assert all(isinstance(p, ImageParts) for p in parts)
+        kept = sum(p.values.numel() for p in parts if p.tile)
+        fwd.draw_images()
+        return kept, [(layer.image.pixels, layer.image.channel_stats) for layer in fwd.layers]
+
+    budget = 3 * 4 * 40 * 40 + 1  # room for three of the six pictures
+    kept, pictures = parts_and_pictures(budget)
+    assert kept == 3 * 4 * 40 * 40
+    kept_all, pictures_all = parts_and_pictures(2**24)
+    assert kept_all == 6 * 4 * 40 * 40
+    flat = lambda pics: [v for _, stats in pics for row in stats for v in row]  # noqa: E731
+    assert flat(pictures) == pytest.approx(flat(pictures_all), rel=1e-3, abs=1e-6)
+    assert all(max(abs(a - b) for a, b in zip(p, q)) <= 1 for (p, _), (q, _) in zip(pictures, pictures_all))
 
 
 @pytest.mark.parametrize("device", DEVICES)

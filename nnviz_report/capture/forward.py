@@ -10,10 +10,10 @@ active for this one call only; torch is never patched.
 All reductions happen inside the hooks, on the tensor's device, from the tensor exactly as
 the module returned it: a later in-place op (``ReLU(inplace=True)``, ``out += identity``)
 cannot change what was recorded, and no activation is kept after its hook returns. What the
-hooks keep are small copies (pooled channel tiles, histogram and derivative samples);
-turning those into pictures, histogram counts and derivatives waits for the steps in
-``run.py``, which do it for all layers at once (and can run while Graphviz lays out the
-graph).
+hooks keep are small copies (the channels a conv map's picture shows, within a budget;
+histogram and derivative samples); turning those into pictures, histogram counts and
+derivatives waits for the steps in ``run.py``, which do it for all layers at once (and can
+run while Graphviz lays out the graph).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from ..errors import NNVizError
 from . import activations as act
 from .guard import preserve_model_state
 from .tensors import (
+    FULL_COPY_BUDGET,
+    FULL_COPY_VALUES,
     GridImage,
     HistogramCounts,
     ImageParts,
@@ -221,6 +223,8 @@ class _Recorder:
         # is one of them (same tensor, not modified since) reuses the histogram or the
         # fraction of zeros.
         self.recent: list[tuple[torch.Tensor, int, TensorStats]] = []
+        # Values of conv pictures still at full resolution (see channel_parts) left to keep.
+        self.full_copy_budget = FULL_COPY_BUDGET
 
     def known_stats(self, t: torch.Tensor) -> TensorStats | None:
         for seen, version, stats in self.recent:
@@ -395,7 +399,11 @@ class _Recorder:
             # h_n / c_n are (layers x directions, batch, hidden) whatever batch_first says.
             return matrix_parts(t[:, self._example(t, 1)], o.max_rows, o.max_cols, "layer", "feature")
         if t.dim() >= 4:
-            return channel_parts(t, self._example(t, 0), o.max_channels, o.tile)
+            parts = channel_parts(t, self._example(t, 0), o.max_channels, o.tile,
+                                  full_copy=min(FULL_COPY_VALUES, self.full_copy_budget))
+            if parts.tile:
+                self.full_copy_budget -= parts.values.numel()
+            return parts
         if t.dim() == 3:
             if isinstance(module, (nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd,
                                    nn.modules.pooling._AvgPoolNd, nn.modules.batchnorm._BatchNorm,

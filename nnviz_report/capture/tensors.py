@@ -405,6 +405,13 @@ def _sample_index(size: int, limit: int) -> torch.Tensor | None:
     return torch.linspace(0, size - 1, limit).round().long()
 
 
+# A hook keeps the channels it draws at full resolution (see channel_parts) up to this many
+# values per picture (1 MiB of float32), and this many in all in one forward pass (64 MiB);
+# beyond, it pools them itself.
+FULL_COPY_VALUES = 2**18
+FULL_COPY_BUDGET = 2**24
+
+
 @dataclass
 class ImageParts:
     """What a hook keeps to draw a tensor later: small copies, on the tensor's device.
@@ -412,6 +419,8 @@ class ImageParts:
     ``values``: the picture before quantisation; ``(k, th, tw)`` pooled channel tiles or an
     ``(r, c)`` sampled matrix. ``moments``: per channel ``(min, max, first value, sum of
     values minus the first, sum of their squares)`` over the full-resolution channel.
+    With ``tile``, ``values`` are still the ``(k, h, w)`` channels at full resolution (a
+    copy): :func:`finish_images` pools them and takes their moments, in stacks.
     """
 
     kind: str
@@ -422,11 +431,15 @@ class ImageParts:
     cols: list[int] = field(default_factory=list)
     row_label: str = ""
     col_label: str = ""
+    tile: int = 0
 
 
-def channel_parts(t: torch.Tensor, example: int, max_channels: int, tile: int) -> ImageParts:
+def channel_parts(t: torch.Tensor, example: int, max_channels: int, tile: int, full_copy: int = 0) -> ImageParts:
     """The first ``max_channels`` channels of example ``example`` of an ``(N, C, *spatial)``
-    tensor, each average-pooled to at most ``tile`` pixels a side, and their moments.
+    tensor, each average-pooled to at most ``tile`` pixels a side, and their moments; or,
+    when those channels hold at most ``full_copy`` values, a copy of them at full
+    resolution, pooled later by :func:`finish_images` (one copy here instead of a dozen
+    small ops in a forward hook).
 
     3-D spatial maps (``N, C, D, H, W``) show their middle depth slice.
     """
@@ -434,9 +447,18 @@ def channel_parts(t: torch.Tensor, example: int, max_channels: int, tile: int) -
     while x.dim() > 3:
         x = x[:, x.shape[1] // 2]
     c, h, w = x.shape
-    k = min(c, max_channels)
-    x = x[:k]
-    flat = x.reshape(k, -1)
+    x = x[:min(c, max_channels)]
+    if x.numel() <= full_copy:  # a copy: the model may rewrite its output in place later
+        return ImageParts("channels", x.clone(memory_format=torch.contiguous_format), (h, w), tile=tile)
+    values, moments = _pool_channels(x.unsqueeze(0), tile, copy=True)
+    return ImageParts("channels", values[0], (h, w), moments=moments[0])
+
+
+def _pool_channels(x: torch.Tensor, tile: int, copy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, k, h, w)`` channels: each pooled to at most ``tile`` pixels a side, and their
+    moments ``(B, k, 5)`` (see :class:`ImageParts`). ``copy``: ``x`` is not ours to keep."""
+    b, k, h, w = x.shape
+    flat = x.reshape(b * k, h * w)
     # Moments about each channel's first value: no cancellation when |mean| >> std.
     # (amin + amax: aminmax over a dim is ~7x slower on CPU.)
     first = flat[:, 0]
@@ -444,14 +466,29 @@ def channel_parts(t: torch.Tensor, example: int, max_channels: int, tile: int) -
     moments = torch.stack(
         [flat.amin(dim=1), flat.amax(dim=1), first, shifted.sum(dim=1), torch.linalg.vecdot(shifted, shifted)],
         dim=1,
-    )
+    ).view(b, k, 5)
     scale = max(h, w) / tile
     if scale > 1:
         th, tw = max(1, round(h / scale)), max(1, round(w / scale))
-        values = F.adaptive_avg_pool2d(x.unsqueeze(0).float(), (th, tw))[0]
-    else:
-        values = x.clone()  # a copy: the model may rewrite its output in place later
-    return ImageParts("channels", values, (h, w), moments=moments)
+        return F.adaptive_avg_pool2d(x.float(), (th, tw)), moments
+    return (x.clone() if copy else x), moments
+
+
+def _pool_pending(parts: list[ImageParts]) -> None:
+    """Pool the full-resolution copies of ``parts`` (those with ``tile``) in stacks of the
+    same shape, at most FULL_COPY_VALUES * 16 values a stack."""
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(parts):
+        if p.tile:
+            v = p.values
+            groups.setdefault((tuple(v.shape), v.dtype, v.device, p.tile), []).append(i)
+    for (shape, _, _, tile), idx in groups.items():
+        per_stack = max(1, (FULL_COPY_VALUES * 16) // max(1, math.prod(shape)))
+        for at in range(0, len(idx), per_stack):
+            chunk = idx[at:at + per_stack]
+            values, moments = _pool_channels(torch.stack([parts[i].values for i in chunk]), tile, copy=False)
+            for j, i in enumerate(chunk):
+                parts[i].values, parts[i].moments, parts[i].tile = values[j], moments[j], 0
 
 
 def matrix_parts(m: torch.Tensor, max_rows: int, max_cols: int, row_label: str, col_label: str) -> ImageParts:
@@ -496,6 +533,7 @@ def finish_images(parts: list[ImageParts]) -> list[GridImage]:
     vectorised call)."""
     if not parts:
         return []
+    _pool_pending(parts)
     with_moments = [p.moments for p in parts if p.moments is not None]
     channel_stats: list[list[float | None]] = []
     if with_moments:
