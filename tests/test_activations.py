@@ -144,6 +144,29 @@ def test_saturation_and_mean_derivative_match_an_independent_computation(device)
     assert any("saturated" in f for f in data["flags"])
 
 
+def test_non_finite_inputs_are_left_out_of_the_mean_derivative_and_never_saturated():
+    """Several calls of two functions, one call fed NaN and Inf: its mean derivative is over
+    the derivatives that are not NaN; the other calls are not disturbed."""
+
+    class Net(nn.Module):
+        def forward(self, x):
+            return [torch.sigmoid(x[0]), torch.sigmoid(x[1]), torch.tanh(x[2]), torch.relu(x[1])]
+
+    x = torch.randn(3, 50, 20) * 3
+    x[1, 0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), float("nan")])
+    calls = {(c["function"], c["call"]): c for c in activations(Net(), x)["calls"]}
+    for (function, i), row in [(("torch.sigmoid", 0), 0), (("torch.sigmoid", 1), 1), (("torch.tanh", 0), 2),
+                               (("torch.relu", 0), 1)]:
+        v = x[row].double().requires_grad_(True)
+        f = {"torch.sigmoid": torch.sigmoid, "torch.tanh": torch.tanh, "torch.relu": torch.relu}[function]
+        (d,) = torch.autograd.grad(f(v).sum(), v)
+        call = calls[(function, i)]
+        assert call["mean_derivative"] == pytest.approx(d[~d.isnan()].mean().item(), rel=1e-4), function
+        if function != "torch.relu":  # the ReLU family reports dead units instead
+            limit = 0.01 * (0.25 if function == "torch.sigmoid" else 1.0)
+            assert call["saturated_fraction"] == pytest.approx((d.abs() < limit).double().mean().item()), function
+
+
 def test_rnn_internals_are_listed_and_said_to_be_unobservable():
     data = activations(LSTMTagger(), torch.randint(0, 500, (2, 6)))
     assert data["internal"] == [{

@@ -337,22 +337,25 @@ class Derivatives:
             with torch.enable_grad():
                 xs = torch.cat([x for _, x in items]).requires_grad_(True)
                 (dy,) = torch.autograd.grad(fn(xs).sum(), xs)
-            # Per call: the mean over the finite derivatives (non-finite inputs give NaN,
-            # never "saturated") and the fraction below 1% of the derivative's maximum.
-            nan = torch.isnan(dy)
-            per_value = torch.stack([
-                dy.masked_fill(nan, 0),
-                (~nan).to(dtype),
-                (dy.abs() < SATURATION * info.derivative_max).to(dtype),
-            ])
-            sizes = [x.numel() for _, x in items]
-            totals = torch.stack([part.sum(dim=1) for part in per_value.split(sizes, dim=1)])
-            sums, finite, flat = totals.T.tolist()
-            for (call, x), total, n, low in zip(items, sums, finite, flat):
-                mean_d = total / n if n else math.nan
+            # Per call: the mean of the derivatives and, outside the ReLU family (dead units
+            # say it better), the fraction below 1% of the derivative's maximum; one
+            # read-back for all calls. A call whose sum is not finite (NaN from non-finite
+            # inputs, which are never "saturated") is averaged again over its non-NaN values.
+            parts = dy.split([x.numel() for _, x in items])
+            sums = [part.sum() for part in parts]
+            saturating = kind_of(name) != ZEROING
+            if saturating:
+                low = (dy.abs() < SATURATION * info.derivative_max).to(dtype)
+                sums += [part.sum() for part in low.split([x.numel() for _, x in items])]
+            values = torch.stack(sums).tolist()
+            for i, ((call, x), part) in enumerate(zip(items, parts)):
+                mean_d = values[i] / x.numel()
+                if not math.isfinite(mean_d):
+                    kept = part[~torch.isnan(part)]
+                    mean_d = float(kept.mean()) if kept.numel() else math.nan
                 call.mean_derivative = mean_d if math.isfinite(mean_d) else None
-                if kind_of(name) != ZEROING:  # for the ReLU family, dead units say it better
-                    call.saturated_fraction = low / x.numel()
+                if saturating:
+                    call.saturated_fraction = values[len(items) + i] / x.numel()
 
 
 def measure_input(
