@@ -127,6 +127,24 @@ def capture_graph(
     by_id: dict[str, GraphNode] = {}
     raw_edges: list[tuple[str, str, str]] = []
     for line in dot.body:
+        head, bracket, rest = line.partition(" [")
+        # Fast paths for most lines (the regexes below read them the same way): a data edge
+        # with no attributes, "\tA -> B\n", and an autograd op, "\tID [label=OpName]\n".
+        if not bracket and " -> " in head:
+            src, _, dst = head.strip().partition(" -> ")
+            if src and dst and " " not in src and " " not in dst:
+                raw_edges.append((src, dst, "data"))
+                key(src)
+                key(dst)
+                continue
+        elif (rest.startswith("label=") and rest.endswith("]\n") and " " not in rest and '"' not in rest
+              and head.startswith("\t") and " " not in head and len(head) > 1):
+            raw = head[1:]
+            node = GraphNode(id=key(raw), kind="op", op=rest[6:-2], name=None, shape=None,
+                             call=owner.get(int(raw)) if raw.isdigit() else None)
+            by_id[raw] = node
+            graph.nodes.append(node)
+            continue
         if " -> " in line.split("[", 1)[0]:
             m = _EDGE.fullmatch(line)
             if not m:
