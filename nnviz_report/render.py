@@ -83,10 +83,11 @@ def to_json(obj: Any) -> str:
 
 
 def packed(obj: Any) -> str:
-    """JSON, gzip (deterministic: no timestamp), base64. Level 4: a third of level 6's
-    time on a ResNet-50 view, 8% more bytes."""
+    """JSON, gzip (deterministic: no timestamp), base64. Level 1: the views of a ResNet-50
+    report with a before-state pack in 8.4 ms instead of 15.1 (level 4) or 42 (level 6),
+    to 381 kB instead of 329 or 305, next to 3.3 MB of pictures and plotly.js."""
     raw = _dumps_bytes(obj)
-    return base64.b64encode(gzip.compress(raw, compresslevel=4, mtime=0)).decode("ascii")
+    return base64.b64encode(gzip.compress(raw, compresslevel=1, mtime=0)).decode("ascii")
 
 
 def unpacked(text: str) -> Any:
