@@ -197,6 +197,30 @@ class _Frame:
     children: int = 0
 
 
+class _Paused:
+    """:meth:`_Recorder.pause`, as a class: entered twice per module call, where a
+    generator-based context manager costs twice as much."""
+
+    __slots__ = ("recorder", "previous", "modes", "grad")
+
+    def __init__(self, recorder: _Recorder):
+        self.recorder = recorder
+
+    def __enter__(self) -> None:
+        self.previous, self.recorder.paused = self.recorder.paused, True
+        self.modes = _modes_off()
+        self.modes.__enter__()
+        self.grad = torch.is_grad_enabled()
+        torch.set_grad_enabled(False)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            torch.set_grad_enabled(self.grad)
+            self.modes.__exit__(*exc)
+        finally:
+            self.recorder.paused = self.previous
+
+
 class _Recorder:
     def __init__(self, model: nn.Module, options: CaptureOptions):
         self.options = options
@@ -240,18 +264,12 @@ class _Recorder:
         self.recent.append((t, t._version, stats))
         del self.recent[:-4]
 
-    @contextlib.contextmanager
-    def pause(self) -> Iterator[None]:
+    def pause(self) -> _Paused:
         """The recorder's own tensor work runs inside the model's forward (in hooks): it
         must not be mistaken for the model's functional calls, it should not pay the
         torch-function mode's dispatch on each of its ops, and it records no autograd
         nodes (it reads activations that require grad)."""
-        previous, self.paused = self.paused, True
-        try:
-            with _modes_off(), torch.no_grad():
-                yield
-        finally:
-            self.paused = previous
+        return _Paused(self)
 
     def selected(self, call: ModuleCall, module: nn.Module) -> bool:
         o = self.options
@@ -279,7 +297,10 @@ class _Recorder:
             )
             self.counts[name] += 1
             self.calls.append(call)
-            refs = [t.grad_fn for _, t in iter_tensors((args, kwargs)) if t.grad_fn is not None]
+            if not kwargs and all(isinstance(a, torch.Tensor) for a in args):  # most calls
+                refs = [t.grad_fn for t in args if t.grad_fn is not None]
+            else:
+                refs = [t.grad_fn for _, t in iter_tensors((args, kwargs)) if t.grad_fn is not None]
             frame = _Frame(call, module, {id(f) for f in refs}, refs)
             spec = self.activation_modules.get(module)
             if spec is not None:

@@ -41,6 +41,8 @@ def iter_leaves(obj: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 
 def iter_tensors(obj: Any) -> Iterator[tuple[str, torch.Tensor]]:
     """``(path, tensor)`` for every tensor in a nested output (see :func:`iter_leaves`)."""
+    if isinstance(obj, torch.Tensor):  # most module outputs: no generator chain per call
+        return iter((("", obj),))
     return ((p, v) for p, v in iter_leaves(obj) if isinstance(v, torch.Tensor))
 
 
