@@ -341,12 +341,13 @@ class Derivatives:
             # say it better), the fraction below 1% of the derivative's maximum; one
             # read-back for all calls. A call whose sum is not finite (NaN from non-finite
             # inputs, which are never "saturated") is averaged again over its non-NaN values.
-            parts = dy.split([x.numel() for _, x in items])
+            sizes = [x.numel() for _, x in items]
+            parts = dy.split(sizes)
             sums = [part.sum() for part in parts]
             saturating = kind_of(name) != ZEROING
             if saturating:
                 low = (dy.abs() < SATURATION * info.derivative_max).to(dtype)
-                sums += [part.sum() for part in low.split([x.numel() for _, x in items])]
+                sums += [part.sum() for part in low.split(sizes)]
             values = torch.stack(sums).tolist()
             for i, ((call, x), part) in enumerate(zip(items, parts)):
                 mean_d = values[i] / x.numel()

@@ -22,7 +22,7 @@ import contextlib
 import fnmatch
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
