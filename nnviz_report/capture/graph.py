@@ -16,7 +16,6 @@ import gc
 import re
 import warnings
 import weakref
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -268,20 +267,18 @@ def find_skips(graph: GraphCapture) -> list[SkipConnection]:
 
     order = {n.id: i for i, n in enumerate(graph.nodes)}
 
-    def nearest_common(a: str, b: str) -> tuple[int, int, str, int, int] | None:
-        """The node both ``a`` and ``b`` come from with the least sum of distances:
-        (sum, graph order, node, distance from a, distance from b). Breadth-first from
-        both at once, level by level; once the best sum is at most the level, every node
-        with that sum has been seen by both sides (ties go to the earlier node)."""
+    def nearest_common(a: str, b: str) -> tuple[tuple[int, int], str, list[str], list[str]] | None:
+        """The node both ``a`` and ``b`` come from with the least sum of distances (ties go
+        to the earlier node in the graph): ``((sum, graph order), node, chain from a,
+        chain from b)``, each chain a shortest one, ``node`` first. Breadth-first from both
+        at once, level by level; once the best sum is at most the level, every node with
+        that sum has been seen by both sides."""
         dist = ({a: 0}, {b: 0})
+        parent: tuple[dict[str, str | None], dict[str, str | None]] = ({a: None}, {b: None})
         frontier = ([a], [b])
-        best = None
-        if a == b:
-            return (0, order[a], a, 0, 0)
+        best = (0, order[a], a) if a == b else None
         level = 0
-        while frontier[0] or frontier[1]:
-            if best is not None and best[0] <= level:
-                break
+        while (frontier[0] or frontier[1]) and not (best is not None and best[0] <= level):
             level += 1
             for side in (0, 1):
                 mine, other = dist[side], dist[1 - side]
@@ -291,32 +288,24 @@ def find_skips(graph: GraphCapture) -> list[SkipConnection]:
                         if p in mine or is_param_branch(p):
                             continue
                         mine[p] = level
+                        parent[side][p] = cur
                         nxt.append(p)
                         if p in other:
-                            da, db = (level, other[p]) if side == 0 else (other[p], level)
-                            cand = (da + db, order[p], p, da, db)
+                            cand = (level + other[p], order[p], p)
                             if best is None or cand < best:
                                 best = cand
                 frontier[side][:] = nxt
-        return best
+        if best is None:
+            return None
 
-    def path_to(start: str, goal: str) -> list[str]:
-        # Shortest chain goal -> ... -> start along data edges (BFS backwards from start).
-        parent: dict[str, str | None] = {start: None}
-        todo = deque([start])
-        while todo:
-            cur = todo.popleft()
-            if cur == goal:
-                break
-            for p in preds[cur]:
-                if p not in parent and not is_param_branch(p):
-                    parent[p] = cur
-                    todo.append(p)
-        chain, cur = [], goal
-        while cur is not None:
-            chain.append(cur)
-            cur = parent.get(cur)
-        return chain  # goal first, start last
+        def chain(side: int) -> list[str]:
+            out, cur = [], best[2]
+            while cur is not None:
+                out.append(cur)
+                cur = parent[side][cur]
+            return out
+
+        return best[:2], best[2], chain(0), chain(1)
 
     skips = []
     for n in graph.nodes:
@@ -329,13 +318,13 @@ def find_skips(graph: GraphCapture) -> list[SkipConnection]:
         for i in range(len(operands)):
             for j in range(i + 1, len(operands)):
                 found = nearest_common(operands[i], operands[j])
-                if found is not None and (best is None or found[:2] < best[0][:2]):
+                if found is not None and (best is None or found[0] < best[0][0]):
                     best = (found, i, j)
         if best is None:
             continue
-        (_, _, source, d_i, d_j), i, j = best
-        operand = operands[i if d_i <= d_j else j]
-        chain = path_to(operand, source)
+        (_, source, chain_i, chain_j), i, j = best
+        # The operand nearer the source arrives through the skip path (goal first).
+        operand, chain = (operands[i], chain_i) if len(chain_i) <= len(chain_j) else (operands[j], chain_j)
         skips.append(
             SkipConnection(
                 node=n.id,
