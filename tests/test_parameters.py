@@ -230,7 +230,6 @@ def test_sampled_charts_say_which_values_they_count():
     assert f"every {ordinal(150)} value" in texts  # 60 000 / 400 scatter points
 
 
-
 def test_snapshot_tensors_move_to_the_model_device_in_bounded_groups(monkeypatch):
     # On a GPU model the CPU snapshot is moved over group by group; here "meta" stands for
     # the other device (this machine may have no GPU). Tensors already on the parameter's
