@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import time
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ class CaptureOptions:
     max_rows: int = 64  # rows of a drawn matrix (examples, tokens, channels)
     max_cols: int = 128  # columns of a drawn matrix (features, positions)
     graph: bool = True  # capture the autograd graph
-    dot_timeout: float = 60.0  # seconds each Graphviz layout may take
+    dot_timeout: float = 5.0  # seconds each Graphviz layout may take (the layout budget)
 
 
 @dataclass
@@ -89,6 +90,7 @@ class ModuleCall:
     parent: int | None  # id of the calling module's call
     leaf: bool = True  # ran no child module
     output_shape: list[int] | None = None
+    params: int = 0  # parameters the module holds itself (not its children's)
 
 
 @dataclass
@@ -118,13 +120,16 @@ class ForwardCapture:
     skipped_outputs: list[tuple[str, int, str, str]]  # (name, call, path, type) not tensors
     uncalled: list[tuple[str, str, str]]  # (name, type, why)
     owner: dict[int, int]  # id(autograd node) -> ModuleCall.id
-    keepalive: list[Any]  # the autograd nodes behind ``owner`` (ids stay valid)
+    keepalive: list[Any]  # the autograd nodes behind ``owner`` and ``entries`` (ids stay valid)
     device: str
     mode: str
     seconds: float
     notes: list[str] = field(default_factory=list)
     derivatives: act.Derivatives = field(default_factory=act.Derivatives)  # run by run.finish_activations()
     histograms: HistogramCounts = field(default_factory=HistogramCounts)  # run by run.count_histograms()
+    # id(autograd node) of the ops that read the model's input where it is not part of the
+    # autograd graph (token ids, masks): where the input's data enters the graph.
+    entries: set[int] = field(default_factory=set)
 
     def draw_images(self) -> None:
         """Draw every layer's picture from the small copies the hooks kept, all at once;
@@ -138,6 +143,7 @@ class ForwardCapture:
         self.output = None
         self.inputs = [(label, t.detach()) for label, t in self.inputs]
         self.owner.clear()
+        self.entries.clear()
         self.keepalive.clear()
 
 
@@ -239,6 +245,11 @@ class _Recorder:
         self.skipped: list[tuple[str, int, str, str]] = []
         self.owner: dict[int, int] = {}
         self.keepalive: list[Any] = []
+        # Tensors outside the autograd graph that carry the input's data (token ids and what
+        # is computed from them): an op that reads one and makes a tensor that requires grad
+        # is where the input enters the graph (``entries``).
+        self.carriers: dict[int, weakref.ref] = {}  # id -> the tensor, weakly (ids may be reused)
+        self.entries: set[int] = set()
         self.paused = False
         self.example_clamped = False
         self.derivatives = act.Derivatives()
@@ -294,6 +305,7 @@ class _Recorder:
                 type=type(module).__name__,
                 call=self.counts[name],
                 parent=parent.call.id if parent else None,
+                params=sum(1 for _ in module.parameters(recurse=False)),
             )
             self.counts[name] += 1
             self.calls.append(call)
@@ -470,6 +482,31 @@ class _Recorder:
         return out
 
 
+    def follow_input(self, args: tuple, kwargs: dict, out: Any) -> None:
+        """Follow the input's data through ops outside the autograd graph."""
+        carriers = self.carriers
+
+        def carries(a: Any) -> bool:
+            ref = carriers.get(id(a))
+            return ref is not None and ref() is a
+
+        if not any(carries(a) for a in (*args, *kwargs.values(),
+                                        *(x for a in args if isinstance(a, (list, tuple)) for x in a))):
+            return
+        for _, t in iter_tensors(out):
+            fn = t.grad_fn
+            if fn is not None:
+                if id(fn) not in self.entries:
+                    self.entries.add(id(fn))
+                    self.keepalive.append(fn)
+            elif not t.requires_grad:
+                self.carry(t)
+
+    def carry(self, t: torch.Tensor) -> None:
+        key = id(t)
+        self.carriers[key] = weakref.ref(t, lambda _, key=key: self.carriers.pop(key, None))
+
+
 class _FunctionalActivations(TorchFunctionMode):
     def __init__(self, recorder: _Recorder):
         super().__init__()
@@ -478,9 +515,13 @@ class _FunctionalActivations(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         rec = self.recorder
-        if rec.paused or func not in act.FUNCTIONAL:
+        if rec.paused:
             return func(*args, **kwargs)
-        return rec.functional(func, args, kwargs)
+        out = rec.functional(func, args, kwargs) if func in act.FUNCTIONAL else func(*args, **kwargs)
+        if rec.carriers:
+            with rec.pause():
+                rec.follow_input(args, kwargs, out)
+        return out
 
 
 def _uncalled(model: nn.Module, counts: Counter[str]) -> list[tuple[str, str, str]]:
@@ -509,6 +550,9 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
     device = model_device(model)
     args, kwargs, inputs = prepare_inputs(example_input, device)
     rec = _Recorder(model, options)
+    for _, t in inputs:
+        if not t.requires_grad:
+            rec.carry(t)
     started = time.perf_counter()
     with preserve_model_state(model):
         if options.mode == "eval":
@@ -548,6 +592,7 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
         notes=notes,
         derivatives=rec.derivatives,
         histograms=rec.histograms,
+        entries=rec.entries,
     )
 
 

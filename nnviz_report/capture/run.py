@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,10 +14,9 @@ from torch import nn
 from ..errors import NNVizError
 from . import activations as act
 from .forward import CaptureOptions, ForwardCapture, run_forward
-from .graph import GraphCapture, capture_graph, release_graph
+from .graph import GraphCapture, capture_graph
 from .parameters import ParameterComparison
 from .snapshot import Snapshot, load_checkpoint, unwrap_model
-from .tensors import iter_tensors
 
 
 @dataclass(frozen=True)
@@ -95,13 +93,11 @@ def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] 
     timings["forward"] = fwd.seconds
     graph_capture = None
     t = time.perf_counter()
-    outputs = [weakref.ref(tensor) for _, tensor in iter_tensors(fwd.output)]
     try:
         if options.graph:
-            graph_capture = capture_graph(fwd.output, dict(model.named_parameters()), fwd.inputs, fwd.owner)
+            graph_capture = _graph_or_note(fwd, model)
     finally:
         fwd.release()
-        release_graph(outputs)
     timings["graph"] = time.perf_counter() - t
 
     params = list(model.parameters())
@@ -119,6 +115,17 @@ def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] 
         mode=fwd.mode,
     )
     return CapturedRun(info, fwd, graph_capture, options, snapshots, timings=timings)
+
+
+def _graph_or_note(fwd: ForwardCapture, model: nn.Module) -> GraphCapture:
+    """The autograd graph; if capturing it fails, a note says why and the report goes on
+    (the graph section can fail, the report cannot)."""
+    try:
+        return capture_graph(fwd.output, dict(model.named_parameters()), fwd.inputs, fwd.owner, fwd.calls,
+                             fwd.entries)
+    except Exception as exc:  # noqa: BLE001 - any failure here must not cost the other sections
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return GraphCapture(note=f"the autograd graph could not be captured ({type(exc).__name__}: {first})")
 
 
 def finish_activations(run: CapturedRun) -> None:

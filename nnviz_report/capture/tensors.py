@@ -22,10 +22,13 @@ def iter_leaves(obj: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 
     Paths read like Python: ``""`` for a bare value, ``"[0]"``, ``"[1][0]"`` for tuples and
     lists (an LSTM's ``(out, (h, c))``), ``".h"`` for named tuples, ``"['logits']"`` for
-    dicts.
+    dicts, ``.logits`` for dataclasses.
     """
     if isinstance(obj, torch.Tensor):
         yield path, obj
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            yield from iter_leaves(getattr(obj, f.name), f"{path}.{f.name}")
     elif isinstance(obj, tuple) and hasattr(obj, "_fields"):
         for name in obj._fields:
             yield from iter_leaves(getattr(obj, name), f"{path}.{name}")

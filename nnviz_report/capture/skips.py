@@ -1,0 +1,204 @@
+"""Skip connections and branch merges in the autograd graph.
+
+A skip connection is an addition (residual) or a concatenation (U-Net, DenseNet) whose
+operands come from one earlier activation, where one operand went through a block of layers
+and the other went around it: unchanged (identity) or through a short projection such as
+ResNet's downsample (an addition only). A *layer* is a module call with parameters (or an op
+that uses a parameter) outside the module whose ``forward`` wrote the merge. So arithmetic
+inside one module's forward is never a skip: tanh-GELU's ``x + 0.044715 * x**3``, a rotary
+embedding's ``q * cos + rotate_half(q) * sin``, a GRU's gates, box decoding, a
+concatenation of strided slices. Merges whose every operand went through layers (Inception's
+branches) are branch merges, not skips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .forward import ModuleCall
+    from .graph import GraphCapture
+
+ADD_OPS = frozenset({"AddBackward0"})
+CAT_OPS = frozenset({"CatBackward0"})
+PROJECTION_LAYERS = 2  # a shortcut through at most this many layers (conv + norm) is a projection
+SEARCH_BUDGET = 200_000  # nodes one search for a common source may visit
+ALL_PAIRS_UP_TO = 8  # merges with more operands try neighbouring operand pairs only
+
+
+@dataclass
+class SkipConnection:
+    node: int  # the AddBackward0 / CatBackward0 node
+    kind: str  # "residual" (addition) or "concat"
+    call: int | None  # module call whose forward wrote the merge
+    source: int  # nearest activation both operands come from
+    operand: int  # the operand that arrives through the skip path
+    path: list[int]  # source ... operand (just the source: an identity skip)
+    projection: bool  # the skip path has layers on it (a downsample)
+    around: int  # layers on the other operand's path: what the skip goes around
+
+
+@dataclass
+class BranchMerge:
+    node: int
+    kind: str  # "sum" or "concat"
+    call: int | None
+    source: int
+    branches: int  # operands merged
+
+
+def _carries_input(graph: GraphCapture, preds: list[list[int]]) -> set[int]:
+    """The nodes that depend on the model's input: downstream of an input node or of an op
+    that read the input outside the graph (``GraphNode.entry``). A graph with neither (the
+    input was not seen) counts every node."""
+    succ: list[list[int]] = [[] for _ in graph.nodes]
+    for i, ps in enumerate(preds):
+        for p in ps:
+            succ[p].append(i)
+    todo = [n.id for n in graph.nodes if n.kind == "input" or n.entry]
+    if not todo:
+        return set(range(len(graph.nodes)))
+    seen = set(todo)
+    while todo:
+        for j in succ[todo.pop()]:
+            if j not in seen:
+                seen.add(j)
+                todo.append(j)
+    return seen
+
+
+def find_skips(graph: GraphCapture, calls: Sequence[ModuleCall]) -> tuple[list[SkipConnection], list[BranchMerge]]:
+    nodes = graph.nodes
+    preds: list[list[int]] = [[] for _ in nodes]
+    for e in graph.edges:
+        if e.kind == "data":
+            preds[e.dst].append(e.src)
+
+    def holds_param(i: int) -> bool:
+        n = nodes[i]
+        return n.kind == "param" or (n.op == "AccumulateGrad" and any(nodes[p].kind == "param" for p in preds[i]))
+
+    def uses_param(i: int) -> bool:
+        return any(holds_param(p) for p in preds[i])
+
+    data = _carries_input(graph, preds)
+
+    def is_param_branch(i: int) -> bool:
+        """Not an activation: a parameter, or computed from parameters alone (a position bias)."""
+        return i not in data or holds_param(i)
+
+    enclosing: dict[int | None, frozenset[int]] = {}
+
+    def inside(call: int | None) -> frozenset[int]:
+        """The call and every call it ran within."""
+        if call not in enclosing:
+            chain = []
+            c = call
+            while c is not None:
+                chain.append(c)
+                c = calls[c].parent
+            enclosing[call] = frozenset(chain)
+        return enclosing[call]
+
+    def layers_on(path: list[int], merge_call: int | None) -> tuple[int, bool]:
+        """The module calls with parameters that the path passes outside the merge's module,
+        and whether it passes an op inside that module which uses a parameter."""
+        home = inside(merge_call)
+        found: set[int] = set()
+        home_param = False
+        for i in path[1:]:
+            c = nodes[i].call
+            if c is None or c in home:
+                home_param = home_param or uses_param(i)
+                continue
+            if uses_param(i):
+                found.add(c)
+                continue
+            while c is not None and c not in home:
+                if calls[c].params:
+                    found.add(c)
+                    break
+                c = calls[c].parent
+        return len(found), home_param
+
+    order = range(len(nodes))
+
+    def nearest_common(a: int, b: int) -> tuple[tuple[int, int], int, list[int], list[int]] | None:
+        """The node both ``a`` and ``b`` come from with the least sum of distances (ties go to
+        the earlier node): ``((sum, order), node, chain to a, chain to b)``, each chain a
+        shortest one, ``node`` first. Breadth-first from both at once, level by level; once
+        the best sum is at most the level, every node with that sum has been seen by both."""
+        dist = ({a: 0}, {b: 0})
+        parent: tuple[dict[int, int | None], dict[int, int | None]] = ({a: None}, {b: None})
+        frontier = ([a], [b])
+        best = (0, order[a], a) if a == b else None
+        level = visited = 0
+        while (frontier[0] or frontier[1]) and not (best is not None and best[0] <= level):
+            level += 1
+            for side in (0, 1):
+                mine, other = dist[side], dist[1 - side]
+                nxt = []
+                for cur in frontier[side]:
+                    for p in preds[cur]:
+                        if p in mine or is_param_branch(p):
+                            continue
+                        mine[p] = level
+                        parent[side][p] = cur
+                        nxt.append(p)
+                        if p in other:
+                            cand = (level + other[p], order[p], p)
+                            if best is None or cand < best:
+                                best = cand
+                visited += len(nxt)
+                frontier[side][:] = nxt
+            if visited > SEARCH_BUDGET:
+                break
+        if best is None:
+            return None
+
+        def chain(side: int) -> list[int]:
+            out, cur = [], best[2]
+            while cur is not None:
+                out.append(cur)
+                cur = parent[side][cur]
+            return out
+
+        return best[:2], best[2], chain(0), chain(1)
+
+    skips: list[SkipConnection] = []
+    merges: list[BranchMerge] = []
+    for n in nodes:
+        is_add = n.op in ADD_OPS
+        if not is_add and n.op not in CAT_OPS:
+            continue
+        operands = list(dict.fromkeys(p for p in preds[n.id] if not is_param_branch(p)))
+        if len(operands) < 2:
+            continue
+        pairs = [(i, i + 1) for i in range(len(operands) - 1)]
+        if len(operands) <= ALL_PAIRS_UP_TO:
+            pairs += [(i, j) for i in range(len(operands)) for j in range(i + 2, len(operands))]
+        skip = branch = None
+        for i, j in pairs:
+            found = nearest_common(operands[i], operands[j])
+            if found is None:
+                continue
+            key, source, chain_i, chain_j = found
+            paths = [(operands[i], chain_i, *layers_on(chain_i, n.call)),
+                     (operands[j], chain_j, *layers_on(chain_j, n.call))]
+            for (operand, chain, layers, home_param), (_, _, other, _) in (paths, paths[::-1]):
+                if other == 0 or home_param:
+                    continue  # the other operand went through no layer, or this one is not a shortcut
+                if layers == 0 or (is_add and layers <= PROJECTION_LAYERS and layers < other):
+                    cand = (key, layers, SkipConnection(n.id, "residual" if is_add else "concat", n.call, source,
+                                                        operand, chain, layers > 0, other))
+                    if skip is None or cand[:2] < skip[:2]:
+                        skip = cand
+            if skip is None and branch is None and min(paths[0][2], paths[1][2]) > 0:
+                branch = BranchMerge(n.id, "sum" if is_add else "concat", n.call, source, len(operands))
+        if skip is not None:
+            skips.append(skip[2])
+        elif branch is not None:
+            merges.append(branch)
+    return skips, merges
