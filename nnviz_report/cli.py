@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="mode of the forward pass (default: eval)")
     b.add_argument("--seed", type=int, default=0, help="seed of the random example input (default: 0)")
     b.add_argument("--no-graph", action="store_true", help="skip the autograd graph")
-    b.add_argument("--dot-timeout", type=float, default=60.0, help="seconds Graphviz may take per layout (default: 60)")
+    b.add_argument("--dot-timeout", type=float, default=5.0,
+                   help="seconds Graphviz may take per layout; a view that takes longer is not drawn (default: 5)")
     return p
 
 

@@ -16,14 +16,15 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import graphviz
 
 from .capture.forward import ModuleCall
-from .capture.graph import GraphCapture, GraphNode
+from .sections.graph_views import View
 
 INSTALL_HINT = (
     "Graphviz's `dot` program was not found on PATH, so the graph is not drawn. Install it "
@@ -42,33 +43,19 @@ FILL = {
     "output": "darkolivegreen1",
     "view": "darkolivegreen3",
     "module": "#dbe4ff",
+    "fold": "#e5dbff",
+    "group": "#f1f3f5",
+    "port": "#ffffff",
+}
+STYLE = {
+    "module": "filled,rounded",
+    "fold": "filled,rounded",
+    "group": "filled,rounded,dashed",
+    "port": "filled,rounded,dashed",
 }
 
 
-@dataclass
-class ViewNode:
-    id: str
-    label: list[str]  # lines
-    kind: str
-    call: int | None  # ModuleCall it stands for / was created by
-    skip: bool = False
-
-
-@dataclass
-class ViewGraph:
-    """A graph ready to lay out: nodes nested in module-call clusters."""
-
-    name: str
-    nodes: list[ViewNode] = field(default_factory=list)
-    edges: list[tuple[str, str, str, bool]] = field(default_factory=list)  # src, dst, kind, skip
-    clusters: dict[int, ModuleCall] = field(default_factory=dict)  # call id -> call
-
-
-def _short_op(op: str) -> str:
-    return re.sub(r"Backward\d*$", "", op)
-
-
-def _cluster_chain(call_id: int | None, calls: list[ModuleCall], clusters: dict[int, ModuleCall]) -> list[int]:
+def _cluster_chain(call_id: int | None, calls: Sequence[ModuleCall], clusters: dict[int, ModuleCall]) -> list[int]:
     chain = []
     while call_id is not None:
         if call_id in clusters:
@@ -77,94 +64,8 @@ def _cluster_chain(call_id: int | None, calls: list[ModuleCall], clusters: dict[
     return chain[::-1]
 
 
-def full_view(graph: GraphCapture, calls: list[ModuleCall]) -> ViewGraph:
-    """torchviz's graph, node for node, boxed by the module calls that created the nodes."""
-    per_call: dict[int, int] = {}
-    for n in graph.nodes:
-        if n.call is not None:
-            per_call[n.call] = per_call.get(n.call, 0) + 1
-    clusters = {}
-    for c in calls:
-        if c.parent is None:
-            continue  # the root module is the whole graph
-        if not c.leaf or per_call.get(c.id, 0) >= 2:
-            clusters[c.id] = c
-    view = ViewGraph("full", clusters=clusters)
-    for n in graph.nodes:
-        view.nodes.append(ViewNode(n.id, _full_label(n, calls, clusters), n.kind, n.call, n.skip))
-    for e in graph.edges:
-        view.edges.append((e.src, e.dst, e.kind, e.skip))
-    return view
-
-
-def _full_label(n: GraphNode, calls: list[ModuleCall], clusters: dict[int, ModuleCall]) -> list[str]:
-    if n.kind == "op":
-        lines = [n.op or "?"]
-        if n.call is not None and n.call not in clusters and calls[n.call].parent is not None:
-            lines.insert(0, calls[n.call].name)  # a one-node module call: name it on the node
-        if n.skip:
-            lines.append("(skip connection)")
-        return lines
-    return [n.name or "", n.shape or ""] if n.shape else [n.name or ""]
-
-
-def module_view(graph: GraphCapture, calls: list[ModuleCall]) -> ViewGraph:
-    """One node per module call that ran no child module, plus the operations written in
-    ``forward`` methods (additions, concatenations, functional activations); parameters
-    and their accumulators are left out."""
-    nodes = {n.id: n for n in graph.nodes}
-    preds: dict[str, list[str]] = {}
-    for e in graph.edges:
-        preds.setdefault(e.dst, []).append(e.src)
-    group: dict[str, str | None] = {}
-    view = ViewGraph("module", clusters={c.id: c for c in calls if not c.leaf and c.parent is not None})
-    made: set[str] = set()
-    for n in graph.nodes:
-        if n.op == "AccumulateGrad":
-            # An input's accumulator stands for the input; a parameter's is left out.
-            inputs = [p for p in preds.get(n.id, []) if nodes[p].kind == "input"]
-            group[n.id] = inputs[0] if inputs else None
-            continue
-        if n.kind in ("param", "saved", "view"):
-            group[n.id] = None
-            continue
-        call = calls[n.call] if n.call is not None else None
-        if call is not None and call.leaf and call.parent is not None:
-            gid = f"m{call.id}"
-            if gid not in made:
-                shape = f"({', '.join(map(str, call.output_shape))})" if call.output_shape else ""
-                view.nodes.append(ViewNode(gid, [call.name, f"{call.type} {shape}".strip()], "module", call.id))
-                made.add(gid)
-            group[n.id] = gid
-        else:
-            group[n.id] = n.id
-            if n.kind == "op":
-                label = [_short_op(n.op or "?")] + (["(skip connection)"] if n.skip else [])
-            else:
-                label = [n.name or "", n.shape or ""]
-            view.nodes.append(ViewNode(n.id, label, n.kind, n.call, n.skip))
-    skip_pairs = set()
-    for s in graph.skips:
-        chain = [group.get(x) for x in s.path] + [group.get(s.node)]
-        chain = [g for i, g in enumerate(chain) if g is not None and (i == 0 or g != chain[i - 1])]
-        skip_pairs |= set(zip(chain, chain[1:]))
-    seen = set()
-    for e in graph.edges:
-        if e.kind != "data":
-            continue
-        a, b = group.get(e.src), group.get(e.dst)
-        if a is None or b is None or a == b or (a, b) in seen:
-            continue
-        seen.add((a, b))
-        view.edges.append((a, b, "data", (a, b) in skip_pairs))
-    for v in view.nodes:
-        if v.id in nodes and nodes[v.id].skip:
-            v.skip = True
-    return view
-
-
 _HEAD = """digraph {name} {{
-\tgraph [bgcolor=transparent fontname=Helvetica fontsize=11 labeljust=l newrank=true nodesep=0.18 rankdir=TB ranksep=0.22]
+\tgraph [bgcolor=transparent fontname=Helvetica fontsize=11 labeljust=l newrank=true nodesep=0.18 rankdir=TB ranksep=0.22{extra}]
 \tnode [color="#555555" fillcolor={fill} fontname=Courier fontsize=10 height=0.2 shape=box style=filled]
 \tedge [arrowsize=0.6 color="#666666"]
 """
@@ -174,35 +75,45 @@ _EDGE_ATTRS = {"saved": "dir=none", "view": "style=dotted"}
 _SKIP_EDGE = f'color="{SKIP_COLOR}" penwidth=2.2'
 
 
-def source(view: ViewGraph, calls: list[ModuleCall], prefix: str) -> str:
+def source(view: View, calls: Sequence[ModuleCall], prefix: str, extra: str = "") -> str:
     """DOT text for ``view``; SVG element ids are ``prefix + node id`` and
-    ``prefix + "c" + call id`` for clusters.
+    ``prefix + "c" + call id`` for clusters (the full view's module boxes). ``extra``: more
+    graph attributes (layout limits).
 
     Written directly (5x faster than building it with ``graphviz.Digraph``): every label
     goes through :func:`_label`, every other value is ours (ids from stable keys, colours).
     """
+    clusters = view.clusters
     children: dict[int | None, list[int]] = {}
-    for cid in view.clusters:
-        chain = _cluster_chain(calls[cid].parent, calls, view.clusters)
+    for cid in clusters:
+        chain = _cluster_chain(calls[cid].parent, calls, clusters)
         children.setdefault(chain[-1] if chain else None, []).append(cid)
-    members: dict[int | None, list[ViewNode]] = {}
+    members: dict[int | None, list] = {}
     for n in view.nodes:
-        chain = _cluster_chain(n.call, calls, view.clusters)
-        if n.kind == "module" and chain and chain[-1] == n.call:
-            chain = chain[:-1]
+        chain = _cluster_chain(n.call, calls, clusters) if clusters else []
         members.setdefault(chain[-1] if chain else None, []).append(n)
 
     rows = _parameter_rows(view)
     row_of = {nid: i for i, row in enumerate(rows) for nid in row}
-    out = [_HEAD.format(name=_ident(view.name), fill=FILL["op"])]
+    out = [_HEAD.format(name=_ident(view.id.replace(".", "_").replace("-", "_")), fill=FILL["op"],
+                        extra=(" " + extra) if extra else "")]
 
     def emit(cluster: int | None, indent: str) -> None:
         local_rows: dict[int, list[str]] = {}
         for n in members.get(cluster, []):
-            fill = SKIP_FILL if n.skip else FILL.get(n.kind, FILL["op"])
-            extra = f' color="{SKIP_COLOR}" penwidth=1.6' if n.skip else ""
+            fill = SKIP_FILL if n.skip and n.kind == "op" else FILL.get(n.kind, FILL["op"])
+            extra_attrs = f' color="{SKIP_COLOR}" penwidth=1.6' if n.skip else ""
+            style = STYLE.get(n.kind)
+            if style:
+                extra_attrs += f' style="{style}"'
+            if n.kind == "fold":
+                extra_attrs += " peripheries=2"
+            if n.kind == "junction":  # a point where edges join: its label is in the page's info
+                out.append(f'{indent}{_ident(n.id)} [label="" shape=point width=0.09 fillcolor="#666666" '
+                           f'id="{prefix}{_ident(n.id)}"]\n')
+                continue
             out.append(f'{indent}{_ident(n.id)} [label={_label(n.label)} fillcolor="{fill}" '
-                       f'id="{prefix}{_ident(n.id)}"{extra}]\n')
+                       f'id="{prefix}{_ident(n.id)}"{extra_attrs}]\n')
             if n.id in row_of:
                 local_rows.setdefault(row_of[n.id], []).append(n.id)
         for row in local_rows.values():
@@ -225,6 +136,69 @@ def source(view: ViewGraph, calls: list[ModuleCall], prefix: str) -> str:
     return "".join(out)
 
 
+def layout_cost(view: View) -> int:
+    """About how many nodes dot's layout works on: the view's nodes plus the virtual nodes
+    it adds along edges that span several ranks. dot's time grows with it (crossing
+    minimisation and network simplex run over the virtual nodes too).
+
+    Ranks as dot would roughly give them: longest path from the sources, then a few sweeps
+    that move each node to the rank that shortens its edges most (dot's network simplex
+    minimises the total edge length); a parameter shares its first op's rank."""
+    index = {n.id: i for i, n in enumerate(view.nodes)}
+    n = len(index)
+    preds: list[list[int]] = [[] for _ in range(n)]
+    succs: list[list[int]] = [[] for _ in range(n)]
+    edges = []
+    for src, dst, _, _ in view.edges:
+        a, b = index[src], index[dst]
+        if a != b:
+            preds[b].append(a)
+            succs[a].append(b)
+            edges.append((a, b))
+    same = {index[x] for row in _parameter_rows(view) for x in row[:2]}
+    indeg = [len(p) for p in preds]
+    rank = [0] * n
+    order = [i for i in range(n) if indeg[i] == 0]
+    for a in order:  # grows while it is read: a topological order
+        for b in succs[a]:
+            rank[b] = max(rank[b], rank[a] + (0 if a in same else 1))
+            indeg[b] -= 1
+            if indeg[b] == 0:
+                order.append(b)
+    for _ in range(3):
+        for i in reversed(order):
+            if i in same or not succs[i]:
+                continue
+            hi = min(rank[b] for b in succs[i]) - 1
+            lo = max((rank[a] + 1 for a in preds[i]), default=hi - 10**9)
+            if hi > rank[i] and len(succs[i]) > len(preds[i]):
+                rank[i] = hi
+            elif lo < rank[i] and len(preds[i]) > len(succs[i]):
+                rank[i] = max(lo, rank[i] - 10**9)
+    return n + sum(max(0, rank[b] - rank[a] - 1) for a, b in edges if a not in same)
+
+
+# Layout limits by cost (see docs/performance.md): dot's defaults while cheap; then fewer
+# network-simplex iterations for ranking and x positions (nslimit1 / nslimit, factors of
+# the node count) and fewer crossing-minimisation passes (mclimit); past that, straight
+# edges too (the cheapest setting, also used to retry a module view that timed out). Past
+# the last tier a view is not laid out. The cost is an estimate: the timeout still holds.
+LAYOUT_TIERS = (
+    (6_000, ""),
+    (60_000, "nslimit=1 nslimit1=1 mclimit=0.3"),
+    (150_000, "nslimit=0.5 nslimit1=0.5 mclimit=0.05 remincross=false splines=line"),
+)
+
+
+def layout_attrs(cost: int) -> str | None:
+    """Graph attributes that keep the layout of a view of this cost fast, or None when no
+    setting would (the view is not laid out)."""
+    for limit, attrs in LAYOUT_TIERS:
+        if cost <= limit:
+            return attrs
+    return None
+
+
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -235,7 +209,7 @@ def _ident(name: str) -> str:
     return name
 
 
-def _parameter_rows(view: ViewGraph) -> list[list[str]]:
+def _parameter_rows(view: View) -> list[list[str]]:
     """Each parameter, its AccumulateGrad and the op that first uses it, on one rank.
 
     Left to themselves, parameter nodes rank just above their op and overlap the previous
@@ -253,16 +227,25 @@ def _parameter_rows(view: ViewGraph) -> list[list[str]]:
             continue
         acc = next(iter(succ.get(n.id, [])), None)
         op = next(iter(succ.get(acc, [])), None) if acc else None
-        if acc and op and kinds.get(op) == "op":
+        if acc and op and kinds.get(op) == "op" and kinds.get(acc) == "op":
             rows.append([n.id, acc, op])
     return rows
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]|[\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters and lone surrogates (names from non-UTF-8 bytes)
+    written as escapes: dot stops at a NUL and cannot encode a surrogate."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
 
 
 def _label(lines: Iterable[str]) -> str:
     """A quoted DOT string that dot shows as the literal text: ``graphviz.escape`` doubles
     every backslash (no \\N, \\G, \\l expansions), then every double quote is escaped. A
     quoted string is never an HTML-like label."""
-    text = "\n".join(graphviz.escape(line) for line in lines)
+    text = "\n".join(graphviz.escape(printable(line)) for line in lines)
     return '"' + text.replace('"', '\\"') + '"'
 
 
@@ -329,32 +312,70 @@ def _version_of(path: str) -> str | None:
     return m.group(1) if m else None
 
 
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
+
+
+def stop_all() -> None:
+    """Kill every dot this process is waiting for (the build was interrupted: Ctrl-C in a
+    notebook reaches Python only, and dot has no timeout of its own)."""
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        with contextlib.suppress(OSError):
+            proc.kill()
+
+
 def render_svg(dot_source: str, timeout: float, nice: int = 0) -> SvgResult:
-    """Lay out with ``dot -Tsvg``; the SVG is returned ready to inline in HTML. ``nice``:
-    how much lower than ours dot's scheduling priority is (where the system has one)."""
+    """Lay out one graph with ``dot -Tsvg``; the SVG is returned ready to inline in HTML."""
+    return render_svgs([dot_source], timeout, nice)[0]
+
+
+def render_svgs(sources: list[str], timeout: float, nice: int = 0) -> list[SvgResult]:
+    """Lay out several graphs with one ``dot -Tsvg`` (one process start for all: dot writes
+    one SVG document per graph), within ``timeout`` seconds for all of them. ``nice``: how
+    much lower than ours dot's scheduling priority is (where the system has one)."""
     started = time.perf_counter()
     if not dot_available():
-        return SvgResult(None, INSTALL_HINT, 0.0)
+        return [SvgResult(None, INSTALL_HINT, 0.0)] * len(sources)
+
+    def failed(error: str) -> list[SvgResult]:
+        return [SvgResult(None, error, time.perf_counter() - started)] * len(sources)
+
     try:
         proc = subprocess.Popen(["dot", "-Tsvg"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=layout_environment())
     except OSError as exc:
-        return SvgResult(None, f"dot could not be run ({exc})", time.perf_counter() - started)
-    with proc:
-        if nice:
-            with contextlib.suppress(OSError, AttributeError):
-                os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + nice)
-        try:
-            out, err = proc.communicate(dot_source.encode("utf-8"), timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            return SvgResult(None, f"dot did not finish within {timeout:g} s", time.perf_counter() - started)
+        return failed(f"dot could not be run ({exc})")
+    with _running_lock:
+        _running.add(proc)
+    try:
+        with proc:
+            if nice:
+                with contextlib.suppress(OSError, AttributeError):
+                    os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + nice)
+            try:
+                out, err = proc.communicate("".join(sources).encode("utf-8", "backslashreplace"), timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                return failed(f"dot did not finish within {timeout:g} s")
+    finally:
+        with _running_lock:
+            _running.discard(proc)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
+        if proc.returncode < 0:
+            return failed("dot was stopped")
         lines = err.decode("utf-8", "replace").strip().splitlines()
-        return SvgResult(None, f"dot failed: {lines[-1] if lines else 'exit code ' + str(proc.returncode)}", seconds)
-    svg = out.decode("utf-8", "replace")
+        return failed(f"dot failed: {lines[-1] if lines else 'exit code ' + str(proc.returncode)}")
+    docs = out.decode("utf-8", "replace").split("</svg>")[:-1]
+    if len(docs) != len(sources):
+        return failed(f"dot wrote {len(docs)} drawings for {len(sources)} graphs")
+    return [_clean_svg(doc + "</svg>", seconds / len(sources)) for doc in docs]
+
+
+def _clean_svg(svg: str, seconds: float) -> SvgResult:
     svg = svg[svg.find("<svg"):]
     svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
     head_end = svg.find(">") + 1

@@ -30,6 +30,7 @@ from .capture.run import (
     finish_images,
     resolve_before,
 )
+from . import dot
 from .errors import NNVizError
 from .render import PLOTLY_VERSION, pack_view, render_page, render_section
 from .sections import activations, feature_maps, parameters
@@ -138,7 +139,7 @@ def build_report(
     example_index: int = 0,
     mode: str = "eval",
     graph: bool = True,
-    dot_timeout: float = 60.0,
+    dot_timeout: float = 5.0,
 ) -> Report:
     """Run ``model`` once on ``example_input`` and build the report.
 
@@ -188,7 +189,10 @@ def build_report(
         run.timings[f"render {module.ID}"] = time.perf_counter() - t
 
     def graph_lane() -> None:
-        build_section(graph_section, run)
+        try:
+            build_section(graph_section, run)
+        except Exception as exc:  # noqa: BLE001 - the graph section can fail, the report cannot
+            built[graph_section.ID] = graph_section.failed(exc)
         render_body(graph_section)  # its view holds most of the page's bytes (the SVG)
 
     def timed_compare() -> tuple[Any, float]:
@@ -214,19 +218,23 @@ def build_report(
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            graph_done = pool.submit(graph_lane)
-            counted = pool.submit(count_histograms, run)  # then the maps, in the same lane
-            maps_done = pool.submit(pictures_and_maps)
-            finish_activations(run)
-            run.parameters, run.timings["parameters"] = timed_compare()
-            counted.result()
-            # Graphviz is usually still at work: render what is built meanwhile.
-            for module in SECTIONS:
-                if module not in (graph_section, feature_maps):
-                    build_section(module, run)
-                    render_body(module)
-            maps_done.result()
-            graph_done.result()
+            try:
+                graph_done = pool.submit(graph_lane)
+                counted = pool.submit(count_histograms, run)  # then the maps, in the same lane
+                maps_done = pool.submit(pictures_and_maps)
+                finish_activations(run)
+                run.parameters, run.timings["parameters"] = timed_compare()
+                counted.result()
+                # Graphviz is usually still at work: render what is built meanwhile.
+                for module in SECTIONS:
+                    if module not in (graph_section, feature_maps):
+                        build_section(module, run)
+                        render_body(module)
+                maps_done.result()
+                graph_done.result()
+            except BaseException:
+                dot.stop_all()  # an interrupt must not wait for Graphviz's layouts
+                raise
     finally:
         torch.set_num_threads(threads)
     sections = [built[module.ID] for module in SECTIONS]

@@ -105,8 +105,16 @@ def test_controls(browser, reports):
     href = info.locator("a").first.get_attribute("href")
     assert href.startswith("#fm-")
     assert page.evaluate(f"!!document.getElementById('{href[1:]}')")
+    # The search opened the block's view; the path above it is a breadcrumb.
+    crumbs = page.locator(".graph-crumbs").inner_text()
+    assert "layers.1.0 · ResidualBlock" in crumbs and crumbs.startswith("ResNet")
+    # Double-clicking a box opens its view; the breadcrumb leads back up.
+    page.click(".graph-crumbs button >> nth=0")
+    assert page.locator(".graph-crumbs").inner_text() == "ResNet"
+    page.dblclick("#graph .graph-canvas g.node.opens >> nth=0")
+    assert "›" in page.locator(".graph-crumbs").inner_text()
     # The full autograd view draws too.
-    page.click("[data-view=full]")
+    page.click("[data-tab=full]")
     assert page.evaluate("document.querySelectorAll('.graph-canvas g.node').length") > 100
     # Tables sort; filters hide rows.
     page.click("#fm-table th:nth-child(5)")

@@ -1,24 +1,46 @@
-"""The autograd graph: torchviz's nodes, skip connections, escaping, determinism, no dot."""
+"""The autograd graph: torchviz's nodes, skip connections, module views, escaping,
+determinism, layouts that always finish, and a report that survives any graph failure."""
 
 from __future__ import annotations
 
 import re
+import threading
+import time
 import warnings
 from collections import Counter
 
 import pytest
 import torch
 from conftest import page_view
-from models import ResNet18, SmallCNN, UNet
+from models import ResNet18, SmallCNN, TransformerClassifier, UNet
 from torch import nn
+from zoo import (
+    ChainedAdds,
+    DataclassOutput,
+    DeepSequential,
+    DenseNet,
+    InceptionNet,
+    R3D,
+    RecurrentStack,
+    TinyDecoder,
+    TinyDetector,
+    UnrolledGRU,
+)
 
 import nnviz_report
+from nnviz_report import dot
 from nnviz_report.capture.forward import CaptureOptions
+from nnviz_report.capture.graph import capture_graph
 from nnviz_report.capture.run import capture
+from nnviz_report.sections import graph_views
+
+
+def run_of(model, x):
+    return capture(model.eval(), x, None, CaptureOptions())
 
 
 def graph_of(model, x):
-    run = capture(model, x, None, CaptureOptions())
+    run = run_of(model, x)
     return run.graph, run.forward.calls
 
 
@@ -27,17 +49,34 @@ def _encoder(layers: int, norm_first: bool) -> nn.Module:
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
-@pytest.mark.parametrize("model,x,residual,concat", [
-    (ResNet18(), torch.randn(1, 3, 32, 32), 8, 0),
-    (_encoder(3, False), torch.randn(2, 5, 32), 6, 0),
-    (_encoder(3, True), torch.randn(2, 5, 32), 6, 0),
-    (SmallCNN(), torch.randn(1, 1, 28, 28), 0, 0),
-    (UNet(), torch.randn(1, 3, 32, 32), 0, 3),
-], ids=["resnet18", "encoder3-post-norm", "encoder3-pre-norm", "plain-cnn", "unet"])
-def test_skip_connection_counts(model, x, residual, concat):
-    g, _ = graph_of(model, x)
-    assert g.residual_count == residual
-    assert sum(s.kind == "concat" for s in g.skips) == concat
+# --- skip connections --------------------------------------------------------------------------
+
+SKIP_CASES = [
+    (ResNet18, lambda: torch.randn(1, 3, 32, 32), 8, 0, 0),
+    (lambda: _encoder(3, False), lambda: torch.randn(2, 5, 32), 6, 0, 0),
+    (lambda: _encoder(3, True), lambda: torch.randn(2, 5, 32), 6, 0, 0),
+    (SmallCNN, lambda: torch.randn(1, 1, 28, 28), 0, 0, 0),
+    (UNet, lambda: torch.randn(1, 3, 32, 32), 0, 3, 0),
+    (lambda: DenseNet((3, 4), growth=8, init=16, num_classes=4), lambda: torch.randn(1, 3, 32, 32), 0, 7, 0),
+    (InceptionNet, lambda: torch.randn(1, 3, 16, 16), 0, 0, 3),
+    (R3D, lambda: torch.randn(1, 3, 4, 16, 16), 4, 0, 0),
+    (lambda: RecurrentStack(50, 8, 8), lambda: torch.randint(0, 50, (2, 6)), 0, 0, 0),
+    (lambda: UnrolledGRU(12), lambda: torch.randn(2, 5, 8), 0, 0, 0),
+    (TinyDecoder, lambda: torch.randint(0, 256, (2, 8)), 8, 0, 0),
+    (TinyDetector, lambda: torch.randn(1, 3, 16, 16), 2, 0, 0),
+    (DataclassOutput, lambda: torch.randn(2, 8), 1, 0, 0),
+]
+
+
+@pytest.mark.parametrize("build,example,residual,concat,branches", SKIP_CASES, ids=[
+    "resnet18", "encoder-post-norm", "encoder-pre-norm", "plain-cnn", "unet", "densenet", "inception", "r3d",
+    "lstm-gru", "unrolled-gru", "decoder-gelu-rotary", "detector", "dataclass-output"])
+def test_skip_counts_are_exact(build, example, residual, concat, branches):
+    """Skips go around layers; arithmetic inside one module (tanh-GELU's polynomial, rotary
+    embeddings, GRU gates, box decoding) is not a skip; Inception's branches are merges."""
+    torch.manual_seed(0)
+    g, _ = graph_of(build(), example())
+    assert (g.residual_count, g.concat_count, len(g.merges)) == (residual, concat, branches)
 
 
 def test_residuals_belong_to_their_blocks_and_projections_are_seen():
@@ -46,6 +85,7 @@ def test_residuals_belong_to_their_blocks_and_projections_are_seen():
     assert blocks == [f"layers.{i}.{j}" for i in range(4) for j in range(2)]
     projections = sorted(calls[s.call].name for s in g.skips if s.projection)
     assert projections == ["layers.1.0", "layers.2.0", "layers.3.0"]
+    assert all(s.around >= 4 for s in g.skips), "each skip goes around two convs and two norms"
 
 
 class Embeddings(nn.Module):
@@ -72,29 +112,232 @@ def test_bias_and_embedding_additions_are_not_residuals():
     assert calls[g.skips[0].call].name == ""
 
 
-def test_same_nodes_and_edges_as_torchviz_make_dot():
+class BiasedAttention(nn.Module):
+    def __init__(self, dim, has_bias):
+        super().__init__()
+        self.q, self.k = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.bias = nn.Embedding(16, 1) if has_bias else None
+
+    def forward(self, x, bias):
+        scores = self.q(x) @ self.k(x).transpose(1, 2)
+        if bias is None:
+            bias = self.bias(torch.arange(x.shape[1])[:, None] - torch.arange(x.shape[1])[None] + 8)[..., 0]
+        return scores + bias, bias
+
+
+class PositionBiasStack(nn.Module):
+    """T5's pattern: a position bias computed from parameters in the first layer and added to
+    the attention scores of every layer. It depends on no input: it is not a skip."""
+
+    def __init__(self, layers=3, dim=8):
+        super().__init__()
+        self.embed = nn.Embedding(20, dim)
+        self.attn = nn.ModuleList(BiasedAttention(dim, i == 0) for i in range(layers))
+        self.proj = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+
+    def forward(self, ids):
+        x, bias = self.embed(ids), None
+        for attn, proj in zip(self.attn, self.proj):
+            scores, bias = attn(x, bias)
+            x = x + proj(scores.softmax(-1) @ x)
+        return x
+
+
+def test_a_bias_computed_from_parameters_alone_is_not_a_skip():
+    g, calls = graph_of(PositionBiasStack(), torch.randint(0, 20, (2, 5)))
+    assert g.residual_count == 3
+    assert sorted(calls[s.call].name for s in g.skips) == ["", "", ""]
+
+
+def test_a_skip_from_the_model_input_says_so():
+    report = nnviz_report.build_report(DataclassOutput(), torch.randn(2, 8), graph=True)
+    (skip,) = report.data["graph"]["skips"]
+    assert skip["source"] == "input"
+
+
+def test_tensors_in_a_dataclass_output_are_graph_outputs():
+    g, _ = graph_of(DataclassOutput(), torch.randn(2, 8))
+    assert sorted(n.name for n in g.nodes if n.kind == "output") == ["output.embedding", "output.logits"]
+
+
+# --- torchviz's graph, without recursion --------------------------------------------------------
+
+
+class Square(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+
+class CustomAndView(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+
+    def forward(self, x):
+        return Square.apply(self.fc(x)).view(2, 3, 2)
+
+
+def _torchviz_counts(model, x):
     from torchviz import make_dot
 
-    model = ResNet18().eval()
-    x = torch.randn(1, 3, 32, 32)
-    ours, _ = graph_of(model, x)
-    leaf = x.clone().requires_grad_(True)
+    leaf = x.clone().requires_grad_(x.is_floating_point())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        theirs = make_dot(model(leaf), params=dict(model.named_parameters()))
-    labels = Counter()
-    edges = Counter()
+        out = model(leaf)
+        theirs = make_dot(out, params=dict(model.named_parameters()))
+    labels, edges = Counter(), Counter()
     for line in theirs.body:
         if " -> " in line:
             edges["saved" if "dir=none" in line else "view" if "style=dotted" in line else "data"] += 1
         else:
             m = re.match(r'\t\S+ \[label=("(?:[^"\\]|\\.)*"|\S+?)[ \]]', line, re.S)
+            fill = re.search(r"fillcolor=(\w+)", line)
             if m and "\n" not in m.group(1):
                 labels[m.group(1).strip('"')] += 1
-    ops = Counter(n.op for n in ours.nodes if n.kind == "op")
-    assert ops == labels
+            elif fill:
+                labels[fill.group(1)] += 1
+    return labels, edges
+
+
+@pytest.mark.parametrize("build,example", [
+    (ResNet18, lambda: torch.randn(1, 3, 32, 32)),
+    (lambda: TransformerClassifier(layers=2), lambda: torch.randint(0, 1000, (2, 8))),
+    (lambda: RecurrentStack(50, 8, 8), lambda: torch.randint(0, 50, (2, 5))),
+    (CustomAndView, lambda: torch.randn(2, 4)),
+], ids=["resnet18", "transformer", "lstm-gru", "custom-function-and-view"])
+def test_same_nodes_and_edges_as_torchviz_make_dot(build, example):
+    torch.manual_seed(0)
+    model, x = build().eval(), example()
+    ours, _ = graph_of(model, x)
+    torch.manual_seed(0)
+    labels, edges = _torchviz_counts(model, x)
+    color = {"leaf": "lightblue", "param": "lightblue", "input": "lightblue", "saved": "orange",
+             "output": "darkolivegreen1", "view": "darkolivegreen3"}
+    mine = Counter(n.op if n.kind == "op" else color[n.kind] for n in ours.nodes)
+    assert mine == labels
     assert Counter(e.kind for e in ours.edges) == edges
-    assert edges["data"] > 100
+
+
+def test_chains_deeper_than_the_recursion_limit():
+    """make_dot recurses once per node; the walk here is a loop."""
+    x = torch.randn(3, requires_grad=True)
+    y = x
+    for _ in range(20_000):
+        y = y + 1
+    g = capture_graph(y, {}, [("input", x)], {}, [])
+    assert len(g.nodes) == 20_003 and not g.truncated
+
+
+def test_the_walk_stops_at_its_limit_with_a_note():
+    x = torch.randn(3, requires_grad=True)
+    y = x
+    for _ in range(100):
+        y = y * 2
+    g = capture_graph(y, {}, [("input", x)], {}, [], limit=50)
+    assert g.truncated and len(g.nodes) == 50 and "more than 50" in g.note
+
+
+@pytest.mark.parametrize("build,example,top", [
+    (DeepSequential, lambda: torch.randn(4, 16), "Linear → ReLU ×1000"),
+    (lambda: UnrolledGRU(400), lambda: torch.randn(2, 10, 8), "Select → GRUCell ×399"),
+    (ChainedAdds, lambda: torch.randn(4, 16), "AddBackward0 ×2000"),
+], ids=["sequential-1000", "unrolled-gru-400", "chained-adds-2000"])
+def test_deep_models_get_a_drawn_graph_with_their_repeats_folded(build, example, top):
+    report = nnviz_report.build_report(build(), example())
+    views = page_view(report.html)["assets"]["graph"]["views"]
+    root = views["root"]
+    labels = [item["label"] for item in root["info"].values()]
+    assert any(top in label for label in labels), labels
+    assert len(root["info"]) <= graph_views.MAX_BOXES
+    assert all(v["rendered"] for v in report.data["graph"]["views"] if v["id"] != "full")
+
+
+# --- module views ----------------------------------------------------------------------------
+
+
+def test_identical_blocks_fold_and_open_the_first():
+    run = run_of(TransformerClassifier(layers=6), torch.randint(0, 1000, (2, 8)))
+    h = graph_views.build_hierarchy(run.graph, run.forward.calls, "TransformerClassifier")
+    views = {v.id: v for v in h.views}
+    encoder = next(v for v in h.views if v.title.startswith("encoder ·"))
+    (fold,) = [n for n in encoder.nodes if n.kind == "fold"]
+    assert fold.label[:2] == ["layers.0–5", "TransformerEncoderLayer ×6 (2, 8, 64)"]
+    assert "↷ 12 skips" in fold.label
+    assert views[fold.opens].note.startswith("6 calls identical in structure")
+    names = {run.forward.calls[c].name for c in h.located}
+    assert {c.name for c in run.forward.calls if c.parent is not None} == names, "every call can be found"
+
+
+def test_large_views_are_split_into_groups_that_open():
+    import random
+
+    rng = random.Random(0)  # no repeating pattern to fold
+    acts = [nn.Tanh, nn.ReLU, nn.GELU, nn.Sigmoid, nn.SiLU, nn.ELU, nn.Softsign]
+    model = nn.Sequential(*[rng.choice(acts)() for _ in range(200)])
+    run = run_of(model, torch.randn(2, 8))
+    h = graph_views.build_hierarchy(run.graph, run.forward.calls, "Sequential")
+    root = h.views[0]
+    groups = [n for n in root.nodes if n.kind == "group"]
+    assert groups and len(root.nodes) <= graph_views.MAX_BOXES
+    opened = {v.id: v for v in h.views}
+    assert all(g.opens in opened for g in groups)
+    members = sum(len([n for n in opened[g.opens].nodes if n.kind in ("module", "fold")]) for g in groups)
+    assert members >= 150
+
+
+def test_dense_connections_go_through_junctions():
+    """DenseNet's block: layer k takes every earlier output. Edges grow linearly, not
+    quadratically, and every layer still reaches every later one."""
+    run = run_of(DenseNet((12,), growth=4, init=8, num_classes=2), torch.randn(1, 3, 16, 16))
+    h = graph_views.build_hierarchy(run.graph, run.forward.calls, "DenseNet")
+    block = next(v for v in h.views if v.title.startswith("features.denseblock1"))
+    layers = [n.id for n in sorted((n for n in block.nodes if n.kind == "module"),
+                                   key=lambda n: int(n.label[0].removeprefix("denselayer")))]
+    assert len(layers) == 12
+    assert len(block.edges) < 5 * len(layers)
+    succ: dict[str, list[str]] = {}
+    for a, b, _, _ in block.edges:
+        succ.setdefault(a, []).append(b)
+
+    def reaches(a, b):
+        seen, todo = set(), [a]
+        while todo:
+            for nxt in succ.get(todo.pop(), []):
+                if nxt == b:
+                    return True
+                if nxt not in seen and nxt.startswith("j"):  # only through junctions
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return False
+
+    assert all(reaches(a, b) for i, a in enumerate(layers) for b in layers[i + 1:])
+
+
+def test_module_views_mark_the_skip_path():
+    run = run_of(ResNet18(), torch.randn(1, 3, 32, 32))
+    h = graph_views.build_hierarchy(run.graph, run.forward.calls, "ResNet")
+    block = next(v for v in h.views if v.title.startswith("layers.1.0 ·"))
+    nodes = {n.id: n for n in block.nodes}
+    skip_edges = [(nodes[a], nodes[b]) for a, b, _, skip in block.edges if skip]
+    assert sorted((a.label[0], b.label[0]) for a, b in skip_edges) == [("from layers.0", "shortcut"), ("shortcut", "Add")]
+
+
+def test_module_view_connects_the_input():
+    run = run_of(SmallCNN(), torch.randn(1, 1, 28, 28))
+    root = graph_views.build_hierarchy(run.graph, run.forward.calls, "SmallCNN").views[0]
+    inputs = [n.id for n in root.nodes if n.kind == "input"]
+    assert len(inputs) == 1
+    assert [(a, b) for a, b, _, _ in root.edges if a == inputs[0]], "the input feeds the first layer"
+
+
+# --- the page ------------------------------------------------------------------------------
 
 
 def test_the_svg_is_deterministic():
@@ -105,19 +348,20 @@ def test_the_svg_is_deterministic():
         return {k: v["svg"] for k, v in views.items()}
 
     first, second = svgs(), svgs()
-    assert set(first) == {"module", "full"}
+    assert {"root", "full"} <= set(first)
     assert first == second
     assert not re.search(r"\d{9,}", first["full"]), "no memory addresses in ids"
 
 
-HOSTILE = ['<img src=x onerror=alert(1)>', 'javascript:alert(1)', 'a\\Nb\\G', 'q"uote', '</script><script>alert(2)</script>']
+HOSTILE = ['<img src=x onerror=alert(1)>', 'javascript:alert(1)', 'a\\Nb\\G', 'q"uote',
+           '</script><script>alert(2)</script>', 'nul\x00byte', '\\"]; x -> y; //']
 
 
 class Hostile(nn.Module):
     def __init__(self):
         super().__init__()
         for name in HOSTILE:
-            self.add_module(name, nn.Linear(4, 4))
+            self.add_module(name, nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
 
     def forward(self, x):
         for m in self.children():
@@ -134,30 +378,46 @@ def test_hostile_module_names_stay_text_everywhere():
     assert not re.search(r"""(?:href|src)\s*=\s*["']?\s*javascript:""", html, re.I), "no javascript: link"
     assert '<b>"title"</b>' not in html and "&lt;b&gt;&#34;title&#34;&lt;/b&gt;" in html
     views = page_view(html)["assets"]["graph"]["views"]
-    assert set(views) == {"module", "full"}, "dot drew both views"
+    assert {"root", "full"} <= set(views), "dot drew the views"
+    assert all(v["rendered"] for v in report.data["graph"]["views"])
     for view in views.values():
         svg = view["svg"]
         assert "<a " not in svg and "<script" not in svg.lower() and "onerror" not in svg.split(">")[0]
-        assert "&lt;img src=x onerror=alert(1)&gt;" in svg, "the name is shown as text"
-        assert "a\\Nb\\G" in svg, "backslash escapes are not interpreted by dot"
-    data_names = {e["name"] for e in report.data["feature_maps"]}
-    assert set(HOSTILE) <= data_names, "the data keeps the real names"
+    every = "".join(v["svg"] for v in views.values())
+    assert "&lt;img src=x onerror=alert(1)&gt;" in every, "the name is shown as text"
+    assert "a\\Nb\\G" in every, "backslash escapes are not interpreted by dot"
+    assert "nul\\x00byte" in every
+    assert report.data["graph"]["residual_connections"] == len(HOSTILE)
+
+
+def test_names_dot_cannot_encode_are_drawn_escaped():
+    """A lone surrogate (a module name from non-UTF-8 bytes) would stop dot's input."""
+    model = nn.Sequential()
+    model.add_module("lone\udce9surrogate", nn.Linear(4, 4))
+    run = run_of(model, torch.randn(2, 4))
+    views = graph_views.build_hierarchy(run.graph, run.forward.calls, "Sequential").views
+    (result,) = dot.render_svgs([dot.source(views[0], run.forward.calls, "x-")], 10)
+    assert result.error is None and "lone\\udce9surrogate" in result.svg
 
 
 def test_missing_dot_gives_a_report_with_an_install_hint(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     report = nnviz_report.build_report(SmallCNN(), torch.randn(1, 1, 28, 28))
     assert report.data["graph"]["residual_connections"] == 0
-    assert report.data["graph"]["views"][0]["rendered"] is False
+    assert not any(v["rendered"] for v in report.data["graph"]["views"])
     assert "apt-get install graphviz" in report.html
     assert any("apt-get install graphviz" in w for w in report.warnings)
     assert report.data["graph"]["nodes"] > 0, "the structure is still captured"
 
 
-def test_dot_timeout_falls_back_with_a_notice():
+def test_a_layout_over_its_budget_is_dropped_with_a_true_notice():
     report = nnviz_report.build_report(ResNet18(), torch.randn(1, 3, 16, 16), dot_timeout=0.001)
-    assert "did not finish within 0.001 s" in report.html
-    assert all(not v["rendered"] for v in report.data["graph"]["views"])
+    views = report.data["graph"]["views"]
+    assert all(v["rendered"] or "did not finish within" in v["error"] for v in views)
+    assert not next(v for v in views if v["id"] == "full")["rendered"]
+    modules_drawn = any(v["rendered"] for v in views if v["id"] != "full")
+    assert ("no other view was drawn either" in report.html) is not modules_drawn
+    assert "shown instead" not in report.html
 
 
 def test_frozen_model_with_integer_input_has_no_graph_but_a_report():
@@ -167,9 +427,44 @@ def test_frozen_model_with_integer_input_has_no_graph_but_a_report():
     assert "no autograd graph" in report.html
 
 
+def test_a_failing_graph_capture_costs_only_the_graph(monkeypatch):
+    import nnviz_report.capture.run as run_module
+
+    def broken(*args, **kwargs):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(run_module, "capture_graph", broken)
+    report = nnviz_report.build_report(SmallCNN(), torch.randn(1, 1, 28, 28))
+    assert "could not be captured (RecursionError" in report.html
+    assert report.data["feature_maps"] and report.data["activations"]["calls"]
+
+
+def test_a_failing_graph_section_costs_only_the_graph(monkeypatch):
+    from nnviz_report.sections import graph as graph_section
+
+    monkeypatch.setattr(graph_section, "build_hierarchy", lambda *a: 1 / 0)
+    report = nnviz_report.build_report(SmallCNN(), torch.randn(1, 1, 28, 28))
+    assert "the graph could not be drawn (ZeroDivisionError" in report.html
+    assert any("ZeroDivisionError" in w for w in report.warnings)
+
+
+def test_stop_all_ends_a_running_layout_at_once():
+    """An interrupt (Jupyter's stops Python only) must not wait for Graphviz's timeout."""
+    edges = "".join(f"n{i} -> n{(i * 7919 + j) % 3000};" for i in range(3000) for j in (1, 2, 3, 5, 8))
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(r=dot.render_svg(f"digraph g {{{edges}}}", 60)))
+    worker.start()
+    time.sleep(0.5)
+    started = time.perf_counter()
+    dot.stop_all()
+    worker.join(10)
+    assert not worker.is_alive() and time.perf_counter() - started < 5
+    assert result["r"].svg is None and result["r"].error == "dot was stopped"
+
+
 def test_the_autograd_graph_and_its_saved_activations_are_freed():
-    """make_dot leaves its graph in a reference cycle; nothing of the forward pass may
-    outlive build_report (a training loop calling it every epoch would grow)."""
+    """Nothing of the forward pass may outlive build_report (a training loop calling it every
+    epoch would grow), even with the garbage collector off."""
     import gc
     import weakref
 
@@ -227,13 +522,3 @@ def test_the_svg_check_agrees_with_one_regex_over_random_markup():
         outcomes[safe] += 1
         assert _safe_svg(svg) is safe, svg
     assert min(outcomes.values()) > 1000, outcomes  # both answers well exercised
-
-
-def test_module_view_connects_the_input():
-    from nnviz_report import dot
-
-    g, calls = graph_of(SmallCNN(), torch.randn(1, 1, 28, 28))
-    view = dot.module_view(g, calls)
-    inputs = [n.id for n in view.nodes if n.kind == "input"]
-    assert len(inputs) == 1
-    assert [(a, b) for a, b, _, _ in view.edges if a == inputs[0]], "the input feeds the first layer"

@@ -64,7 +64,7 @@ def test_every_section_has_real_content(fixture, request):
     assert all(p["before"] is not None for p in data["parameters"])
     assert data["graph"]["residual_connections"] == (1 if fixture == "demo_report" else 8)
     view = page_view(report.html)
-    assert {"module", "full"} <= view["assets"]["graph"]["views"].keys()
+    assert {"root", "full"} <= view["assets"]["graph"]["views"].keys()
     images = page_json(report.html, "nnviz-images")["feature_maps"]
     assert images["sheets"] and all(s.startswith(("data:image/jpeg;base64,", "data:image/png;base64,"))
                                     for s in images["sheets"])

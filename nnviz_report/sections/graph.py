@@ -1,8 +1,9 @@
-"""The autograd graph, drawn by Graphviz: a module-level view and torchviz's full graph."""
+"""The autograd graph, drawn by Graphviz: module views to drill through, and torchviz's graph."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from .. import dot
 from ..capture.forward import ModuleCall
@@ -10,33 +11,15 @@ from ..capture.run import CapturedRun
 from . import Notice, Section
 from ._format import plural
 from .feature_maps import anchor as fm_anchor
+from .graph_views import FULL_MAX_NODES, Hierarchy, View, build_hierarchy, full_view, short_op
 from .parameters import anchor as param_anchor
 
 ID = "graph"
-FULL_DEFAULT_MAX = 150  # larger graphs open on the module view
-FULL_MAX_NODES = 6000  # larger graphs get the module view only
-NICE = {"module": 10, "full": 0}  # dot's priority below ours, per view
-
-
-def _node_info(view: dot.ViewGraph, calls: list[ModuleCall], prefix: str, fm_calls: set[int], param_modules: set[str]) -> dict:
-    info = {}
-    for n in view.nodes:
-        call = calls[n.call] if n.call is not None else None
-        item = {"label": " ".join(n.label), "kind": n.kind}
-        if call is not None:
-            item["module"] = call.name
-            item["type"] = call.type
-            if call.id in fm_calls:
-                item["fm"] = fm_anchor(call.id)
-            if call.name in param_modules:
-                item["param"] = param_anchor(call.name)
-        info[prefix + n.id] = item
-    for cid, call in view.clusters.items():
-        item = {"label": f"{call.name} · {call.type}", "kind": "cluster", "module": call.name, "type": call.type}
-        if call.name in param_modules:
-            item["param"] = param_anchor(call.name)
-        info[f"{prefix}c{cid}"] = item
-    return info
+FULL_DEFAULT_MAX = 100  # graphs up to this many nodes open on torchviz's full graph
+BATCH_NODES = 1500  # module views laid out by one dot process, at most this many nodes in all
+NICE = 10  # dot's priority below ours: it yields the CPU to the rest of the report
+FULL_SHARE = 0.4  # of the layout budget for torchviz's full graph: the module views show it all too
+MAX_MEMBERS = 40  # names listed for a fold or group box
 
 
 def _collapse(names: list[str]) -> list[str]:
@@ -44,99 +27,241 @@ def _collapse(names: list[str]) -> list[str]:
     return [n for i, n in enumerate(names) if i == 0 or n != names[i - 1]]
 
 
+class _Info:
+    """What the page shows when a node is clicked or searched, per SVG element id."""
+
+    def __init__(self, run: CapturedRun):
+        self.calls = run.forward.calls
+        self.model = run.model.class_name
+        self.fm_calls = {layer.call_id for layer in run.forward.layers}
+        graph = run.graph
+        self.param_modules = {n.name.rpartition(".")[0] for n in graph.nodes if n.kind == "param" and n.name}
+
+    def call_item(self, call: ModuleCall) -> dict[str, Any]:
+        item: dict[str, Any] = {"module": call.name, "type": call.type}
+        if call.id in self.fm_calls:
+            item["fm"] = fm_anchor(call.id)
+        if call.name in self.param_modules:
+            item["param"] = param_anchor(call.name)
+        return item
+
+    def view(self, view: View, prefix: str) -> dict[str, dict]:
+        info = {}
+        for n in view.nodes:
+            if n.kind == "junction":
+                item: dict[str, Any] = {"label": "together: " + ", ".join(dot.printable(x) for x in n.label),
+                                        "kind": n.kind}
+                info[prefix + n.id] = item
+                continue
+            item = {"label": " ".join(dot.printable(x) for x in n.label if x), "kind": n.kind}
+            if n.call is not None:
+                item.update(self.call_item(self.calls[n.call]))
+            if n.opens:
+                item["opens"] = n.opens
+            if n.members:
+                names = [self.calls[c].name for c in n.members]
+                item["members"] = names[:MAX_MEMBERS] + ([f"… {len(names) - MAX_MEMBERS} more"]
+                                                        if len(names) > MAX_MEMBERS else [])
+            if n.ops:
+                item["ops"] = [dot.printable(x) for x in n.ops]
+            info[prefix + n.id] = item
+        for cid, call in view.clusters.items():
+            item = {"label": f"{call.name} · {call.type}", "kind": "cluster", **self.call_item(call)}
+            info[f"{prefix}c{cid}"] = item
+        return info
+
+
+def _layout(views: list[tuple[str, View, str]], calls: list[ModuleCall], timeout: float) -> dict[str, dot.SvgResult]:
+    """SVG per view id. Module views go in batches (one dot each, two at a time); a batch
+    that does not finish in time is retried view by view, with the cheapest settings."""
+    prepared = []
+    results: dict[str, dot.SvgResult] = {}
+    for vid, view, prefix in views:
+        attrs = dot.layout_attrs(dot.layout_cost(view))
+        if attrs is None:
+            results[vid] = dot.SvgResult(None, "too large to lay out within the layout budget", 0.0)
+        else:
+            prepared.append((vid, view, prefix, attrs))
+    batches: list[list] = []
+    size = BATCH_NODES
+    for item in prepared:
+        n = len(item[1].nodes)
+        if size + n > BATCH_NODES or item[0] == "full":
+            batches.append([])
+            size = 0
+        batches[-1].append(item)
+        size += n
+
+    def run(batch: list) -> list[tuple[str, dot.SvgResult]]:
+        sources = [dot.source(view, calls, prefix, attrs) for _, view, prefix, attrs in batch]
+        full = batch[0][0] == "full"
+        out = dot.render_svgs(sources, timeout * FULL_SHARE if full else timeout, 0 if full else NICE)
+        if len(batch) > 1 and all(r.error and "did not finish" in r.error for r in out):
+            cheapest = dot.LAYOUT_TIERS[-1][1]
+            out = [dot.render_svg(dot.source(view, calls, prefix, cheapest), timeout, NICE)
+                   for _, view, prefix, _ in batch]
+        return [(item[0], r) for item, r in zip(batch, out)]
+
+    if batches:
+        with ThreadPoolExecutor(min(2, len(batches))) as pool:
+            for pairs in pool.map(run, batches):
+                results.update(pairs)
+    return results
+
+
 def build(run: CapturedRun) -> Section:
     g = run.graph
     calls = run.forward.calls
     notices: list[Notice] = []
-    views = []
-    data = {
+    data: dict[str, Any] = {
         "nodes": 0,
         "edges": 0,
         "residual_connections": 0,
         "concat_skips": 0,
+        "branch_merges": 0,
         "skips": [],
+        "merges": [],
         "views": [],
         "dot_version": dot.dot_version(),
         "note": None,
     }
+    empty_view = {"skips": [], "merges": [], "default": None, "root": None, "note": None, "timings": {},
+                  "full_drawn": False, "module_views": 0}
     if g is None:
         data["note"] = "the autograd graph was not captured (graph=False / --no-graph)"
         return Section(ID, "Autograd graph", "sections/graph.html.j2", data, summary="not captured",
-                       view={"views": [], "skips": [], "default": None, "note": data["note"], "timings": {}})
+                       view={**empty_view, "note": data["note"]})
     data.update(nodes=len(g.nodes), edges=len(g.edges), residual_connections=g.residual_count,
-                concat_skips=sum(1 for s in g.skips if s.kind == "concat"), note=g.note)
-    nodes = {n.id: n for n in g.nodes}
+                concat_skips=g.concat_count, branch_merges=len(g.merges), note=g.note)
+    nodes = g.nodes
+    held = {e.dst: nodes[e.src] for e in g.edges if nodes[e.src].kind == "input"}
 
-    def where(node_id: str) -> str:
-        n = nodes[node_id]
+    def where(i: int) -> str:
+        n = nodes[i]
         if n.kind == "input":
             return n.name or "input"
+        if n.op == "AccumulateGrad" and i in held:  # the input's accumulator stands for it
+            return held[i].name or "input"
         if n.call is not None:
             return calls[n.call].name or run.model.class_name
-        return n.name or n.op or "?"
+        return n.name or short_op(n.op or "?")
 
-    skips = []
-    for s in g.skips:
-        skips.append({
-            "kind": s.kind,
-            "module": calls[s.call].name if s.call is not None else "",
-            "node": s.node,
-            "source": where(s.source),
-            "through": _collapse([where(x) for x in s.path[1:]]),
-            "projection": s.projection,
-        })
-    data["skips"] = skips
+    skips = [{
+        "kind": s.kind,
+        "module": calls[s.call].name if s.call is not None else "",
+        "node": f"n{s.node}",
+        "source": where(s.source),
+        "through": _collapse([where(x) for x in s.path[1:]]),
+        "projection": s.projection,
+        "around": s.around,
+    } for s in g.skips]
+    merges = [{
+        "kind": m.kind,
+        "module": calls[m.call].name if m.call is not None else "",
+        "node": f"n{m.node}",
+        "source": where(m.source),
+        "branches": m.branches,
+    } for m in g.merges]
+    data["skips"], data["merges"] = skips, merges
 
-    fm_calls = {layer.call_id for layer in run.forward.layers}
-    param_modules = {n.name.rpartition(".")[0] for n in g.nodes if n.kind == "param" and n.name}
-    timings = {}
-    assets: dict[str, dict] = {}
+    timings: dict[str, float] = {}
+    assets: dict[str, Any] = {}
+    index: list[dict[str, str]] = []
+    hierarchy = Hierarchy([], {}, 0)
+    default = root = None
     if g.nodes:
-        candidates = [("module", "Modules", dot.module_view(g, calls))]
-        if len(g.nodes) <= FULL_MAX_NODES:
-            candidates.append(("full", "Autograd graph (torchviz)", dot.full_view(g, calls)))
+        hierarchy = build_hierarchy(g, calls, run.model.class_name)
+        todo = [(v.id, v, f"g{i}-") for i, v in enumerate(hierarchy.views)]
+        full = None
+        if len(g.nodes) <= FULL_MAX_NODES and not g.truncated:
+            full = full_view(g, calls)
+            todo.append(("full", full, "gf-"))
         else:
-            notices.append(Notice("info", f"the full autograd graph has {len(g.nodes)} nodes, more than "
-                                          f"{FULL_MAX_NODES}; only the module view is drawn", ID))
-        sources = [dot.source(view, calls, f"g{key[0]}-") for key, _, view in candidates]
-        # Both layouts at once: dot runs in its own process, the threads only wait for it.
-        # The module view's dot yields the CPU to the rest of the report (NICE).
-        with ThreadPoolExecutor(len(sources)) as pool:
-            results = list(pool.map(lambda src, key: dot.render_svg(src, run.options.dot_timeout, NICE[key]),
-                                    sources, [key for key, _, _ in candidates]))
-        for (key, label, view), result in zip(candidates, results):
-            prefix = f"g{key[0]}-"
-            timings[key] = result.seconds
-            views.append({"id": key, "label": label, "nodes": len(view.nodes), "edges": len(view.edges),
-                          "error": result.error, "drawn": result.svg is not None})
-            if result.svg:
-                assets[key] = {"svg": result.svg, "info": _node_info(view, calls, prefix, fm_calls, param_modules)}
-            data["views"].append({"id": key, "nodes": len(view.nodes), "edges": len(view.edges),
-                                  "rendered": result.svg is not None, "error": result.error})
-        errors = {v["error"] for v in views if v["error"]}
-        if dot.INSTALL_HINT in errors:
-            notices.append(Notice("warning", dot.INSTALL_HINT, ID))
-        else:
-            for v in views:
-                if v["error"]:
-                    notices.append(Notice("warning", f"{v['label']}: {v['error']}; "
-                                          + ("the module view is shown instead" if v["id"] == "full" else "not drawn"), ID))
-    drawn = [v for v in views if v["drawn"]]
-    default = None
-    if drawn:
-        full = next((v for v in drawn if v["id"] == "full"), None)
-        default = "full" if full is not None and len(g.nodes) <= FULL_DEFAULT_MAX else drawn[0]["id"]
-    n_res = g.residual_count
-    summary = f"{plural(len(g.nodes), 'node')}, {plural(n_res, 'residual connection')}"
-    if data["concat_skips"]:
-        summary += f", {plural(data['concat_skips'], 'concatenation skip')}"
+            notices.append(Notice("info", f"torchviz's full graph has {len(g.nodes):,} nodes, more than "
+                                          f"{FULL_MAX_NODES:,}; it is not drawn as one picture: the module views "
+                                          "show every module and operation", ID))
+        results = _layout(todo, calls, run.options.dot_timeout)
+        info = _Info(run)
+        drawn: dict[str, dict] = {}
+        for vid, view, prefix in todo:
+            result = results[vid]
+            timings[vid] = result.seconds
+            data["views"].append({"id": vid, "title": dot.printable(view.title), "nodes": len(view.nodes),
+                                  "edges": len(view.edges), "rendered": result.svg is not None, "error": result.error})
+            if result.svg is not None:
+                drawn[vid] = {"svg": result.svg, "info": info.view(view, prefix), "title": dot.printable(view.title),
+                              "parent": view.parent, "note": view.note}
+        # A box whose view was not drawn does not open.
+        for entry in drawn.values():
+            for item in entry["info"].values():
+                if item.get("opens") and item["opens"] not in drawn:
+                    del item["opens"]
+        assets["views"] = drawn
+        prefixes = {vid: prefix for vid, _, prefix in todo}
+        for cid, (vid, node) in sorted(hierarchy.located.items()):
+            if vid in drawn:
+                c = calls[cid]
+                index.append({"label": c.name or run.model.class_name, "type": c.type, "view": vid,
+                              "node": prefixes[vid] + node})
+        notices.extend(_layout_notices(data["views"], results, hierarchy))
+        module_drawn = "root" in drawn
+        if full is not None and "full" in drawn and (len(g.nodes) <= FULL_DEFAULT_MAX or not module_drawn):
+            default = "full"
+        elif module_drawn:
+            default = "root"
+        root = "root" if module_drawn else None
+    if g.truncated:
+        notices.append(Notice("warning", g.note or "the autograd graph was cut short", ID))
+    summary = f"{plural(len(g.nodes), 'node')}, {plural(g.residual_count, 'residual connection')}"
+    if g.concat_count:
+        summary += f", {plural(g.concat_count, 'concatenation skip')}"
     return Section(
         id=ID,
         title="Autograd graph",
         template="sections/graph.html.j2",
         data=data,
-        view={"views": views, "skips": skips, "default": default, "note": g.note, "timings": timings},
-        assets={"views": assets},
+        view={"skips": skips, "merges": merges, "default": default, "root": root, "note": g.note,
+              "timings": timings, "full_drawn": "full" in assets.get("views", {}),
+              "module_views": len(hierarchy.views)},
+        assets={"views": assets.get("views", {}), "index": index},
         notices=tuple(notices),
         summary=summary,
     )
+
+
+def failed(exc: Exception) -> Section:
+    """The section when building it failed: the report still builds, and says why."""
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    text = f"the graph could not be drawn ({type(exc).__name__}: {first}); the other sections are complete"
+    data = {"nodes": 0, "edges": 0, "residual_connections": 0, "concat_skips": 0, "branch_merges": 0, "skips": [],
+            "merges": [], "views": [], "dot_version": dot.dot_version(), "note": text}
+    view = {"skips": [], "merges": [], "default": None, "root": None, "note": None, "timings": {},
+            "full_drawn": False, "module_views": 0}
+    return Section(ID, "Autograd graph", "sections/graph.html.j2", data, view=view,
+                   notices=(Notice("warning", text, ID),), summary="not drawn")
+
+
+def _layout_notices(views: list[dict], results: dict[str, dot.SvgResult], hierarchy: Hierarchy) -> list[Notice]:
+    errors = {v["error"] for v in views if v["error"]}
+    if dot.INSTALL_HINT in errors:
+        return [Notice("warning", dot.INSTALL_HINT, ID)]
+    out = []
+    full = next((v for v in views if v["id"] == "full"), None)
+    modules = [v for v in views if v["id"] != "full"]
+    failed = [v for v in modules if not v["rendered"]]
+    if full is not None and not full["rendered"]:
+        shown = "the module views show every module and operation" if len(failed) < len(modules) else \
+            "no other view was drawn either"
+        out.append(Notice("warning" if "budget" not in (full["error"] or "") else "info",
+                          f"torchviz's full graph ({full['nodes']:,} nodes) was not drawn: {full['error']}; {shown}",
+                          ID))
+    if failed:
+        root_failed = any(v["id"] == "root" for v in failed)
+        first = failed[0]
+        out.append(Notice("warning", f"{plural(len(failed), 'module view')} of {len(modules)} not drawn "
+                                     f"({first['title']}: {first['error']})"
+                                     + ("; the model's own view is among them" if root_failed else ""), ID))
+    if hierarchy.dropped:
+        out.append(Notice("info", f"{plural(hierarchy.dropped, 'box')} do not open a view of their own: the page "
+                                  "draws at most a few hundred module views; search still finds every module", ID))
+    return out

@@ -266,34 +266,69 @@
 
   /* ---- graph -------------------------------------------------------------------------- */
   function setupGraph(box) {
-    var views = ((ASSETS.graph || {}).views) || {};
+    var assets = ASSETS.graph || {}, views = assets.views || {}, index = assets.index || [];
     var canvas = box.querySelector(".graph-canvas"), info = box.querySelector(".graph-info");
     var results = box.querySelector(".graph-results"), search = box.querySelector("[data-graph-search]");
+    var crumbs = box.querySelector(".graph-crumbs"), note = box.querySelector(".graph-note");
     var state = null;
-    function show(key) {
+    /* Text stays legible at the first zoom: at most this many SVG units per screen pixel
+       (dot's 10-unit labels are then at least 7.7 px tall). */
+    var LEGIBLE = 1.3;
+    function show(key, focus) {
       var v = views[key];
       if (!v) return;
-      box.querySelectorAll("[data-view]").forEach(function (b) { b.setAttribute("aria-selected", String(b.getAttribute("data-view") === key)); });
+      box.querySelectorAll("[data-tab]").forEach(function (b) {
+        b.setAttribute("aria-selected", String((key === "full") === (b.getAttribute("data-tab") === "full")));
+      });
       canvas.innerHTML = v.svg;
       var svg = canvas.querySelector("svg");
       var vb = svg.viewBox.baseVal;
       state = { key: key, svg: svg, info: v.info, base: { x: vb.x, y: vb.y, w: vb.width, h: vb.height } };
       svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
+      Object.keys(v.info).forEach(function (id) {
+        if (v.info[id].opens) { var g = svg.getElementById ? svg.getElementById(id) : null; if (g) g.classList.add("opens"); }
+      });
+      breadcrumb(key);
+      note.textContent = v.note || "";
+      note.hidden = !v.note;
       fit(false);
       info.hidden = true;
       stats.graphs++;
+      if (focus) { var g = svg.querySelector("#" + CSS.escape(focus)); if (g) center(g); }
+    }
+    function breadcrumb(key) {
+      crumbs.textContent = "";
+      if (key === "full") { crumbs.hidden = true; return; }
+      crumbs.hidden = false;
+      var chain = [];
+      for (var k = key; k && views[k]; k = views[k].parent) chain.unshift(k);
+      chain.forEach(function (k, i) {
+        if (i) crumbs.appendChild(document.createTextNode(" › "));
+        var title = views[k].title;
+        if (i === chain.length - 1) {
+          var here = document.createElement("strong");
+          here.textContent = title;
+          crumbs.appendChild(here);
+        } else {
+          var b = document.createElement("button");
+          b.type = "button";
+          b.textContent = title;
+          b.addEventListener("click", function () { show(k); });
+          crumbs.appendChild(b);
+        }
+      });
     }
     function setBox(x, y, w, h) {
       state.box = { x: x, y: y, w: w, h: h };
       state.svg.setAttribute("viewBox", [x, y, w, h].join(" "));
     }
     function fit(whole) {
-      // Whole graph: contain it. First view: never magnify beyond 1:1, and start a tall
-      // graph at its top at a readable size instead of shrinking it to a line.
+      /* Whole graph: contain it. First view: the whole graph if it is legible so; else as
+         wide as legibility allows, from the top (dot lays the graph out top to bottom). */
       var b = state.base, r = canvas.getBoundingClientRect();
       if (!r.width || !r.height) { setBox(b.x, b.y, b.w, b.h); return; }
       var s = Math.max(b.w / r.width, b.h / r.height, 1);
-      if (!whole) s = Math.max(Math.min(s, b.w / r.width * 1.05), 1);
+      if (!whole && s > LEGIBLE) s = Math.max(Math.min(b.w / r.width, LEGIBLE), 1);
       var w = r.width * s, h = r.height * s;
       setBox(b.x + b.w / 2 - w / 2, whole || h >= b.h ? b.y + b.h / 2 - h / 2 : b.y, w, h);
     }
@@ -336,6 +371,28 @@
       canvas.classList.remove("dragging");
       if (d && !d.moved) select(document.elementFromPoint(ev.clientX, ev.clientY) || canvas);
     });
+    canvas.addEventListener("dblclick", function (ev) {
+      var at = document.elementFromPoint(ev.clientX, ev.clientY);  /* the canvas holds the pointer */
+      var g = at && at.closest && at.closest("g.node");
+      var item = g && state && state.info[g.id];
+      if (item && item.opens) show(item.opens);
+    });
+    canvas.addEventListener("keydown", function (ev) {
+      if (!state) return;
+      var selected = state.svg.querySelector(".selected"), item = selected && state.info[selected.id];
+      if (ev.key === "Enter" && item && item.opens) { ev.preventDefault(); show(item.opens); }
+      if ((ev.key === "Backspace" || ev.key === "Escape") && views[state.key] && views[state.key].parent) {
+        ev.preventDefault();
+        show(views[state.key].parent);
+      }
+    });
+    function line(text, cls) {
+      var p = document.createElement("p");
+      p.textContent = text;
+      if (cls) p.className = cls;
+      info.appendChild(p);
+      return p;
+    }
     function select(target) {
       var g = target.closest && target.closest("g.node, g.cluster");
       state.svg.querySelectorAll(".selected").forEach(function (e) { e.classList.remove("selected"); });
@@ -343,23 +400,27 @@
       g.classList.add("selected");
       var item = state.info[g.id];
       info.textContent = "";
-      var p = document.createElement("p");
-      p.textContent = item.label;
-      p.style.fontWeight = "600";
-      info.appendChild(p);
-      if (item.module !== undefined) {
-        var m = document.createElement("p");
-        m.textContent = "module: " + (item.module || "(root)") + (item.type ? " · " + item.type : "");
-        info.appendChild(m);
+      line(item.label).style.fontWeight = "600";
+      if (item.module !== undefined) line("module: " + (item.module || "(root)") + (item.type ? " · " + item.type : ""));
+      if (item.members) line((item.kind === "fold" ? "stands for: " : "holds: ") + item.members.join(", "), "muted");
+      if (item.ops) line("operations: " + item.ops.join(", "), "muted");
+      var links = document.createElement("p");
+      if (item.opens) {
+        var open = document.createElement("button");
+        open.type = "button";
+        open.textContent = "Open ▸";
+        open.addEventListener("click", function () { show(item.opens); });
+        links.appendChild(open);
       }
       [["fm", "feature map →"], ["param", "parameters →"]].forEach(function (pair) {
         if (!item[pair[0]]) return;
         var a = document.createElement("a");
         a.href = "#" + item[pair[0]];
         a.textContent = pair[1];
-        a.style.marginRight = "1em";
-        info.appendChild(a);
+        a.style.marginLeft = "1em";
+        links.appendChild(a);
       });
+      if (links.childNodes.length) info.appendChild(links);
       info.hidden = false;
     }
     function center(g) {
@@ -370,23 +431,33 @@
       g.classList.add("hit");
       select(g);
     }
+    /* Search: every module call (by where it is drawn) and every node of every drawn view. */
+    var entries = index.map(function (e) {
+      return { text: (e.label + " " + e.type).toLowerCase(), label: e.label + " · " + e.type, view: e.view, node: e.node };
+    });
+    Object.keys(views).forEach(function (key) {
+      var vinfo = views[key].info;
+      Object.keys(vinfo).forEach(function (id) {
+        var it = vinfo[id];
+        if (it.kind === "module" || it.kind === "cluster") return;  /* in the index already */
+        entries.push({ text: (it.label + " " + (it.module || "")).toLowerCase(), label: it.label, view: key, node: id });
+      });
+    });
     search.addEventListener("input", function () {
       var q = search.value.trim().toLowerCase();
       results.textContent = "";
-      if (!state || !q) { results.hidden = true; return; }
-      var hits = Object.keys(state.info).filter(function (id) {
-        var it = state.info[id];
-        return (it.label + " " + (it.module || "")).toLowerCase().indexOf(q) >= 0;
-      }).slice(0, 50);
-      hits.forEach(function (id) {
+      if (!q) { results.hidden = true; return; }
+      var hits = entries.filter(function (e) { return e.text.indexOf(q) >= 0; }).slice(0, 50);
+      hits.forEach(function (e) {
         var li = document.createElement("li"), b = document.createElement("button");
         b.type = "button";
-        b.textContent = state.info[id].label;
-        b.addEventListener("click", function () {
-          var g = state.svg.querySelector("#" + CSS.escape(id));
-          if (g) center(g);
-        });
+        b.textContent = e.label;
+        var where = document.createElement("span");
+        where.className = "muted";
+        where.textContent = "  in " + (views[e.view] ? views[e.view].title : e.view);
+        b.addEventListener("click", function () { show(e.view, e.node); });
         li.appendChild(b);
+        li.appendChild(where);
         results.appendChild(li);
       });
       results.hidden = hits.length === 0;
@@ -394,8 +465,8 @@
     search.addEventListener("keydown", function (ev) {
       if (ev.key === "Enter") { var b = results.querySelector("button"); if (b) b.click(); }
     });
-    box.querySelectorAll("[data-view]").forEach(function (b) {
-      b.addEventListener("click", function () { show(b.getAttribute("data-view")); search.dispatchEvent(new Event("input")); });
+    box.querySelectorAll("[data-tab]").forEach(function (b) {
+      b.addEventListener("click", function () { show(b.getAttribute("data-tab")); });
     });
     box.querySelectorAll("[data-zoom]").forEach(function (b) {
       b.addEventListener("click", function () {
@@ -406,6 +477,7 @@
     });
     show(box.getAttribute("data-default"));
     window.addEventListener("beforeprint", function () { if (state) fit(true); });
+    box._nnvizGraph = { show: show, views: views, current: function () { return state && state.key; } };
   }
 
   /* ---- tables and filters ---------------------------------------------------------------- */
