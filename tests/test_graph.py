@@ -235,6 +235,20 @@ def test_chains_deeper_than_the_recursion_limit():
     assert len(g.nodes) == 20_003 and not g.truncated
 
 
+def test_a_graph_of_70000_nodes_is_released_without_a_crash():
+    """Releasing the forward pass's references oldest first freed a 70,000-node chain in one
+    recursive destruction that overflowed the C++ stack: a segfault (so: a subprocess)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import sys, torch; sys.path.insert(0, 'examples'); from zoo import ChainedAdds; import nnviz_report; "
+            "nnviz_report.build_report(ChainedAdds(70_000), torch.randn(2, 4), graph=False); print('built')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "built" in done.stdout, done.stderr[-500:]
+
+
 def test_the_walk_stops_at_its_limit_with_a_note():
     x = torch.randn(3, requires_grad=True)
     y = x

@@ -33,6 +33,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import NNVizError
 from . import activations as act
+from .graph import sequence_nr
 from .guard import preserve_model_state
 from .tensors import (
     FULL_COPY_BUDGET,
@@ -139,12 +140,19 @@ class ForwardCapture:
             layer.image = image
 
     def release(self) -> None:
-        """Drop every reference to the autograd graph and its saved activations."""
+        """Drop every reference to the autograd graph and its saved activations.
+
+        The nodes go newest first, each while nothing else holds it: dropped oldest first
+        (as ``list.clear`` does), the last one would free a chain of 10^5 nodes in one
+        recursive destruction, which overflows the C++ stack (a segfault)."""
         self.output = None
         self.inputs = [(label, t.detach()) for label, t in self.inputs]
         self.owner.clear()
         self.entries.clear()
-        self.keepalive.clear()
+        nodes, self.keepalive = self.keepalive, []
+        nodes.sort(key=sequence_nr)
+        while nodes:
+            nodes.pop()
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -361,19 +361,29 @@ def _fold(level: _Level, b: _Builder) -> _Level:
     seq = sorted((a for a in level.atoms.values() if a.sig is not None), key=lambda a: (a.order, a.key))
     sigs = [a.sig for a in seq]
     linked = set(level.edges)
+
+    def chained(i: int, p: int, r: int) -> int:
+        """How many of ``r`` repeats of ``seq[i:i+p]`` each feed the next."""
+        for k in range(1, r):
+            if not any((x.key, y.key) in linked for x in seq[i + (k - 1) * p:i + k * p]
+                       for y in seq[i + k * p:i + (k + 1) * p]):
+                return k
+        return r
+
     folds = []
     i = 0
     while i < len(seq):
         best = None
         for p in range(1, min(MAX_PERIOD, (len(seq) - i) // 2) + 1):
             r = 1
-            while (i + (r + 1) * p <= len(seq) and sigs[i + r * p:i + (r + 1) * p] == sigs[i:i + p]
-                   and any((x.key, y.key) in linked for x in seq[i + (r - 1) * p:i + r * p]
-                           for y in seq[i + r * p:i + (r + 1) * p])):
+            while i + (r + 1) * p <= len(seq) and all(sigs[i + r * p + j] == sigs[i + j] for j in range(p)):
                 r += 1
             block = p == 1 and seq[i].kind == "module" and bool(b.children.get(seq[i].call))
-            if r >= (2 if block else 3) and (best is None or p * r > best[0] * best[1]):
-                best = (p, r)
+            need = 2 if block else 3
+            if r >= need and (best is None or p * r > best[0] * best[1]):
+                r = chained(i, p, r)
+                if r >= need and (best is None or p * r > best[0] * best[1]):
+                    best = (p, r)
         if best is None:
             i += 1
             continue
