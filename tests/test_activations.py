@@ -211,3 +211,77 @@ def test_dead_channels_of_conv_maps_match_an_independent_count(act, batch, devic
     assert call["dead_fraction"] == pytest.approx(units_dead.double().mean().item())
     assert call["dead_channel_fraction"] == pytest.approx(units_dead.flatten(1).all(dim=1).double().mean().item())
     assert call["dead_channel_fraction"] == pytest.approx(3 / 8)
+
+
+class Swish(nn.Module):
+    """A user's activation with a learned parameter."""
+
+    def __init__(self):
+        super().__init__()
+        self.beta = nn.Parameter(torch.tensor(1.7))
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.beta * x)
+
+
+class ClampAct(nn.Module):
+    """A user's activation that zeroes negative inputs: its dead units are counted."""
+
+    def forward(self, x):
+        return torch.relu(x).clamp(max=4.0)
+
+
+class SigmoidLoss(nn.Module):
+    """Named like an activation, but not elementwise: not an activation."""
+
+    def forward(self, x):
+        return torch.sigmoid(x).mean()
+
+
+class CustomActivations(nn.Module):
+    def __init__(self):
+        super().__init__()
+        from zoo import NewGELU
+
+        self.fc1, self.fc2, self.fc3 = nn.Linear(6, 32), nn.Linear(32, 32), nn.Linear(32, 32)
+        self.gelu, self.swish, self.clamp, self.loss = NewGELU(), Swish(), ClampAct(), SigmoidLoss()
+        with torch.no_grad():
+            self.fc3.bias.fill_(-50.0)  # every unit of the clamp's input is negative: dead
+
+    def forward(self, x):
+        return self.loss(self.clamp(self.fc3(self.swish(self.fc2(self.gelu(self.fc1(x)))))))
+
+
+def test_modules_that_are_activations_in_practice_are_measured_as_themselves():
+    """transformers' NewGELUActivation, a user's Swish: listed as themselves with their own
+    curve (the module called on a range), not as the torch.tanh or torch.sigmoid inside."""
+    model = CustomActivations()
+    data = activations(model, torch.randn(64, 6))
+    assert data["used"] == ["NewGELU", "Swish", "ClampAct", "Sigmoid"]
+    calls = {c["where"]: c for c in data["calls"]}
+    assert calls["gelu"]["function"] == "NewGELU (custom)" and calls["gelu"]["kind"] == "smooth"
+    assert calls["swish"]["params"] == {"beta": pytest.approx(1.7)}
+    assert calls["clamp"]["kind"] == "zeroing" and calls["clamp"]["dead_fraction"] == 1.0
+    assert calls["loss"]["function"] == "torch.sigmoid", "the not-elementwise module's insides are listed"
+    curves = data["curves"]
+    x = torch.tensor(curves[calls["gelu"]["curve"]]["x"], dtype=torch.float64)
+    assert curves[calls["gelu"]["curve"]]["y"] == pytest.approx(F.gelu(x, approximate="tanh").tolist(), abs=2e-3)
+    x = torch.tensor(curves[calls["swish"]["curve"]]["x"], dtype=torch.float64).requires_grad_(True)
+    y = x * torch.sigmoid(1.7 * x)
+    (dy,) = torch.autograd.grad(y.sum(), x)
+    assert curves[calls["swish"]["curve"]]["dy"] == pytest.approx(dy.tolist(), rel=2e-3, abs=2e-3)
+    gallery = {g["name"]: g for g in data["gallery"] if g["used"]}
+    assert gallery["Swish"]["custom"] and not gallery["Sigmoid"]["custom"]
+
+
+def test_measuring_custom_activations_leaves_the_model_and_the_rng_alone():
+    from conftest import assert_same_state, state_of
+
+    model, x = CustomActivations().train(), torch.randn(8, 6)
+    before = state_of(model)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    activations(model, x)
+    assert torch.equal(torch.rand(3), expected)
+    assert_same_state(before, state_of(model))

@@ -6,10 +6,12 @@ with autograd: no formula is written by hand here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,7 +230,10 @@ def _cached_function(name: str, key: tuple, dtype: torch.dtype, device: torch.de
 
 def curve(name: str, params: Mapping[str, Any], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(f(x), f'(x))`` with the derivative from autograd."""
-    fn = make_function(name, params, x.dtype, x.device)
+    return _curve_of(make_function(name, params, x.dtype, x.device), x)
+
+
+def _curve_of(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.enable_grad():
         xs = x.detach().clone().requires_grad_(True)
         y = fn(xs)
@@ -252,12 +257,18 @@ def _round(values: torch.Tensor, digits: int = 4) -> list[float | None]:
     return round_sig(values, digits)
 
 
+FAR_X = torch.tensor([-1e6, -1e3, 1e3, 1e6], dtype=torch.float64)
+
+
 @functools.lru_cache(maxsize=256)
 def _curve_info(name: str, key: tuple) -> CurveInfo:
     params = {k: list(v) if isinstance(v, tuple) else v for k, v in key}
-    y, dy = curve(name, params, GALLERY_X)
-    far = torch.tensor([-1e6, -1e3, 1e3, 1e6], dtype=torch.float64)
-    yf, dyf = curve(name, params, far)
+    return _info_of(functools.partial(curve, name, params))
+
+
+def _info_of(curve_at: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> CurveInfo:
+    y, dy = curve_at(GALLERY_X)
+    yf, dyf = curve_at(FAR_X)
     all_y = torch.cat([y, yf])
     lo, hi = float(all_y.min()), float(all_y.max())
     # A side is unbounded when the function still moves between |x| = 1e3 and 1e6.
@@ -280,14 +291,113 @@ def curve_info(name: str, params: Mapping[str, Any]) -> CurveInfo:
     return _curve_info(name, params_key(params))
 
 
-def curve_over(name: str, params: Mapping[str, Any], lo: float, hi: float) -> tuple[list, list, list]:
+def curve_over(name: str, params: Mapping[str, Any], lo: float, hi: float,
+               custom: CustomActivation | None = None) -> tuple[list, list, list]:
     """Points of the curve dense around zero and covering ``[lo, hi]`` (observed inputs)."""
     grid = torch.arange(-8.0, 8.0 + 1e-9, 0.05, dtype=torch.float64)
     lo, hi = min(lo, -1.0), max(hi, 1.0)
     span = torch.linspace(lo, hi, 201, dtype=torch.float64)
     x = torch.unique(torch.cat([grid[(grid >= lo) & (grid <= hi)], span]))
-    y, dy = curve(name, params, x)
+    y, dy = custom.curve(x) if custom is not None else curve(name, params, x)
     return _round(x, 6), _round(y), _round(dy)
+
+
+# --- modules that are activations in practice ----------------------------------------------
+
+# Class names of activations that are not torch.nn's (transformers' NewGELUActivation,
+# GELUActivation, SiLUActivation, timm's activation layers, a user's Swish or MyAct).
+_ACTIVATION_NAME = re.compile(r"gelu|silu|swish|mish|relu|elu(?![a-z])|sigmoid|tanh|softplus|softsign|squareplus"
+                              r"|activation", re.I)
+_ACT_WORD = re.compile(r"(?:^|(?<=[a-z0-9_]))Act(?=[A-Z0-9_]|$)")
+CUSTOM_MAX_PARAMETERS = 64  # an activation holds at most a few learned numbers (a Swish's beta)
+
+
+def custom_candidate(module: nn.Module) -> bool:
+    """A leaf module named like an activation that is not one of torch.nn's. Whether it
+    really is one (elementwise) is checked after the forward pass (:meth:`CustomActivation.probe`)."""
+    if classify_module(module) is not None or next(module.children(), None) is not None:
+        return False
+    if sum(p.numel() for p in module.parameters(recurse=False)) > CUSTOM_MAX_PARAMETERS:
+        return False
+    name = type(module).__name__
+    return bool(_ACTIVATION_NAME.search(name) or _ACT_WORD.search(name))
+
+
+@contextlib.contextmanager
+def running_custom(customs: Iterable[CustomActivation], training: bool | None) -> Iterator[None]:
+    """Custom activation modules run after the forward pass (probe, curves, derivatives) in
+    the mode of the forward pass, and without touching the global random state."""
+    modules = [c.module for c in customs]
+    before = [m.training for m in modules]
+    devices = sorted({c.device.index or 0 for c in customs if c.device.type == "cuda"})
+    try:
+        with torch.random.fork_rng(devices=devices):
+            for m in modules:
+                if training is not None:
+                    m.training = training
+            yield
+    finally:
+        for m, mode in zip(modules, before):
+            m.training = mode
+
+
+class CustomActivation:
+    """A module that is an activation in practice: its curve, derivative and kind come from
+    calling the module's own ``forward`` (no hooks) on a range of inputs, in the dtype and
+    on the device it saw."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype, device: torch.device):
+        self.module = module
+        self.name = type(module).__name__
+        self.dtype = dtype if dtype.is_floating_point else torch.float32
+        self.device = device
+        self.kind = SMOOTH
+        self.elementwise: bool | None = None  # decided by probe()
+        self.why = ""
+        self._info: CurveInfo | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """f(x) for any float tensor ``x``, differentiable, in ``x``'s dtype and device."""
+        return self.module.forward(x.to(self.device, self.dtype)).to(x.device, x.dtype)
+
+    def curve(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _curve_of(self, x)
+
+    def info(self) -> CurveInfo:
+        if self._info is None:
+            self._info = _info_of(self.curve)
+        return self._info
+
+    def probe(self) -> None:
+        """Elementwise or not (same shape; each output depends on its own input only:
+        reversing the inputs reverses the outputs, changing one input changes one output),
+        and its kind from the curve: zeroing (flat zero to the left), saturating (flat
+        bounded tails) or smooth."""
+        x = torch.cat([GALLERY_X, FAR_X])
+        try:
+            with torch.no_grad():
+                y = self(x)
+                flipped = self(x.flip(0))
+                nudged = x.clone()
+                nudged[60] += 0.5
+                y2 = self(nudged)
+            same = y.shape == x.shape and torch.allclose(flipped.flip(0), y, atol=1e-5, equal_nan=True)
+            same = same and torch.equal(torch.cat([y[:60], y[61:]]), torch.cat([y2[:60], y2[61:]]))
+            if not same:
+                self.elementwise, self.why = False, "its outputs are not one per input"
+                return
+            info = self.info()
+        except Exception as exc:  # noqa: BLE001 - a module that cannot take a 1-D range is not measured
+            self.elementwise = False
+            self.why = f"calling it on a range of inputs failed ({type(exc).__name__}: {str(exc)[:80]})"
+            return
+        self.elementwise = True
+        left = GALLERY_X <= -1.0
+        y, dy = self.curve(GALLERY_X)
+        if bool((y[left] == 0).all()) and bool((dy[left] == 0).all()):
+            self.kind = ZEROING
+        elif None not in info.output_range and float(self.curve(FAR_X)[1].abs().max()) < SATURATION * info.derivative_max:
+            self.kind = SATURATING
 
 
 # --- measuring real calls -----------------------------------------------------------------
@@ -315,6 +425,13 @@ class ActivationCall:
     mean_derivative: float | None = None
     batch: int | None = None
     notes: list[str] = field(default_factory=list)
+    kind: str = ""  # ZEROING, SATURATING, ...: kind_of(activation), or a custom activation's
+    custom: bool = False  # a module that is an activation in practice (probed after the forward)
+    inside: ActivationCall | None = None  # the custom activation module this call ran in
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            self.kind = kind_of(self.activation)
 
 
 class Derivatives:
@@ -324,6 +441,8 @@ class Derivatives:
 
     def __init__(self) -> None:
         self._todo: dict[tuple, list[tuple[ActivationCall, torch.Tensor]]] = {}
+        # Modules that are activations in practice, by (class name, params_key(parameters)).
+        self.custom: dict[tuple, CustomActivation] = {}
 
     def add(self, call: ActivationCall, xs: torch.Tensor) -> None:
         key = (call.activation, params_key(call.params), xs.dtype, xs.device)
@@ -332,8 +451,11 @@ class Derivatives:
     def run(self) -> None:
         todo, self._todo = self._todo, {}
         for (name, key, dtype, device), items in todo.items():
-            info = _curve_info(name, key)
-            fn = _cached_function(name, key, dtype, device)
+            custom = self.custom.get((name, key))
+            if custom is not None and not custom.elementwise:
+                continue
+            info = custom.info() if custom is not None else _curve_info(name, key)
+            fn = custom if custom is not None else _cached_function(name, key, dtype, device)
             with torch.enable_grad():
                 xs = torch.cat([x for _, x in items]).requires_grad_(True)
                 (dy,) = torch.autograd.grad(fn(xs).sum(), xs)
@@ -344,7 +466,7 @@ class Derivatives:
             sizes = [x.numel() for _, x in items]
             parts = dy.split(sizes)
             sums = [part.sum() for part in parts]
-            saturating = kind_of(name) != ZEROING
+            saturating = (custom.kind if custom is not None else kind_of(name)) != ZEROING
             if saturating:
                 low = (dy.abs() < SATURATION * info.derivative_max).to(dtype)
                 sums += [part.sum() for part in low.split(sizes)]
@@ -375,8 +497,7 @@ def measure_input(
         call.notes.append(f"input dtype {x.dtype} is not floating point; not measured")
         return
     call.input_hist = hist if hist is not None else histogram(x, bins, later)
-    kind = kind_of(call.activation)
-    if kind in (SOFTMAX, GATED) or x.numel() == 0:
+    if call.kind in (SOFTMAX, GATED) or x.numel() == 0:
         return
     flat = as_float(x).reshape(-1)
     step = max(1, -(-flat.numel() // SAMPLE))
@@ -394,7 +515,7 @@ def measure_output(call: ActivationCall, y: torch.Tensor, zero_fraction: float |
     """Dead units (zeroing activations) or peaked rows (softmax) from the real output.
     ``zero_fraction``: that of ``y``, when the caller has it (it is the dead fraction of a
     batch of one); ``non_negative``: the caller knows ``y``'s minimum is >= 0 (a ReLU's)."""
-    kind = kind_of(call.activation)
+    kind = call.kind
     if kind == ZEROING and y.dim() >= 2 and y.shape[0] > 0:
         # A unit is dead when it is zero for every example (NaN is not zero). Everything is
         # counted through bool casts and min/max: comparing with zero branches on the data,
@@ -438,6 +559,12 @@ class GalleryEntry:
     params: dict[str, Any]
     used: bool
     curve: CurveInfo
+    kind: str = ""
+    custom: bool = False  # a module that is an activation in practice, not one of torch.nn's
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", kind_of(self.name))
 
 
 @dataclass
@@ -450,10 +577,27 @@ class ActivationSummary:
     used: list[str]  # torch.nn class names, in order of first use
 
 
-def summarise(calls: list[ActivationCall], internals: list[tuple[str, str, list[str]]]) -> ActivationSummary:
+def summarise(calls: list[ActivationCall], internals: list[tuple[str, str, list[str]]],
+              custom: Mapping[tuple, CustomActivation] | None = None) -> ActivationSummary:
     """The gallery (every torch.nn activation; the used ones first, with the parameters the
     model used) and, per used (activation, parameters), a curve dense enough to be read at
-    any observed input."""
+    any observed input. ``custom``: modules that are activations in practice, by (name,
+    params_key), probed: an entry that is not elementwise gets no curve."""
+    custom = dict(custom or {})
+
+    def own(c: ActivationCall) -> CustomActivation | None:
+        return custom.get((c.activation, params_key(c.params))) if c.custom else None
+
+    # A custom module that is elementwise stands for the calls inside it; one that is not is
+    # no activation, and the calls inside it are listed as they are.
+    calls = [c for c in calls if not ((c.custom and not own(c).elementwise)
+                                      or (c.inside is not None and own(c.inside).elementwise))]
+    for c in calls:
+        if c.custom:
+            c.kind = own(c).kind
+            if c.kind != ZEROING:
+                c.dead_fraction = c.dead_channel_fraction = None
+    drawable = {k for k, own in custom.items() if own.elementwise}
     used: list[str] = []
     variants: dict[tuple[str, tuple], dict[str, Any]] = {}
     ranges: dict[tuple[str, tuple], list[float]] = {}
@@ -473,18 +617,24 @@ def summarise(calls: list[ActivationCall], internals: list[tuple[str, str, list[
 
     curves: dict[str, dict[str, Any]] = {}
     keys: dict[tuple[str, tuple], str] = {}
+    def info(name: str, params: Mapping[str, Any]) -> CurveInfo:
+        own = custom.get((name, params_key(params)))
+        return own.info() if own is not None else curve_info(name, params)
+
     for k, params in variants.items():
-        if k not in ranges:
+        if k not in ranges or (k in custom and k not in drawable):
             continue
         lo, hi = ranges[k]
-        x, y, dy = curve_over(k[0], params, lo, hi)
+        x, y, dy = curve_over(k[0], params, lo, hi, custom.get(k))
         key = f"c{len(curves)}"
         keys[k] = key
         curves[key] = {"activation": k[0], "params": params, "x": x, "y": y, "dy": dy,
-                       "derivative_max": curve_info(k[0], params).derivative_max}
+                       "derivative_max": info(k[0], params).derivative_max}
     call_curves = [keys.get((c.activation, params_key(c.params))) for c in calls]
 
-    gallery = [GalleryEntry(k[0], p, True, curve_info(k[0], p)) for k, p in variants.items()]
+    gallery = [GalleryEntry(k[0], p, True, info(k[0], p), kind=custom[k].kind if k in custom else "",
+                            custom=k in custom)
+               for k, p in variants.items() if k not in custom or k in drawable]
     shown = set(variants)
     for _, _, names in internals:
         for n in names:

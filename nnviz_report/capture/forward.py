@@ -243,6 +243,7 @@ class _Recorder:
             self.names.setdefault(module, name)
         self.param_ids = {id(p) for p in model.parameters()}
         self.activation_modules = {m: c for m in self.names if (c := act.classify_module(m))}
+        self.custom_modules = {m for m in self.names if act.custom_candidate(m)}
         self.stack: list[_Frame] = []
         self.calls: list[ModuleCall] = []
         self.counts: Counter[str] = Counter()
@@ -338,7 +339,25 @@ class _Recorder:
                 if inputs:
                     act.measure_input(frame.activation, inputs[0], self.options.bins,
                                       self.known_histogram(inputs[0]), self.derivatives, self.histograms)
+            elif (module in self.custom_modules and len(args) == 1 and not kwargs
+                  and isinstance(args[0], torch.Tensor) and args[0].is_floating_point()):
+                frame.activation = self._custom_call(module, call, args[0])
             self.stack.append(frame)
+
+    def _custom_call(self, module: nn.Module, call: ModuleCall, x: torch.Tensor) -> act.ActivationCall:
+        """A module that is an activation in practice (NewGELUActivation, a user's Swish):
+        measured like torch.nn's, its curve from the module itself. Dead units are counted
+        until the probe after the forward pass says whether it zeroes."""
+        name = type(module).__name__
+        params = {n: act._plain(p) for n, p in module.named_parameters(recurse=False)}
+        key = (name, act.params_key(params))
+        if key not in self.derivatives.custom:
+            self.derivatives.custom[key] = act.CustomActivation(module, x.dtype, x.device)
+        record = act.ActivationCall(activation=name, params=params, where=call.name, source="module",
+                                    function=f"{name} (custom)", call=call.call, shape=list(x.shape),
+                                    kind=act.ZEROING, custom=True)
+        act.measure_input(record, x, self.options.bins, self.known_histogram(x), self.derivatives, self.histograms)
+        return record
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         if self.paused or not self.stack or self.stack[-1].module is not module:
@@ -463,7 +482,7 @@ class _Recorder:
     def functional(self, func: Any, args: tuple, kwargs: dict) -> Any:
         owner = self.stack[-1] if self.stack else None
         spec = None
-        if owner is not None and owner.module not in self.activation_modules:
+        if owner is not None and (owner.activation is None or owner.activation.custom):
             spec = act.classify_call(func, args, kwargs)
         if spec is None:
             return func(*args, **kwargs)
@@ -478,6 +497,7 @@ class _Recorder:
                 function=fname,
                 call=self.functional_counts[key],
                 shape=list(args[0].shape),
+                inside=owner.activation,
             )
             self.functional_counts[key] += 1
             act.measure_input(call, args[0], self.options.bins, self.known_histogram(args[0]),

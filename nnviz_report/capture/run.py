@@ -132,8 +132,13 @@ def finish_activations(run: CapturedRun) -> None:
     """The derivatives the hooks sampled (one autograd call per activation function) and
     the activation summary."""
     t = time.perf_counter()
-    run.forward.derivatives.run()
-    run.activations = act.summarise(run.forward.activation_calls, run.forward.rnn_internals)
+    derivatives = run.forward.derivatives
+    mode = run.options.mode
+    with act.running_custom(derivatives.custom.values(), None if mode == "as-is" else mode == "train"):
+        for custom in derivatives.custom.values():
+            custom.probe()
+        derivatives.run()
+        run.activations = act.summarise(run.forward.activation_calls, run.forward.rnn_internals, derivatives.custom)
     run.timings["activation curves"] = time.perf_counter() - t
 
 

@@ -25,7 +25,7 @@ def where_text(c: ActivationCall, root: str) -> str:
 
 
 def _flags(c: ActivationCall, root: str) -> list[str]:
-    kind = kind_of(c.activation)
+    kind = c.kind
     out = []
     if kind == ZEROING and c.dead_fraction is not None and c.dead_fraction >= DEAD_WARN:
         n = c.batch or 1
@@ -67,7 +67,7 @@ def build(run: CapturedRun) -> Section:
             "where": c.where,
             "call": c.call,
             "shape": c.shape,
-            "kind": kind_of(c.activation),
+            "kind": c.kind,
             "dead_fraction": c.dead_fraction,
             "dead_channel_fraction": c.dead_channel_fraction,
             "saturated_fraction": c.saturated_fraction,
@@ -92,7 +92,8 @@ def build(run: CapturedRun) -> Section:
         gallery.append({
             "name": g.name,
             "params": g.params,
-            "kind": kind_of(g.name),
+            "kind": g.kind,
+            "custom": g.custom,
             "used": g.used,
             "output_range": list(g.curve.output_range),
             "derivative_max": g.curve.derivative_max,
@@ -101,9 +102,10 @@ def build(run: CapturedRun) -> Section:
         })
         figures[f"act-gallery-{i}"] = _gallery_figure(i, g.name)
         cards.append({"i": i, "name": g.name, "params_text": params_text(g.params), "used": g.used,
-                      "kind": kind_of(g.name), "output_range": g.curve.output_range,
+                      "kind": g.kind, "output_range": g.curve.output_range,
                       "derivative_max": g.curve.derivative_max, "figure": f"act-gallery-{i}",
-                      "note": _gallery_note(g.name)})
+                      "note": "the model's own module, called on a range of inputs" if g.custom
+                      else _gallery_note(g.name)})
 
     internals = [
         {"module": m, "type": t, "activations": names,
