@@ -185,8 +185,8 @@ def layout_cost(view: View) -> int:
 # the last tier a view is not laid out. The cost is an estimate: the timeout still holds.
 LAYOUT_TIERS = (
     (6_000, ""),
-    (60_000, "nslimit=1 nslimit1=1 mclimit=0.3"),
-    (150_000, "nslimit=0.5 nslimit1=0.5 mclimit=0.05 remincross=false splines=line"),
+    (40_000, "nslimit=1 nslimit1=1 mclimit=0.3"),
+    (60_000, "nslimit=0.5 nslimit1=0.5 mclimit=0.05 remincross=false splines=line"),
 )
 
 

@@ -239,6 +239,7 @@ def build_report(
         torch.set_num_threads(threads)
     sections = [built[module.ID] for module in SECTIONS]
     timings = dict(run.timings)
+    timings.update({f"layout {k}": v for k, v in built[graph_section.ID].view.get("timings", {}).items()})
 
     info = run.model
     title = title if title is not None else f"{info.class_name} report"

@@ -130,7 +130,7 @@ class ForwardCapture:
     histograms: HistogramCounts = field(default_factory=HistogramCounts)  # run by run.count_histograms()
     # id(autograd node) of the ops that read the model's input where it is not part of the
     # autograd graph (token ids, masks): where the input's data enters the graph.
-    entries: set[int] = field(default_factory=set)
+    entries: dict[int, str] = field(default_factory=dict)  # -> the input's label
 
     def draw_images(self) -> None:
         """Draw every layer's picture from the small copies the hooks kept, all at once;
@@ -257,8 +257,9 @@ class _Recorder:
         # Tensors outside the autograd graph that carry the input's data (token ids and what
         # is computed from them): an op that reads one and makes a tensor that requires grad
         # is where the input enters the graph (``entries``).
-        self.carriers: dict[int, weakref.ref] = {}  # id -> the tensor, weakly (ids may be reused)
-        self.entries: set[int] = set()
+        # id -> (the tensor, weakly: ids may be reused; the label of the input it carries)
+        self.carriers: dict[int, tuple[weakref.ref, str]] = {}
+        self.entries: dict[int, str] = {}
         self.paused = False
         self.example_clamped = False
         self.derivatives = act.Derivatives()
@@ -513,26 +514,26 @@ class _Recorder:
     def follow_input(self, args: tuple, kwargs: dict, out: Any) -> None:
         """Follow the input's data through ops outside the autograd graph."""
         carriers = self.carriers
-
-        def carries(a: Any) -> bool:
-            ref = carriers.get(id(a))
-            return ref is not None and ref() is a
-
-        if not any(carries(a) for a in (*args, *kwargs.values(),
-                                        *(x for a in args if isinstance(a, (list, tuple)) for x in a))):
+        label = None
+        for a in (*args, *kwargs.values(), *(x for a in args if isinstance(a, (list, tuple)) for x in a)):
+            found = carriers.get(id(a))
+            if found is not None and found[0]() is a:
+                label = found[1]
+                break
+        if label is None:
             return
         for _, t in iter_tensors(out):
             fn = t.grad_fn
             if fn is not None:
                 if id(fn) not in self.entries:
-                    self.entries.add(id(fn))
+                    self.entries[id(fn)] = label
                     self.keepalive.append(fn)
             elif not t.requires_grad:
-                self.carry(t)
+                self.carry(t, label)
 
-    def carry(self, t: torch.Tensor) -> None:
+    def carry(self, t: torch.Tensor, label: str) -> None:
         key = id(t)
-        self.carriers[key] = weakref.ref(t, lambda _, key=key: self.carriers.pop(key, None))
+        self.carriers[key] = (weakref.ref(t, lambda _, key=key: self.carriers.pop(key, None)), label)
 
 
 class _FunctionalActivations(TorchFunctionMode):
@@ -578,9 +579,9 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
     device = model_device(model)
     args, kwargs, inputs = prepare_inputs(example_input, device)
     rec = _Recorder(model, options)
-    for _, t in inputs:
+    for label, t in inputs:
         if not t.requires_grad:
-            rec.carry(t)
+            rec.carry(t, label)
     started = time.perf_counter()
     with preserve_model_state(model):
         if options.mode == "eval":

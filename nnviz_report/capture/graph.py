@@ -39,7 +39,7 @@ class GraphNode:
     name: str | None  # parameter name, input/output label, saved-tensor label
     shape: str | None  # "(64, 3, 7, 7)" for tensor nodes
     call: int | None  # ModuleCall.id that created the node (tensor nodes: that of their op)
-    entry: bool = False  # an op that read the model's input outside the graph (token ids)
+    entry: str | None = None  # an op that read the model's input outside the graph: its label
     seq: int = -1  # autograd's creation order of an op (-1: a tensor node, or unknown)
 
 
@@ -58,6 +58,9 @@ class GraphCapture:
     merges: list[BranchMerge] = field(default_factory=list)  # branch merges (Inception): not skips
     note: str | None = None
     truncated: bool = False  # the walk stopped at MAX_NODES
+    # Inputs outside the autograd graph (token ids): label -> "(shape) dtype"; the ops that
+    # read them are marked GraphNode.entry.
+    data_inputs: dict[str, str] = field(default_factory=dict)
 
     @property
     def residual_count(self) -> int:
@@ -86,7 +89,7 @@ class _Walk:
     """torchviz's ``make_dot(outputs, params)``, node for node, as a loop."""
 
     def __init__(self, params: Mapping[str, torch.Tensor], inputs: Mapping[int, str],
-                 owner: Mapping[int, int], entries: set[int], limit: int):
+                 owner: Mapping[int, int], entries: Mapping[int, str], limit: int):
         self.param_names = {id(p): n for n, p in params.items()}
         self.input_names = inputs
         self.owner = owner
@@ -122,7 +125,7 @@ class _Walk:
         if i is None:
             i = self.node(fn, "op", op=type(fn).__name__, call=self.owner.get(key))
             node = self.nodes[i]
-            node.entry = key in self.entries
+            node.entry = self.entries.get(key)
             node.seq = sequence_nr(fn)
         return i
 
@@ -198,7 +201,7 @@ def capture_graph(
     inputs: list[tuple[str, torch.Tensor]],
     owner: Mapping[int, int],
     calls: list | None = None,
-    entries: set[int] | None = None,
+    entries: Mapping[int, str] | None = None,
     limit: int = MAX_NODES,
 ) -> GraphCapture:
     """The graph of everything ``output`` depends on.
@@ -213,10 +216,12 @@ def capture_graph(
     if not roots:
         return GraphCapture(note="the output does not depend on anything that requires grad, "
                                  "so there is no autograd graph to draw")
-    walk = _Walk(params, {id(t): label for label, t in inputs}, owner, entries or set(), limit)
+    walk = _Walk(params, {id(t): label for label, t in inputs}, owner, entries or {}, limit)
     for path, t in roots:
         walk.add_base_tensor(t, "output", "output" + path)
-    graph = GraphCapture(walk.nodes, walk.edges, truncated=walk.truncated)
+    graph = GraphCapture(walk.nodes, walk.edges, truncated=walk.truncated,
+                         data_inputs={label: f"{_size(t)} {str(t.dtype).replace('torch.', '')}"
+                                      for label, t in inputs if not t.requires_grad})
     _fold_input_clones(graph)
     _attribute_tensors(graph)
     if calls is not None and not graph.truncated:

@@ -145,9 +145,13 @@ class _Builder:
         self.order = self._orders()
         self.sig = self._signatures()
         self.skip_nodes = {s.node for s in graph.skips} | {m.node for m in graph.merges}
-        self.skips_in = {}
+        self.skips_own = {s.call for s in graph.skips}  # calls that wrote a skip's merge
+        self.skips_in: dict[int | None, int] = {}  # skips whose merge the call's subtree wrote
         for s in graph.skips:
-            self.skips_in[s.call] = self.skips_in.get(s.call, 0) + 1
+            c = s.call
+            while c is not None:
+                self.skips_in[c] = self.skips_in.get(c, 0) + 1
+                c = calls[c].parent
         self.subtree_size: dict[int, int] = {}
         for c in reversed(calls):
             self.subtree_size[c.id] = len(self.own.get(c.id, ())) + sum(
@@ -228,7 +232,7 @@ class _Builder:
         kids = self.children.get(c)
         ops = [n for n in self.own.get(c, ()) if self.g.nodes[n].kind == "op" and not self.hidden[n]]
         opens = ("call", c, None) if kids or len(ops) >= LEAF_VIEW_OPS else None
-        atom = _Atom(f"m{c}", label, "module", self.order[c], self.sig[c], call=c, skip=bool(self.skips_in.get(c)),
+        atom = _Atom(f"m{c}", label, "module", self.order[c], self.sig[c], call=c, skip=c in self.skips_own,
                      opens=opens)
         if opens is None:
             atom.ops = [self.node_text(self.g.nodes[n]) for n in self.own.get(c, ()) if not self.hidden[n]]
@@ -303,6 +307,14 @@ class _Builder:
                 key = "p" + key
                 if key not in atoms:
                     atoms[key] = _Atom(key, label, kind_, -3.0, None)
+                edges.setdefault((key, b), ("data", False))
+            label = self.g.nodes[i].entry
+            if label is not None:  # it read the model's input outside the graph (token ids)
+                key = f"x{list(self.g.data_inputs).index(label)}" if label in self.g.data_inputs else "x"
+                text = [label, self.g.data_inputs.get(label, "")] if is_root else [label]
+                key = key if is_root else "p" + key
+                if key not in atoms:
+                    atoms[key] = _Atom(key, text, "input", -3.0, None)
                 edges.setdefault((key, b), ("data", False))
             if not is_root and not self.shared(i) and any(j not in inside for j in self.succs[i]):
                 if "out" not in atoms:
@@ -403,7 +415,7 @@ def _fold(level: _Level, b: _Builder) -> _Level:
             names = [_relative(b.calls[m].name, b.calls[parent].name if parent is not None else "") for m in calls]
             last = b.calls[calls[-1]]
             label = [_span(names), f"{b.calls[c].type} ×{r} {_shape(last.output_shape)}".strip()]
-            skips = sum(b.skips_in.get(m, 0) for m in calls)
+            skips = sum(b.skips_in.get(m, 0) for m in calls)  # members are siblings: no overlap
             if skips:
                 label.append(f"↷ {skips} skip{'s' if skips > 1 else ''}")
             full = [b.calls[m].name for m in calls]
