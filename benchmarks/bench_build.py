@@ -238,11 +238,16 @@ def main() -> None:
         t = time.perf_counter()
         section = graph_section.build(run)
         t_layout = time.perf_counter() - t
-        views = ", ".join(f"{v['id']} {v['nodes']} nodes" for v in section.data["views"])
-        dot_times = ", ".join(f"{k} {v:.2f} s" for k, v in section.view["timings"].items())
-        print(f"{name} graph: capture (forward + hooks + make_dot) {t_capture:.2f} s, "
-              f"graph section {t_layout:.2f} s (dot: {dot_times}); {views}; "
-              f"{section.data['residual_connections']} residual connections")
+        views = section.data["views"]
+        modules = [v for v in views if v["id"] != "full"]
+        full = next((v for v in views if v["id"] == "full"), None)
+        timings = section.view["timings"]
+        module_dot = sum(s for k, s in timings.items() if k != "full")
+        print(f"{name} graph: capture (forward + hooks + graph walk) {t_capture:.2f} s, graph section "
+              f"{t_layout:.2f} s; {len(modules)} module views ({sum(v['nodes'] for v in modules)} nodes, "
+              f"dot {module_dot:.2f} s)" + (f", full view {full['nodes']} nodes (dot {timings['full']:.2f} s)"
+                                            if full else "")
+              + f"; {section.data['residual_connections']} residual connections")
     print(f"\nreports written to {tmp}")
 
 
