@@ -90,7 +90,7 @@ def forward_with_grad(model, x) -> float:
     def call():
         if isinstance(x, dict):
             return model(**x)
-        return model(x)
+        return model(*x) if isinstance(x, (tuple, list)) else model(x)
 
     with torch.enable_grad():
         t = time.perf_counter()
@@ -108,8 +108,12 @@ def torchviz_baseline(model, x, budget: float) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            leaf = x if isinstance(x, dict) else x.clone().requires_grad_(x.is_floating_point())
-            out = model(**leaf) if isinstance(leaf, dict) else model(leaf)
+            if isinstance(x, dict):
+                out = model(**x)
+            elif isinstance(x, (tuple, list)):
+                out = model(*[t.clone().requires_grad_(t.is_floating_point()) for t in x])
+            else:
+                out = model(x.clone().requires_grad_(x.is_floating_point()))
             tensor = out if isinstance(out, torch.Tensor) else next(
                 v for v in (out.values() if hasattr(out, "values") else out) if isinstance(v, torch.Tensor))
             t = time.perf_counter()
@@ -129,6 +133,7 @@ def main() -> None:
     parser.add_argument("--huge", action="store_true", help="also graphs of 10^5 and 10^6 nodes")
     parser.add_argument("--torchviz", action="store_true", help="also make_dot + dot, with the same budget")
     parser.add_argument("--screenshots", metavar="DIR", help="save the first graph view of each report as PNG")
+    parser.add_argument("--per-view", action="store_true", help="print every view's layout time and size")
     args = parser.parse_args()
 
     import torch
@@ -169,6 +174,11 @@ def main() -> None:
               f"{max(dot_times, default=0):6.2f}/{sum(dot_times):<7.2f} {full_text:>10s} {fwd:6.2f} {build:8.2f} "
               f"{build / max(fwd, 1e-3):6.1f}  {ok} {found[0]}+{found[1]}c+{found[2]}b / {truth[0]}+{truth[1]}c+{truth[2]}b",
               flush=True)
+        if args.per_view:
+            sizes = {v["id"]: (v["nodes"], v["edges"]) for v in views}
+            for key, seconds in sorted(_view_times(report).items(), key=lambda kv: -kv[1]):
+                vid = key.removeprefix("layout ")
+                print(f"{'':34s} {vid:24s} {sizes[vid][0]:5d} nodes {sizes[vid][1]:5d} edges {seconds:6.3f} s")
         if args.torchviz:
             print(f"{'':34s} torchviz make_dot + dot: {torchviz_baseline(model, x, report_budget(report))}")
         path = report.save(out_dir / f"{len(rows):02d}.html")

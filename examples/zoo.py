@@ -345,6 +345,25 @@ class DataclassOutput(nn.Module):
         return Prediction(logits=self.head(e) , embedding=e + x.repeat(1, 2))
 
 
+# --- an encoder-decoder transformer ----------------------------------------------------------
+
+
+class Seq2Seq(nn.Module):
+    """torch's nn.Transformer between two embeddings: 2 residuals per encoder layer, 3 per
+    decoder layer (self-attention, cross-attention, feed-forward)."""
+
+    def __init__(self, vocab: int = 200, dim: int = 32, layers: int = 2):
+        super().__init__()
+        self.src = nn.Embedding(vocab, dim)
+        self.tgt = nn.Embedding(vocab, dim)
+        self.transformer = nn.Transformer(dim, 4, layers, layers, 64, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        mask = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1])
+        return self.head(self.transformer(self.src(src), self.tgt(tgt), tgt_mask=mask))
+
+
 # --- the zoo ------------------------------------------------------------------------------
 
 
@@ -372,6 +391,12 @@ def _unet() -> nn.Module:
     return UNet()
 
 
+def _encoder() -> nn.Module:
+    from models import TransformerClassifier
+
+    return TransformerClassifier(layers=6)
+
+
 def _resnet50() -> nn.Module:
     from models import ResNet50
 
@@ -389,7 +414,10 @@ ZOO: tuple[ZooModel, ...] = (
     ZooModel("GRUCell x400", lambda: UnrolledGRU(400), _image(2, 10, 8), 0, 0),
     ZooModel("Sequential 1000x(Linear+ReLU)", DeepSequential, _image(4, 16), 0, 0),
     ZooModel("2000 chained additions", ChainedAdds, _image(4, 16), 0, 0),
+    ZooModel("Encoder (6 layers)", _encoder, _tokens(1000, 2, 16), 12, 0),
     ZooModel("Decoder (tanh-GELU, rotary)", TinyDecoder, _tokens(256, 2, 16), 8, 0),
+    ZooModel("Encoder-decoder (nn.Transformer)", Seq2Seq, lambda: (torch.randint(0, 200, (2, 12)),
+                                                                  torch.randint(0, 200, (2, 9))), 10, 0),
     ZooModel("Detector (box decoding)", TinyDetector, _image(1, 3, 32, 32), 2, 0),
     ZooModel("Dataclass output", DataclassOutput, _image(2, 8), 1, 0),
 )

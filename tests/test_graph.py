@@ -22,6 +22,7 @@ from zoo import (
     InceptionNet,
     R3D,
     RecurrentStack,
+    Seq2Seq,
     TinyDecoder,
     TinyDetector,
     UnrolledGRU,
@@ -65,12 +66,13 @@ SKIP_CASES = [
     (TinyDecoder, lambda: torch.randint(0, 256, (2, 8)), 8, 0, 0),
     (TinyDetector, lambda: torch.randn(1, 3, 16, 16), 2, 0, 0),
     (DataclassOutput, lambda: torch.randn(2, 8), 1, 0, 0),
+    (Seq2Seq, lambda: (torch.randint(0, 200, (2, 6)), torch.randint(0, 200, (2, 5))), 10, 0, 0),
 ]
 
 
 @pytest.mark.parametrize("build,example,residual,concat,branches", SKIP_CASES, ids=[
     "resnet18", "encoder-post-norm", "encoder-pre-norm", "plain-cnn", "unet", "densenet", "inception", "r3d",
-    "lstm-gru", "unrolled-gru", "decoder-gelu-rotary", "detector", "dataclass-output"])
+    "lstm-gru", "unrolled-gru", "decoder-gelu-rotary", "detector", "dataclass-output", "encoder-decoder"])
 def test_skip_counts_are_exact(build, example, residual, concat, branches):
     """Skips go around layers; arithmetic inside one module (tanh-GELU's polynomial, rotary
     embeddings, GRU gates, box decoding) is not a skip; Inception's branches are merges."""
