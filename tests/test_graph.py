@@ -538,3 +538,24 @@ def test_the_svg_check_agrees_with_one_regex_over_random_markup():
         outcomes[safe] += 1
         assert _safe_svg(svg) is safe, svg
     assert min(outcomes.values()) > 1000, outcomes  # both answers well exercised
+
+
+def test_a_batch_that_runs_over_is_retried_view_by_view(monkeypatch):
+    """One slow view must not cost the views laid out beside it."""
+    from nnviz_report.sections import graph as graph_section
+
+    run = run_of(ResNet18(), torch.randn(1, 3, 16, 16))
+    views = graph_views.build_hierarchy(run.graph, run.forward.calls, "ResNet").views[:3]
+    slow = views[1].id
+    real = dot.render_svgs
+
+    def batch_with_one_slow_view(sources, timeout, nice=0):
+        if len(sources) > 1:
+            return [dot.SvgResult(None, f"dot did not finish within {timeout:g} s", timeout)] * len(sources)
+        if f"digraph {slow}" in sources[0].replace(".", "_"):
+            return [dot.SvgResult(None, f"dot did not finish within {timeout:g} s", timeout)]
+        return real(sources, timeout, nice)
+
+    monkeypatch.setattr(dot, "render_svgs", batch_with_one_slow_view)
+    results = graph_section._layout([(v.id, v, f"g{i}-") for i, v in enumerate(views)], run.forward.calls, 5.0)
+    assert [results[v.id].svg is not None for v in views] == [True, False, True]
