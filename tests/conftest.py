@@ -111,3 +111,7 @@ def offline_trackers(tmp_path, monkeypatch):
     if mlflow is not None:
         while mlflow.active_run() is not None:
             mlflow.end_run()
+    wandb = sys.modules.get("wandb")
+    if wandb is not None:  # W&B keeps its settings (WANDB_DIR among them) for the process
+        wandb.finish()
+        wandb.teardown()
