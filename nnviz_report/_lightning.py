@@ -60,6 +60,7 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             self.saved: list[Path] = []  # pages written (on global rank zero)
             self._snapshots: list[Any] = []
             self._example: Any = None
+            self._no_example: str | None = None  # why the first batch gave no example
 
         # ---- events -------------------------------------------------------------------
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
@@ -68,6 +69,7 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
                 raise integ.sharded_strategy(strategy)
             self._snapshots = []
             self._example = None
+            self._no_example = None
             if not trainer.is_global_zero:
                 return
             from .capture.snapshot import snapshot
@@ -78,8 +80,11 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
                 self._example = integ.cpu_copy(given)
 
         def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-            if self._example is None and trainer.is_global_zero:
-                self._example = integ.cpu_copy(integ.input_from_batch(batch))
+            if self._example is None and self._no_example is None and trainer.is_global_zero:
+                try:
+                    self._example = integ.cpu_copy(integ.input_from_batch(batch))
+                except NNVizError as exc:  # only rank zero is here: raising would hang the others
+                    self._no_example = str(exc)
 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             if not self.every_n_epochs or (trainer.current_epoch + 1) % self.every_n_epochs:
@@ -110,8 +115,8 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             from .report import build_report
 
             if self._example is None:
-                raise NNVizError("no example input: pass NNVizCallback(example_input=...) or set "
-                                 "example_input_array on the LightningModule")
+                raise NNVizError(f"no example input ({self._no_example or 'no training batch was seen'}): pass "
+                                 "NNVizCallback(example_input=...) or set example_input_array on the LightningModule")
             report = build_report(pl_module, self._example, before=list(self._snapshots), **self.build_kwargs)
             html, data = trackers.write_files(report, folder, filename[: -len(".html")])
             self.saved.append(html)

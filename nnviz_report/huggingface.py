@@ -62,27 +62,29 @@ class NNVizTrainerCallback(_transformers.TrainerCallback):
             raise integ.sharded_strategy("FSDP" if getattr(args, "fsdp", None) else "DeepSpeed")
         self._snapshot = self._example = None
         self._targets = []
+        if self.example_input is None:
+            _check_dataset(train_dataloader)  # on every process: an error here ends them all alike
         if not state.is_world_process_zero:
             return
         from .capture.snapshot import snapshot
 
-        if model is None:
-            raise NNVizError("the Trainer passed no model to the callback")
-        self._snapshot = snapshot(model, label="start")
-        if self.example_input is not None:
-            self._example = integ.cpu_copy(self.example_input)
-        else:
-            self._example = self._first_examples(args, train_dataloader)
-        self._targets = _active_runs()
+        try:
+            if model is None:
+                raise NNVizError("the Trainer passed no model to the callback")
+            if self.example_input is not None:
+                example = integ.cpu_copy(self.example_input)
+            else:
+                example = self._first_examples(args, train_dataloader)
+            self._snapshot = snapshot(model, label="start")
+            self._example = example
+            self._targets = _active_runs()
+        except Exception as exc:  # only this process got here: raising would leave the others waiting
+            self._snapshot = None
+            integ.warn_failed("no report will be made at the end of this training run", exc)
 
     def _first_examples(self, args: Any, loader: Any) -> Any:
-        dataset = getattr(loader, "dataset", None)
-        collate = getattr(loader, "collate_fn", None)
-        try:
-            count = min(len(dataset), max(int(args.per_device_train_batch_size), 1))
-        except TypeError:
-            raise NNVizError("the training set has no length (an IterableDataset); pass "
-                             "NNVizTrainerCallback(example_input=...)") from None
+        dataset, collate = loader.dataset, getattr(loader, "collate_fn", None)
+        count = min(len(dataset), max(int(args.per_device_train_batch_size), 1))
         with integ.rng_kept():  # datasets with random augmentation draw random numbers
             items = [dataset[i] for i in range(count)]
             batch = collate(items) if collate is not None else items
@@ -115,6 +117,19 @@ class NNVizTrainerCallback(_transformers.TrainerCallback):
                 integ.warn_failed(f"the report was saved to {html} but not logged to {target.kind}", exc)
         for text in report.warnings:
             warnings.warn(f"nnviz-report: {text}", RuntimeWarning, stacklevel=2)
+
+
+def _check_dataset(loader: Any) -> None:
+    import torch
+
+    dataset = getattr(loader, "dataset", None)
+    try:
+        if dataset is None or isinstance(dataset, torch.utils.data.IterableDataset):
+            raise TypeError
+        len(dataset)
+    except TypeError:
+        raise NNVizError("the training set is not a sized, indexable dataset (an IterableDataset?); pass "
+                         "NNVizTrainerCallback(example_input=...)") from None
 
 
 def _active_runs() -> list[trackers.Target]:

@@ -128,6 +128,23 @@ def test_a_failed_build_is_a_warning_and_training_ends(tmp_path):
     assert not list(tmp_path.rglob("*.html"))
 
 
+def test_a_batch_without_an_input_is_a_warning_at_the_end(tmp_path):
+    class OnlyLabels(Classifier):
+        def training_step(self, batch, batch_idx):
+            return self(batch["target"]).sum()
+
+    data = [{"target": torch.randn(8, 20)} for _ in range(2)]
+    callback = NNVizCallback()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer(tmp_path, [callback], False).fit(OnlyLabels(with_example=False), torch.utils.data.DataLoader(
+            data, batch_size=None))
+    assert callback.saved == []
+    [message] = [str(w.message) for w in caught if "nnviz-report" in str(w.message)]
+    assert "no example input (the training batch has only label keys (target)" in message
+    assert "example_input_array" in message
+
+
 def test_arguments_are_checked_when_the_callback_is_made():
     with pytest.raises(NNVizError, match="every_n_epochs"):
         NNVizCallback(every_n_epochs=0)
