@@ -51,7 +51,13 @@ def resolve(target: Any) -> Target:
     mod, cls = _module(target), type(target).__name__
     if isinstance(target, str):
         mlflow = _mlflow()
-        return Target("mlflow", mlflow.MlflowClient(), target)
+        client = mlflow.MlflowClient()
+        try:
+            client.get_run(target)
+        except mlflow.exceptions.MlflowException:
+            raise NNVizError(f"no MLflow run with id {target!r} at {mlflow.get_tracking_uri()}; pass a run id "
+                             "(run.info.run_id) and set the tracking URI the run was made with") from None
+        return Target("mlflow", client, target)
     if mod.startswith(_LIGHTNING):
         if cls == "MLFlowLogger":
             return Target("mlflow", target.experiment, target.run_id)
@@ -145,7 +151,7 @@ def log_files(target: Any, html: Path, data: Path, report: Report, step: int | N
 
         run = t.obj
         # The page's text, not its path: given a path, W&B may link its media file to
-        # ours (allow_media_symlink), which log_to removes afterwards.
+        # ours (allow_media_symlink), and log_to's copy is temporary.
         run.log({KEY: wandb.Html(html.read_text(encoding="utf-8"), inject=False)})
         artifact = wandb.Artifact(f"{KEY}-{run.id}", type=KEY, description=report.data.get("title"))
         artifact.add_file(str(html), name=html.name)

@@ -41,6 +41,8 @@ def test_mlflow_run_and_run_id(report, offline_trackers, tmp_path):
     other = mlflow.MlflowClient().create_run(run.info.experiment_id).info.run_id
     report.log_to(other)
     assert where == f"runs:/{run.info.run_id}/nnviz-report/report.html"
+    with pytest.raises(NNVizError, match="no MLflow run with id 'report.html' at sqlite:"):
+        report.log_to("report.html")
     for run_id in (run.info.run_id, other):
         folder = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="nnviz-report",
                                                      dst_path=str(tmp_path / run_id))
