@@ -78,6 +78,13 @@ class Report:
 
         return log_to(self, target)
 
+    def __repr__(self) -> str:
+        # Not the dataclass's, which prints the whole page: megabytes in a console, and in a
+        # notebook a second copy of the page as the cell's text/plain output.
+        from .notebook import caption_text
+
+        return f"<Report: {caption_text(self)}; {len(self.html) / 1e6:.1f} MB of HTML>"
+
     def _repr_html_(self) -> str:
         """The page in a notebook: a caption and the page in a sandboxed iframe."""
         from .notebook import frame_html

@@ -102,6 +102,9 @@ def test_notebook_outputs(notebook):
     first, second = (c.outputs for c in nb.cells)
     [html_output] = [o for o in first if "text/html" in o.get("data", {})]
     assert "srcdoc=" in html_output["data"]["text/html"]
+    # The plain-text form beside it is one line, not a second copy of the page.
+    assert html_output["data"]["text/plain"].startswith("<Report: nnviz-report: notebook example · Sequential")
+    assert len(html_output["data"]["text/plain"]) < 300
     assert (folder / "report.html").is_file() and 'href="report.html"' in second[0]["data"]["text/html"]
     # Opened untrusted (sanitized), the frame and the script are gone; the caption still says what was there.
     assert "<iframe" not in untrusted and "<script>(function" not in untrusted
