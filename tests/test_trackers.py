@@ -95,6 +95,17 @@ def test_dvclive(report, tmp_path, monkeypatch):
                (tmp_path / "dvclive" / "nnviz-report" / "report.json").read_bytes(), report)
 
 
+def test_dvclive_lightning_logger(report, tmp_path, monkeypatch):
+    need("dvclive"), need("lightning.pytorch")
+    from dvclive.lightning import DVCLiveLogger
+
+    monkeypatch.chdir(tmp_path)
+    logger = DVCLiveLogger(dir=str(tmp_path / "live"), save_dvc_exp=False)
+    assert report.log_to(logger) == str(tmp_path / "live" / "nnviz-report" / "report.html")
+    check_pair((tmp_path / "live" / "nnviz-report" / "report.html").read_bytes(),
+               (tmp_path / "live" / "nnviz-report" / "report.json").read_bytes(), report)
+
+
 @pytest.mark.parametrize("target, message", [
     (None, "mlflow.active_run() is None"),
     (object(), "cannot log to a object"),
