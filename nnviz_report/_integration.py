@@ -105,15 +105,33 @@ def distributed() -> tuple[int, int]:
     return 0, 1
 
 
+_cpu_group: list[Any] = [None, None]  # [the default group it was made for, the gloo group]
+
+
+def cpu_group() -> Any:
+    """A gloo group of all ranks, made once per default process group, for :func:`barrier`;
+    None without a process group. Making it is a collective: call this on every rank at the
+    same point (the integrations do at the start of training). On an NCCL group a barrier's
+    ``wait(timeout)`` only makes the GPU stream wait; on gloo it blocks the CPU, with the
+    timeout kept."""
+    rank, world = distributed()
+    if world == 1:
+        return None
+    dist = torch.distributed
+    if _cpu_group[0] is not dist.group.WORLD:
+        _cpu_group[:] = [dist.group.WORLD, dist.new_group(backend="gloo")]
+    return _cpu_group[1]
+
+
 def barrier(timeout: float, what: str = "the report") -> bool:
     """Every rank waits here for the rank that builds the report, at most ``timeout``
-    seconds (then a warning, not a hang). No-op without a process group. True when all
-    ranks met."""
+    seconds (then a warning, not a hang), on :func:`cpu_group`. No-op without a process
+    group. True when all ranks met."""
     rank, world = distributed()
     if world == 1:
         return True
     try:
-        work = torch.distributed.barrier(async_op=True)
+        work = torch.distributed.barrier(group=cpu_group(), async_op=True)
         work.wait(timeout=_dt.timedelta(seconds=timeout))
     except Exception as exc:  # a timed-out or broken collective must not end training
         warnings.warn(f"nnviz-report: rank {rank} stopped waiting for {what} after {timeout:g} s ({exc})",

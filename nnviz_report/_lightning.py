@@ -67,6 +67,7 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             strategy = type(trainer.strategy).__name__
             if any(s in strategy for s in _SHARDED):
                 raise integ.sharded_strategy(strategy)
+            integ.cpu_group()  # a collective: every rank makes the barrier's group now
             self._snapshots = []
             self._example = None
             self._no_example = None

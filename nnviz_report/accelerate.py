@@ -42,6 +42,7 @@ def report(accelerator: Any, model: Any, example_input: Any, *, before: Any = No
         # which gathers the full state dict; only the main process renders.
         raise integ.sharded_strategy(kind)
     integ.check_build_kwargs(build_kwargs)
+    integ.cpu_group()  # a collective: every process makes the barrier's group now
     module = accelerator.unwrap_model(model)
     result = error = None
     if accelerator.is_main_process:

@@ -60,6 +60,7 @@ class NNVizTrainerCallback(_transformers.TrainerCallback):
                        train_dataloader: Any = None, **kwargs: Any) -> None:
         if getattr(args, "fsdp", None) or getattr(args, "deepspeed", None):
             raise integ.sharded_strategy("FSDP" if getattr(args, "fsdp", None) else "DeepSpeed")
+        integ.cpu_group()  # a collective: every process makes the barrier's group now
         self._snapshot = self._example = None
         self._targets = []
         if self.example_input is None:
