@@ -24,7 +24,7 @@ from . import _integration as integ
 from . import trackers
 from .errors import NNVizError
 
-_SHARDED = ("FSDP", "DeepSpeed", "ModelParallel", "XLA")
+_SHARDED = ("FSDP", "DeepSpeed", "ModelParallel")
 
 
 def make_callback(pl: ModuleType, module_name: str) -> type:

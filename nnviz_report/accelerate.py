@@ -17,7 +17,7 @@ _accelerate = integ.require("accelerate", "'nnviz-report[accelerate]'")
 
 __all__ = ["report"]
 
-_SHARDED = ("FSDP", "DEEPSPEED", "MEGATRON_LM", "XLA")
+_SHARDED = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
 
 
 def report(accelerator: Any, model: Any, example_input: Any, *, before: Any = None,
