@@ -143,5 +143,8 @@ def _active_runs() -> list[trackers.Target]:
         found.append(trackers.Target("mlflow", mlflow.MlflowClient(tracking_uri=mlflow.get_tracking_uri()), run_id))
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
-        found.append(trackers.resolve(wandb.run))
+        try:
+            found.append(trackers.resolve(wandb.run))
+        except NNVizError:  # a disabled run (WANDB_MODE=disabled): nothing to log to
+            pass
     return found
