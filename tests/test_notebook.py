@@ -6,8 +6,8 @@ from __future__ import annotations
 import copy
 import html as _html
 import re
-from pathlib import Path
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 import torch
