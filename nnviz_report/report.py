@@ -71,6 +71,33 @@ class Report:
             raise
         return target
 
+    def log_to(self, target: Any) -> str:
+        """Log the page and ``report.json`` (``data``) to an experiment tracker: an MLflow
+        run or run id, a W&B run, a ``SummaryWriter``, a dvclive ``Live`` or a Lightning
+        logger (see :mod:`nnviz_report.trackers`). Returns where they went."""
+        from .trackers import log_to
+
+        return log_to(self, target)
+
+    def __repr__(self) -> str:
+        # Not the dataclass's, which prints the whole page: megabytes in a console, and in a
+        # notebook a second copy of the page as the cell's text/plain output.
+        from .notebook import caption_text
+
+        return f"<Report: {caption_text(self)}; {len(self.html) / 1e6:.1f} MB of HTML>"
+
+    def _repr_html_(self) -> str:
+        """The page in a notebook: a caption and the page in a sandboxed iframe."""
+        from .notebook import frame_html
+
+        return frame_html(self)
+
+    def show(self, path: str | os.PathLike | None = None, *, height: int | str | None = None) -> Path | None:
+        """Display the report in a notebook; with ``path``, save it there too and link it."""
+        from .notebook import show
+
+        return show(self, path, height=height)
+
 
 def device_name(device: str) -> str | None:
     """The GPU's name for a CUDA device (``NVIDIA H100 80GB HBM3``), else None."""
@@ -270,6 +297,7 @@ def build_report(
         data[s.id] = s.data
     notices = [n for s in sections for n in s.notices]
     notices.sort(key=lambda n: n.level != "warning")
+    data["findings"] = [{"level": n.level, "section": n.section, "text": n.text} for n in notices]
     t = time.perf_counter()
     html = render_page(
         title=title,

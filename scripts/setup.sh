@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Development environment: Graphviz (and, with --browser, Chromium for the browser tests)
-# from the system's package manager, then .venv with the pinned Python packages.
+# from the system's package manager, then .venv with the pinned Python packages (with
+# --browser, as `make test` runs it, also those of the integration tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,5 +25,11 @@ fi
 
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "nnviz-report needs Python 3.10 or newer" >&2; exit 1; }
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+requirements=(-r requirements-dev.txt)
+# The tests' integrations (Lightning, Hugging Face, trackers, notebooks) in the same pip call,
+# so that nothing they pull replaces the pinned CPU build of torch.
+if [[ "${1:-}" == "--browser" ]]; then
+  requirements+=(-r requirements-integrations.txt)
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check "${requirements[@]}"
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .

@@ -73,3 +73,45 @@ def assert_same_state(before: dict, after: dict) -> None:
     for name, value in before["buffers"].items():
         assert torch.equal(value, after["buffers"][name]), name
     assert before["hooks"] == after["hooks"]
+
+
+def need(module: str):
+    """An optional integration's package (requirements-integrations.txt; `make test` installs
+    it). Missing: the test is skipped, unless NNVIZ_REQUIRE_INTEGRATIONS is set (as in CI)."""
+    import importlib
+    import os
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if os.environ.get("NNVIZ_REQUIRE_INTEGRATIONS"):
+            raise
+        pytest.skip(f"{module} is not installed (pip install -r requirements-integrations.txt)")
+
+
+@pytest.fixture
+def offline_trackers(tmp_path, monkeypatch):
+    """Trackers that write only under tmp_path and reach no host: MLflow in a SQLite file,
+    W&B offline, Hugging Face without its hub."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for name, value in {"MLFLOW_TRACKING_URI": uri, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+                        "WANDB_DIR": str(tmp_path), "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
+                        "WANDB_DATA_DIR": str(tmp_path / "wandb-data"), "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
+                        "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "DISABLE_MLFLOW_INTEGRATION": "FALSE",
+                        "TOKENIZERS_PARALLELISM": "false"}.items():
+        monkeypatch.setenv(name, value)
+    import sys
+
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+    wandb = sys.modules.get("wandb")
+    if wandb is not None:  # W&B keeps its settings (WANDB_DIR among them) for the process
+        wandb.finish()
+        wandb.teardown()

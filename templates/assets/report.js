@@ -516,15 +516,63 @@
     });
   });
 
-  /* ---- links into closed <details> ------------------------------------------------------- */
-  function reveal() {
-    var id = decodeURIComponent(location.hash.slice(1));
-    var el = id && document.getElementById(id);
-    if (!el) return;
+  /* ---- in-page links ---------------------------------------------------------------------
+     Links scroll this page's own window and never navigate: in a notebook's srcdoc frame
+     (and MLflow's) "#id" resolves against the parent page's URL and would load it into the
+     frame; scrollIntoView would scroll the notebook too. While sections above the target
+     draw and grow, the target is held at the top until the reader scrolls (or 10 s). */
+  var landing = null;
+  function land(el) {
+    if (landing) landing();
     for (var p = el; p; p = p.parentElement) if (p.tagName === "DETAILS") p.open = true;
-    el.scrollIntoView();
+    var stopped = false, ro = null, timer = null, inputs = ["wheel", "touchstart", "keydown", "mousedown"];
+    function align() {
+      if (stopped) return;
+      var top = el.getBoundingClientRect().top;
+      if (Math.abs(top) >= 1) window.scrollTo({ top: window.scrollY + top, behavior: "instant" });
+    }
+    function stop() {
+      if (stopped) return;
+      stopped = true;
+      if (ro) ro.disconnect();
+      clearTimeout(timer);
+      inputs.forEach(function (name) { window.removeEventListener(name, stop, true); });
+      landing = null;
+    }
+    align();
+    if ("ResizeObserver" in window) {
+      ro = new ResizeObserver(align);
+      Array.prototype.forEach.call(document.querySelectorAll(".page-head, main > *"), function (s) { ro.observe(s); });
+    }
+    inputs.forEach(function (name) { window.addEventListener(name, stop, true); });
+    timer = setTimeout(stop, 10000);
+    landing = stop;
+  }
+  function targetOf(hash) {
+    var id = hash.charAt(0) === "#" ? hash.slice(1) : hash;
+    try { id = decodeURIComponent(id); } catch (e) { /* not percent-encoded */ }
+    return id ? document.getElementById(id) : null;
+  }
+  document.addEventListener("click", function (ev) {
+    if (ev.defaultPrevented || ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
+    var a = ev.target.closest && ev.target.closest("a[href^='#']");
+    if (!a) return;
+    var hash = a.getAttribute("href"), el = targetOf(hash);
+    ev.preventDefault();
+    if (!el) { if (hash === "#") window.scrollTo({ top: 0, behavior: "instant" }); return; }
+    land(el);
+    // The address bar follows where it is this page's own (not about:srcdoc); a sandboxed
+    // frame may refuse, which changes nothing else.
+    if (location.protocol !== "about:" && location.hash !== hash) {
+      try { history.pushState(null, "", hash); } catch (e) { /* opaque origin */ }
+    }
+  });
+  function reveal() {
+    var el = targetOf(location.hash);
+    if (el) land(el);
   }
   window.addEventListener("hashchange", reveal);
+  window.addEventListener("popstate", reveal);
   if (location.hash) reveal();
 
   /* ---- lazy drawing ---------------------------------------------------------------------- */

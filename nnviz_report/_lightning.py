@@ -1,0 +1,139 @@
+"""The Lightning callback, made for one namespace: ``lightning.pytorch``
+(:mod:`nnviz_report.lightning`) or ``pytorch_lightning`` (:mod:`nnviz_report.pytorch_lightning`):
+each module builds the class on its own package's ``Callback``, so that a project with only
+one of the two packages installed imports only that one.
+
+Order of events: ``on_train_start`` (after a checkpoint is restored and after the sanity
+check) takes the snapshot; the example input is the argument, else the module's
+``example_input_array``, else the first training batch; ``on_train_end`` (the loggers are
+still open; ``on_fit_end`` comes after teardown) builds the report, and with
+``every_n_epochs`` so does the end of every Nth epoch, with the snapshots taken so far as a
+trajectory. Only global rank zero builds, on the LightningModule itself (never through the
+DDP wrapper, whose forward is a collective); every rank reads ``trainer.log_dir`` (it
+broadcasts) and meets the others at a barrier with a timeout afterwards.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from . import _integration as integ
+from . import trackers
+from .errors import NNVizError
+
+_SHARDED = ("FSDP", "DeepSpeed", "ModelParallel")
+
+
+def make_callback(pl: ModuleType, module_name: str) -> type:
+    """``NNVizCallback`` subclassing ``pl.Callback``."""
+
+    class NNVizCallback(pl.Callback):
+        """Build an nnviz-report at the end of training (and every ``every_n_epochs``
+        epochs), save it in the trainer's log dir and log it to every attached logger.
+
+        ``example_input``: what the report runs the model on (a tensor, tuple or dict, as
+        for ``build_report``); default ``pl_module.example_input_array``, else the first
+        training batch: a tensor as it is, ``(x, y, ...)`` -> ``x``, a dict without its
+        ``labels``/``label``/``target``/``targets``/``y`` keys. ``filename``: the page's name
+        in the log dir (``report.json``'s is the same with ``.json``); epoch reports add
+        ``-epochN``. ``timeout``: seconds the other ranks wait for rank zero's build.
+        Other keyword arguments go to :func:`nnviz_report.build_report` (``title``,
+        ``layers``, ``max_channels``, ...).
+        """
+
+        def __init__(self, example_input: Any = None, every_n_epochs: int | None = None,
+                     filename: str = "nnviz-report.html", timeout: float = 600.0, **build_kwargs: Any) -> None:
+            super().__init__()
+            if every_n_epochs is not None and (isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int)
+                                               or every_n_epochs < 1):
+                raise NNVizError(f"every_n_epochs must be a positive integer or None, not {every_n_epochs!r}")
+            if not (isinstance(timeout, (int, float)) and timeout > 0):
+                raise NNVizError(f"timeout must be a positive number of seconds, not {timeout!r}")
+            self.example_input = example_input
+            self.every_n_epochs = every_n_epochs
+            self.filename = integ.check_filename(filename)
+            self.timeout = float(timeout)
+            self.build_kwargs = integ.check_build_kwargs(build_kwargs)
+            self.saved: list[Path] = []  # pages written (on global rank zero)
+            self._snapshots: list[Any] = []
+            self._example: Any = None
+            self._no_example: str | None = None  # why the first batch gave no example
+
+        # ---- events -------------------------------------------------------------------
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            strategy = type(trainer.strategy).__name__
+            if any(s in strategy for s in _SHARDED):
+                raise integ.sharded_strategy(strategy)
+            integ.cpu_group()  # a collective: every rank makes the barrier's group now
+            self._snapshots = []
+            self._example = None
+            self._no_example = None
+            if not trainer.is_global_zero:
+                return
+            from .capture.snapshot import snapshot
+
+            self._snapshots = [snapshot(pl_module, label="start")]
+            given = self.example_input if self.example_input is not None else getattr(pl_module, "example_input_array", None)
+            if given is not None:
+                self._example = integ.cpu_copy(given)
+
+        def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+            if self._example is None and self._no_example is None and trainer.is_global_zero:
+                try:
+                    self._example = integ.cpu_copy(integ.input_from_batch(batch))
+                except NNVizError as exc:  # only rank zero is here: raising would hang the others
+                    self._no_example = str(exc)
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if not self.every_n_epochs or (trainer.current_epoch + 1) % self.every_n_epochs:
+                return
+            epoch = trainer.current_epoch + 1
+            stem = self.filename[: -len(".html")]
+            self._report(trainer, pl_module, f"{stem}-epoch{epoch}.html")
+            if trainer.is_global_zero:
+                from .capture.snapshot import snapshot
+
+                self._snapshots.append(snapshot(pl_module, label=f"epoch {epoch}"))
+
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            self._report(trainer, pl_module, self.filename)
+
+        # ---- the report ----------------------------------------------------------------
+        def _report(self, trainer: Any, pl_module: Any, filename: str) -> None:
+            folder = trainer.log_dir  # a broadcast: read on every rank
+            folder = Path(folder if folder is not None else trainer.default_root_dir)
+            if trainer.is_global_zero:
+                try:
+                    self._build_and_log(trainer, pl_module, folder, filename)
+                except Exception as exc:  # the finished training run outlives a failed report
+                    integ.warn_failed("the report was not built", exc)
+            integ.barrier(self.timeout, "rank zero's nnviz-report")
+
+        def _build_and_log(self, trainer: Any, pl_module: Any, folder: Path, filename: str) -> None:
+            from .report import build_report
+
+            if self._example is None:
+                raise NNVizError(f"no example input ({self._no_example or 'no training batch was seen'}): pass "
+                                 "NNVizCallback(example_input=...) or set example_input_array on the LightningModule")
+            report = build_report(pl_module, self._example, before=list(self._snapshots), **self.build_kwargs)
+            html, data = trackers.write_files(report, folder, filename[: -len(".html")])
+            self.saved.append(html)
+            for logger in trainer.loggers:
+                if type(logger).__name__ == "DummyLogger":  # fast_dev_run
+                    continue
+                try:
+                    target = trackers.resolve(logger)
+                    if target.kind == "folder" and html.parent.resolve() == target.obj.parent.resolve():
+                        continue  # the page is already in this logger's folder
+                    trackers.log_files(target, html, data, report, step=trainer.global_step)
+                except Exception as exc:
+                    integ.warn_failed(f"the report was saved to {html} but not logged to {type(logger).__name__}", exc)
+            for text in report.warnings:
+                warnings.warn(f"nnviz-report: {text}", RuntimeWarning, stacklevel=2)
+
+    NNVizCallback.__module__ = module_name
+    NNVizCallback.__qualname__ = "NNVizCallback"
+    return NNVizCallback
