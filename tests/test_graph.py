@@ -29,7 +29,7 @@ from zoo import (
 )
 
 import nnviz_report
-from nnviz_report import dot
+from nnviz_report import dot, dot_source
 from nnviz_report.capture.forward import CaptureOptions
 from nnviz_report.capture.graph import capture_graph
 from nnviz_report.capture.run import capture
@@ -412,7 +412,7 @@ def test_names_dot_cannot_encode_are_drawn_escaped():
     model.add_module("lone\udce9surrogate", nn.Linear(4, 4))
     run = run_of(model, torch.randn(2, 4))
     views = graph_views.build_hierarchy(run.graph, run.forward.calls, "Sequential").views
-    (result,) = dot.render_svgs([dot.source(views[0], run.forward.calls, "x-")], 10)
+    (result,) = dot.render_svgs([dot_source.source(views[0], run.forward.calls, "x-")], 10)
     assert result.error is None and "lone\\udce9surrogate" in result.svg
 
 

@@ -6,7 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .. import dot
+from .. import dot, dot_source
 from ..capture.forward import ModuleCall
 from ..capture.run import CapturedRun
 from . import Notice, Section
@@ -50,11 +50,11 @@ class _Info:
         info = {}
         for n in view.nodes:
             if n.kind == "junction":
-                item: dict[str, Any] = {"label": "together: " + ", ".join(dot.printable(x) for x in n.label),
+                item: dict[str, Any] = {"label": "together: " + ", ".join(dot_source.printable(x) for x in n.label),
                                         "kind": n.kind}
                 info[prefix + n.id] = item
                 continue
-            item = {"label": " ".join(dot.printable(x) for x in n.label if x), "kind": n.kind}
+            item = {"label": " ".join(dot_source.printable(x) for x in n.label if x), "kind": n.kind}
             if n.call is not None:
                 item.update(self.call_item(self.calls[n.call]))
             if n.opens:
@@ -64,7 +64,7 @@ class _Info:
                 item["members"] = names[:MAX_MEMBERS] + ([f"… {len(names) - MAX_MEMBERS} more"]
                                                         if len(names) > MAX_MEMBERS else [])
             if n.ops:
-                item["ops"] = [dot.printable(x) for x in n.ops]
+                item["ops"] = [dot_source.printable(x) for x in n.ops]
             info[prefix + n.id] = item
         for cid, call in view.clusters.items():
             item = {"label": f"{call.name} · {call.type}", "kind": "cluster", **self.call_item(call)}
@@ -78,7 +78,7 @@ def _layout(views: list[tuple[str, View, str]], calls: list[ModuleCall], timeout
     prepared = []
     results: dict[str, dot.SvgResult] = {}
     for vid, view, prefix in views:
-        attrs = dot.layout_attrs(dot.layout_cost(view))
+        attrs = dot_source.layout_attrs(dot_source.layout_cost(view))
         if attrs is None:
             results[vid] = dot.SvgResult(None, "too large to lay out within the layout budget", 0.0)
         else:
@@ -94,19 +94,19 @@ def _layout(views: list[tuple[str, View, str]], calls: list[ModuleCall], timeout
         size += n
 
     def run(batch: list) -> list[tuple[str, dot.SvgResult]]:
-        sources = [dot.source(view, calls, prefix, attrs) for _, view, prefix, attrs in batch]
+        sources = [dot_source.source(view, calls, prefix, attrs) for _, view, prefix, attrs in batch]
         full = batch[0][0] == "full"
         out = dot.render_svgs(sources, timeout * FULL_SHARE if full else timeout, 0 if full else NICE)
         if len(batch) > 1 and all(r.error and "did not finish" in r.error for r in out):
             # One view held the batch up: each again, cheapest settings, until the batch has
             # had twice the budget; what is left keeps its error.
-            cheapest = dot.LAYOUT_TIERS[-1][1]
+            cheapest = dot_source.LAYOUT_TIERS[-1][1]
             deadline = time.perf_counter() + timeout
             for k, (_, view, prefix, _) in enumerate(batch):
                 left = deadline - time.perf_counter()
                 if left <= 0:
                     break
-                out[k] = dot.render_svg(dot.source(view, calls, prefix, cheapest), min(timeout, left), NICE)
+                out[k] = dot.render_svg(dot_source.source(view, calls, prefix, cheapest), min(timeout, left), NICE)
         return [(item[0], r) for item, r in zip(batch, out)]
 
     if batches:
@@ -193,10 +193,10 @@ def build(run: CapturedRun) -> Section:
         for vid, view, prefix in todo:
             result = results[vid]
             timings[vid] = result.seconds
-            data["views"].append({"id": vid, "title": dot.printable(view.title), "nodes": len(view.nodes),
+            data["views"].append({"id": vid, "title": dot_source.printable(view.title), "nodes": len(view.nodes),
                                   "edges": len(view.edges), "rendered": result.svg is not None, "error": result.error})
             if result.svg is not None:
-                drawn[vid] = {"svg": result.svg, "info": info.view(view, prefix), "title": dot.printable(view.title),
+                drawn[vid] = {"svg": result.svg, "info": info.view(view, prefix), "title": dot_source.printable(view.title),
                               "parent": view.parent, "note": view.note}
         # A box whose view was not drawn does not open.
         for entry in drawn.values():
