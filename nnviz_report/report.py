@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import functools
 import gc
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +29,7 @@ from .capture.run import (
     resolve_before,
 )
 from .errors import NNVizError
+from .output import write_output
 from .render import PLOTLY_VERSION, pack_view, render_page, render_section
 from .sections import activations, feature_maps, parameters
 from .sections import graph as graph_section
@@ -50,24 +49,13 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict, compare=False)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the page to ``path`` atomically: a temporary file beside it, then a rename.
-        An earlier file at ``path`` stays intact if anything fails."""
+        """Write the page to ``path``. A regular file is written atomically (a temporary file
+        beside it, then a rename): an earlier file at ``path`` stays intact if anything
+        fails or an interrupt arrives. A symbolic link is followed (the file it names is
+        replaced, the link stays). A device, a FIFO or /dev/stdout is written into, in
+        place. Any failure is an :class:`NNVizError`."""
         target = Path(path)
-        check_output_path(target)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.write(self.html)
-                f.flush()
-                os.fsync(f.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_output(target, self.html.encode("utf-8"))
         return target
 
 
@@ -80,18 +68,6 @@ def device_name(device: str) -> str | None:
         return torch.cuda.get_device_name(d)
     except (RuntimeError, AssertionError):
         return None
-
-
-def check_output_path(target: Path) -> None:
-    if target.is_dir():
-        raise NNVizError(f"output {target} is a folder; give a file name such as {target / 'report.html'}")
-    parent = target.parent
-    if not parent.is_dir():
-        raise NNVizError(f"output folder {parent} does not exist; create it or choose another output path")
-    if not os.access(parent, os.W_OK):
-        raise NNVizError(f"cannot write to {parent}: permission denied; choose another output path")
-    if target.exists() and not os.access(target, os.W_OK):
-        raise NNVizError(f"cannot replace {target}: permission denied; choose another output path")
 
 
 def _patterns(value: str | Sequence[str] | None, what: str) -> tuple[str, ...]:

@@ -178,3 +178,4 @@ def test_help_and_usage_errors_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     assert "the following arguments are required" in result.stderr
+
