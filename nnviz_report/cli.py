@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     except NNVizError as exc:
         print(f"nnviz-report: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("nnviz-report: interrupted; the output file was not touched", file=sys.stderr)
+        return 130
 
 
 def _status_stream(output: Path) -> Any:
