@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as _dt
 import functools
 import gc
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +103,45 @@ def _collector_paused(fn: Any) -> Any:
     return paused
 
 
+@functools.cache
+def _openmp() -> tuple[Any, Any] | None:
+    """``omp_get_max_threads`` and ``omp_set_num_threads`` of the OpenMP runtime torch's CPU
+    kernels run on, or None (no OpenMP build, or its symbols are not visible)."""
+    if os.name != "posix" or "OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        lib = ctypes.CDLL(None)
+        return lib.omp_get_max_threads, lib.omp_set_num_threads
+    except (OSError, AttributeError):
+        return None
+
+
+def _one_kernel_thread_set() -> int | None:
+    """This thread's torch CPU kernels run on one OpenMP thread from now on; returns the
+    number before (None: unchanged). ``torch.set_num_threads`` would do it for the whole
+    process: threads started meanwhile would keep 1 for their whole life, and it clears
+    oneDNN's primitive cache under other threads' convolutions. OpenMP's own setting
+    belongs to the calling thread."""
+    omp = _openmp()
+    if omp is None:
+        return None
+    torch.get_num_threads()  # torch sets up this thread's OpenMP count once, on first use
+    before = omp[0]()
+    omp[1](1)
+    return before
+
+
+@contextlib.contextmanager
+def _one_kernel_thread() -> Iterator[None]:
+    """:func:`_one_kernel_thread_set` for the calling thread, inside the block."""
+    before = _one_kernel_thread_set()
+    try:
+        yield
+    finally:
+        if before is not None:
+            _openmp()[1](before)
+
+
 @_collector_paused
 def build_report(
     model: nn.Module,
@@ -182,29 +223,25 @@ def build_report(
     # (mostly waiting for Graphviz's own processes); the histograms, then the feature maps'
     # pictures, section and HTML (foreach ops, numpy and PIL, which let go of the GIL); this
     # thread: the activations, comparing the parameters, rendering the other sections.
-    # Torch runs one thread per kernel meanwhile: two-thread kernels on busy cores
-    # spin-wait for each other. (Measured and dropped: the comparison in a lane of its own,
-    # its many small kernels then queue for the GIL; the comparison beside the forward
-    # pass, which slows the convolutions down; the comparison before it, no faster.)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            graph_done = pool.submit(graph_lane)
-            counted = pool.submit(count_histograms, run)  # then the maps, in the same lane
-            maps_done = pool.submit(pictures_and_maps)
-            finish_activations(run)
-            run.parameters, run.timings["parameters"] = timed_compare()
-            counted.result()
-            # Graphviz is usually still at work: render what is built meanwhile.
-            for module in SECTIONS:
-                if module not in (graph_section, feature_maps):
-                    build_section(module, run)
-                    render_body(module)
-            maps_done.result()
-            graph_done.result()
-    finally:
-        torch.set_num_threads(threads)
+    # Torch runs one thread per kernel meanwhile, in these threads only: two-thread kernels
+    # on busy cores spin-wait for each other. (Measured and dropped: the comparison in a
+    # lane of its own, its many small kernels then queue for the GIL; the comparison beside
+    # the forward pass, which slows the convolutions down; the comparison before it, no
+    # faster.)
+    with _one_kernel_thread(), ThreadPoolExecutor(max_workers=2, initializer=_one_kernel_thread_set) as pool:
+        graph_done = pool.submit(graph_lane)
+        counted = pool.submit(count_histograms, run)  # then the maps, in the same lane
+        maps_done = pool.submit(pictures_and_maps)
+        finish_activations(run)
+        run.parameters, run.timings["parameters"] = timed_compare()
+        counted.result()
+        # Graphviz is usually still at work: render what is built meanwhile.
+        for module in SECTIONS:
+            if module not in (graph_section, feature_maps):
+                build_section(module, run)
+                render_body(module)
+        maps_done.result()
+        graph_done.result()
     sections = [built[module.ID] for module in SECTIONS]
     timings = dict(run.timings)
 
