@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import NNVizError
 from . import activations as act
-from .guard import preserve_model_state
+from .guard import CALL_KINDS, ModelState, preserve_model_state
 from .tensors import (
     FULL_COPY_BUDGET,
     FULL_COPY_VALUES,
@@ -471,14 +472,23 @@ class _Recorder:
 
 
 class _FunctionalActivations(TorchFunctionMode):
-    def __init__(self, recorder: _Recorder):
+    """Sees every torch call of the forward pass (on this thread): functional activations
+    go to the recorder; a call that may write into a parameter goes first to the guard's
+    copy on write (:meth:`ModelState.before_call`)."""
+
+    def __init__(self, recorder: _Recorder, state: ModelState):
         super().__init__()
         self.recorder = recorder
+        self.state = state
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         rec = self.recorder
-        if rec.paused or func not in act.FUNCTIONAL:
+        if rec.paused:
+            return func(*args, **kwargs)
+        if kwargs or CALL_KINDS.get(func, 1):
+            self.state.before_call(func, args, kwargs)
+        if func not in act.FUNCTIONAL:
             return func(*args, **kwargs)
         return rec.functional(func, args, kwargs)
 
@@ -503,25 +513,40 @@ def _uncalled(model: nn.Module, counts: Counter[str]) -> list[tuple[str, str, st
 def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -> ForwardCapture:
     """Run the model once on a copy of ``example_input`` and capture everything.
 
-    The model's state (modes, hooks, buffers, flags, RNG) is restored on exit, also when the
+    The model's state (modes, hooks, parameters, buffers, flags, RNG) is restored on exit, also when the
     forward pass fails; a failure becomes an ``NNVizError`` naming the module that raised.
     """
     device = model_device(model)
     args, kwargs, inputs = prepare_inputs(example_input, device)
     rec = _Recorder(model, options)
     started = time.perf_counter()
-    with preserve_model_state(model):
+    with preserve_model_state(model) as state:
         if options.mode == "eval":
             model.eval()
         elif options.mode == "train":
             model.train()
+        # The hooks are on the model, seen by every thread: calls from another thread are
+        # only counted (the guard then refuses the build).
+        thread = threading.get_ident()
+
+        def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if threading.get_ident() == thread:
+                return rec.pre_hook(module, args, kwargs)
+            state.foreign_calls += 1
+            return None
+
+        def post_hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            if threading.get_ident() == thread:
+                return rec.post_hook(module, args, kwargs, output)
+            return None
+
         handles = []
         try:
             for module in rec.names:
-                handles.append(module.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
-                handles.append(module.register_forward_hook(rec.post_hook, with_kwargs=True))
+                handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+                handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
             try:
-                with torch.enable_grad(), _FunctionalActivations(rec):
+                with torch.enable_grad(), _FunctionalActivations(rec, state):
                     output = model(*args, **kwargs)
             except Exception as exc:
                 raise _forward_error(exc, rec, inputs) from exc

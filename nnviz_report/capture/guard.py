@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
+
+from ..errors import NNVizError
 
 
 def _hook_dicts(module: nn.Module) -> list[tuple[str, dict]]:
@@ -21,56 +23,202 @@ def _hook_dicts(module: nn.Module) -> list[tuple[str, dict]]:
     ]
 
 
-@contextlib.contextmanager
-def preserve_model_state(model: nn.Module) -> Iterator[None]:
-    """Restore train/eval mode, hooks, buffers, ``requires_grad``, ``.grad`` and the RNG.
-
-    Inside the block the model may be switched to eval mode, have hooks added and run a
-    forward pass (which, in train mode, updates BatchNorm statistics). On exit, normal or
-    not, every module is as it was: the same hook dicts with the same entries in the same
-    order, the same buffer objects holding the same values, the same flags.
-
-    Parameters are not copied (that would double the model's memory): a forward pass does
-    not write to them. If one did so in place, a warning names it.
-    """
-    modules = list(model.modules())
-    training = [(m, m.training) for m in modules]
-    hooks = [(d, dict(d)) for m in modules for _, d in _hook_dicts(m)]
-    params = list(model.parameters())
-    param_state = [(p, p.requires_grad, p.grad, p._version) for p in params]
-    buffers = [(m, name, buf) for m in modules for name, buf in m._buffers.items()]
-    buffer_values = _save_values([buf for _, _, buf in buffers if buf is not None])
-    cpu_rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+def _storage_ptr(t: torch.Tensor) -> int:
     try:
-        yield
-    finally:
-        for m, mode in training:
+        return t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # sparse and other layouts without one storage
+        return 0
+
+
+def _version(t: torch.Tensor) -> int | None:
+    return None if t.is_inference() else t._version  # inference tensors keep no version counter
+
+
+# Tensor methods whose names end in "_" but write no values.
+_NOT_WRITES = frozenset({"requires_grad_", "retain_grad", "share_memory_", "record_stream", "detach_"})
+CALL_KINDS: dict[Any, int] = {}  # func -> _NONE / _WRITES_FIRST / _BACKWARD, learnt on first sight
+_NONE, _WRITES_FIRST, _BACKWARD = 0, 1, 2
+
+
+def _kind(func: Any) -> int:
+    kind = CALL_KINDS.get(func)
+    if kind is None:
+        name = getattr(func, "__name__", "")
+        if isinstance(func, torch._ops.OpOverload):
+            kind = _WRITES_FIRST if func._schema.is_mutable else _NONE
+        elif name == "backward":
+            kind = _BACKWARD
+        elif name == "__setitem__" or (name.endswith("_") and not name.endswith("__") and name not in _NOT_WRITES):
+            kind = _WRITES_FIRST
+        else:
+            kind = _NONE
+        CALL_KINDS[func] = kind
+    return kind
+
+
+class ModelState:
+    """Everything :func:`preserve_model_state` puts back, and what the forward pass did.
+
+    Parameters are not copied up front (that would double the model's memory). The
+    capture's torch-function mode calls :meth:`before_call` with every torch call of the
+    forward pass; a call that writes into a parameter's memory (``p.mul_()``,
+    ``p.data.clamp_()``, ``p[0] = 1``, ``out=p``, ``torch.nn.init.*``) first copies that
+    parameter's storage (copy on write). A parameter whose tensor was swapped
+    (``p.data = ...``) gets its own storage back, which a reference kept here holds intact.
+    """
+
+    def __init__(self, model: nn.Module):
+        modules = list(model.modules())
+        self.training = [(m, m.training) for m in modules]
+        self.hooks = [(d, dict(d)) for m in modules for _, d in _hook_dicts(m)]
+        self.slots = [(m, name, p) for m in modules for name, p in m._parameters.items()]
+        self.names = {id(p): n for n, p in model.named_parameters()}
+        params = list(model.parameters())
+        # (parameter, requires_grad, .grad, version, an alias of its tensor: same storage,
+        # sizes and strides, which also keeps that storage alive)
+        self.params = [(p, p.requires_grad, p.grad, _version(p), p.detach()) for p in params]
+        self.storages = {ptr: alias for _, _, _, _, alias in self.params if (ptr := _storage_ptr(alias))}
+        self.saved: dict[int, torch.UntypedStorage] = {}  # storage pointer -> copy before the first write
+        self.buffers = [(m, name, buf) for m in modules for name, buf in m._buffers.items()]
+        self.buffer_values = _save_values([buf for _, _, buf in self.buffers if buf is not None])
+        self.cpu_rng = torch.get_rng_state()
+        self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        self.foreign_calls = 0  # module calls from other threads (counted by the capture's hooks)
+        self.ran_backward = False  # the forward pass itself ran a backward pass
+
+    # -- during the forward pass -----------------------------------------------------------
+    def before_call(self, func: Any, args: tuple, kwargs: dict) -> None:
+        """Copy the storage of any parameter ``func`` is about to write."""
+        kind = _kind(func)
+        targets: list[Any] = []
+        if kind == _WRITES_FIRST:
+            if args:
+                targets.append(args[0])
+            else:  # torch.nn.init.uniform_(tensor=p): any tensor passed may be the one written
+                targets.extend(kwargs.values())
+        elif kind == _BACKWARD:
+            self.ran_backward = True
+        if kwargs:
+            targets.append(kwargs.get("out"))
+            if kwargs.get("inplace") is True and args:
+                targets.append(args[0])
+        for target in targets:
+            for t in target if isinstance(target, (list, tuple)) else (target,):
+                if isinstance(t, torch.Tensor):
+                    ptr = _storage_ptr(t)
+                    if ptr in self.storages and ptr not in self.saved:
+                        self.saved[ptr] = self.storages[ptr].untyped_storage().clone()
+
+    # -- afterwards ------------------------------------------------------------------------
+    def foreign(self) -> str | None:
+        """What shows that someone else changed the model meanwhile (another thread), or
+        None. Read before anything is put back."""
+        if self.foreign_calls:
+            return f"{self.foreign_calls} module calls from another thread"
+        written = [
+            self.names.get(id(p), "?") for p, _, _, version, alias in self.params
+            if version is not None and p._version != version and _same_tensor(p, alias)
+            and _storage_ptr(alias) not in self.saved
+        ]
+        if written:
+            return f"parameters written where the report cannot see it: {_names(written)}"
+        if not self.ran_backward:
+            grads = [self.names.get(id(p), "?") for p, _, grad, _, _ in self.params if p.grad is not grad]
+            if grads:
+                return f"gradients changed: {_names(grads)}"
+        return None
+
+    def restore(self, values: bool = True) -> None:
+        """Put everything back; with ``values=False`` only what the report itself changes
+        (modes, hooks, which objects the modules hold, ``requires_grad``)."""
+        for m, mode in self.training:
             m.training = mode
-        for live, entries in hooks:
+        for live, entries in self.hooks:
             if list(live.items()) != list(entries.items()):
                 live.clear()
                 live.update(entries)
-        for m, name, buf in buffers:
-            m._buffers[name] = buf
-        # Compare values: batch_norm updates running stats without bumping _version.
-        _restore_values(buffer_values)
-        names = {id(p): n for n, p in model.named_parameters()}
-        for p, requires_grad, grad, version in param_state:
+        for m, name, p in self.slots:
+            if m._parameters.get(name) is not p:
+                m._parameters[name] = p
+        for m, name, buf in self.buffers:
+            if m._buffers.get(name) is not buf:
+                m._buffers[name] = buf
+        for p, requires_grad, _, _, _ in self.params:
             if p.requires_grad != requires_grad:
                 p.requires_grad_(requires_grad)
-            if p.grad is not grad:
-                p.grad = grad
-            if p._version != version:
-                warnings.warn(
-                    f"the model's forward pass modified parameter {names.get(id(p), '?')!r} in "
-                    "place; nnviz-report cannot undo that",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-        torch.set_rng_state(cpu_rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
+        if not values:
+            return
+        # Compare values: batch_norm updates running stats without bumping _version.
+        _restore_values(self.buffer_values)
+        with torch.no_grad():
+            for p, _, grad, _, alias in self.params:
+                if not _same_tensor(p, alias):
+                    p.data = alias
+                if p.grad is not grad:
+                    p.grad = grad
+            for ptr, copy in self.saved.items():
+                self.storages[ptr].untyped_storage().copy_(copy)
+        if not torch.equal(torch.get_rng_state(), self.cpu_rng):
+            torch.set_rng_state(self.cpu_rng)
+        if self.cuda_rng is not None:
+            now = torch.cuda.get_rng_state_all()
+            if len(now) != len(self.cuda_rng) or not all(map(torch.equal, now, self.cuda_rng)):
+                torch.cuda.set_rng_state_all(self.cuda_rng)
+
+
+def _same_tensor(p: torch.Tensor, alias: torch.Tensor) -> bool:
+    return (_storage_ptr(p) == _storage_ptr(alias) and p.shape == alias.shape and p.stride() == alias.stride()
+            and p.storage_offset() == alias.storage_offset() and p.dtype == alias.dtype)
+
+
+def _names(items: list[str], limit: int = 4) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+@contextlib.contextmanager
+def preserve_model_state(model: nn.Module) -> Iterator[ModelState]:
+    """Restore train/eval mode, hooks, parameters, buffers, ``requires_grad``, ``.grad`` and
+    the RNG.
+
+    Inside the block the model may be switched to eval mode, have hooks added and run a
+    forward pass (which, in train mode, updates BatchNorm statistics, and may write its
+    own parameters: see :class:`ModelState`). On exit, normal or not, every module is as it
+    was: the same hook dicts with the same entries in the same order, the same parameter
+    and buffer objects holding the same values, the same flags.
+
+    One exception: when another thread used the model meanwhile (its module calls reach
+    the report's hooks; its optimizer steps and backward passes change parameters and
+    gradients where the report cannot see them), only the modes, hooks, module slots and
+    flags are put back, the values are left as that thread made them, and an NNVizError
+    says so: putting them back would undo that thread's training, and writing tensors
+    another thread is updating is not safe.
+    """
+    state = ModelState(model)
+    try:
+        yield state
+    except Exception as exc:
+        foreign = state.foreign()
+        state.restore(values=foreign is None)
+        if foreign is not None:
+            raise _concurrent_use(foreign) from exc
+        raise
+    except BaseException:
+        state.restore(values=state.foreign() is None)
+        raise
+    foreign = state.foreign()
+    state.restore(values=foreign is None)
+    if foreign is not None:
+        raise _concurrent_use(foreign)
+
+
+def _concurrent_use(what: str) -> NNVizError:
+    return NNVizError(
+        f"the model changed while the report ran its forward pass ({what}): another thread was "
+        "using it, or compiled code the report cannot follow wrote to it; build the report between "
+        "training steps, not beside them (meanwhile the model was in the report's mode, eval by "
+        "default, for that thread too). Modes and hooks are put back; values, gradients and the "
+        "random number generator are left as the other thread made them"
+    )
 
 
 def _save_values(tensors: list[torch.Tensor]) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
