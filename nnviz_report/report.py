@@ -142,7 +142,20 @@ def _one_kernel_thread() -> Iterator[None]:
             _openmp()[1](before)
 
 
+def _autograd_on(fn: Any) -> Any:
+    """``fn`` runs with autograd on and inference mode off, whatever the caller's context
+    (``torch.no_grad()``, ``torch.inference_mode()``): the example input's copy must be
+    an autograd leaf for the graph to start at it. Both modes belong to the calling thread."""
+
+    @functools.wraps(fn)
+    def on(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode(False), torch.enable_grad():
+            return fn(*args, **kwargs)
+    return on
+
+
 @_collector_paused
+@_autograd_on
 def build_report(
     model: nn.Module,
     example_input: Any,

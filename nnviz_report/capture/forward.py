@@ -124,6 +124,7 @@ class ForwardCapture:
     mode: str
     seconds: float
     notes: list[str] = field(default_factory=list)
+    no_autograd: str | None = None  # why the forward pass ran without autograd (no graph)
     derivatives: act.Derivatives = field(default_factory=act.Derivatives)  # run by run.finish_activations()
     histograms: HistogramCounts = field(default_factory=HistogramCounts)  # run by run.count_histograms()
 
@@ -150,7 +151,8 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def prepare_inputs(example_input: Any, device: torch.device) -> tuple[tuple, dict, list[tuple[str, torch.Tensor]]]:
+def prepare_inputs(example_input: Any, device: torch.device,
+                   autograd: bool = True) -> tuple[tuple, dict, list[tuple[str, torch.Tensor]]]:
     """Copies of the example input on the model's device: a tensor is called as
     ``model(x)``, a tuple or list as ``model(*x)``, a dict as ``model(**x)``.
 
@@ -165,7 +167,7 @@ def prepare_inputs(example_input: Any, device: torch.device) -> tuple[tuple, dic
             return value
         t = value.detach().to(device=device, copy=True)
         labelled.append((label, t))
-        if t.is_floating_point() or t.is_complex():
+        if autograd and (t.is_floating_point() or t.is_complex()):
             t.requires_grad_(True)
             return t.clone()
         return t
@@ -517,7 +519,8 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
     forward pass fails; a failure becomes an ``NNVizError`` naming the module that raised.
     """
     device = model_device(model)
-    args, kwargs, inputs = prepare_inputs(example_input, device)
+    no_autograd = _inference_tensors(model)
+    args, kwargs, inputs = prepare_inputs(example_input, device, autograd=no_autograd is None)
     rec = _Recorder(model, options)
     started = time.perf_counter()
     with preserve_model_state(model) as state:
@@ -546,10 +549,10 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
                 handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
                 handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
             try:
-                with torch.enable_grad(), _FunctionalActivations(rec, state):
+                with torch.set_grad_enabled(no_autograd is None), _FunctionalActivations(rec, state):
                     output = model(*args, **kwargs)
             except Exception as exc:
-                raise _forward_error(exc, rec, inputs) from exc
+                raise _forward_error(exc, rec, inputs, no_autograd) from exc
         finally:
             for h in handles:
                 h.remove()
@@ -571,12 +574,25 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
         mode=options.mode,
         seconds=time.perf_counter() - started,
         notes=notes,
+        no_autograd=no_autograd,
         derivatives=rec.derivatives,
         histograms=rec.histograms,
     )
 
 
-def _forward_error(exc: Exception, rec: _Recorder, inputs: list) -> NNVizError:
+def _inference_tensors(model: nn.Module) -> str | None:
+    """Why autograd cannot run through ``model``, or None: parameters or buffers created
+    under ``torch.inference_mode()`` cannot be saved for a backward pass. (The forward pass
+    then runs without autograd: every number of the report but the graph.)"""
+    names = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_inference()]
+    if not names:
+        return None
+    return (f"the model's parameters and buffers ({names[0]}{' and more' if len(names) > 1 else ''}) were "
+            "created under torch.inference_mode(), and autograd cannot record them; create the model "
+            "outside inference mode (load_state_dict copies the weights) to see the graph")
+
+
+def _forward_error(exc: Exception, rec: _Recorder, inputs: list, no_autograd: str | None = None) -> NNVizError:
     message = (str(exc).strip().splitlines() or [""])[0]
     where = "the model's forward"
     if rec.stack:
@@ -586,5 +602,8 @@ def _forward_error(exc: Exception, rec: _Recorder, inputs: list) -> NNVizError:
     return NNVizError(
         f"the forward pass failed in {where} after {done} module calls: "
         f"{type(exc).__name__}: {message} (example input: {shape_text(inputs) or 'none'}); "
-        "check the input shape and dtype the model expects"
+        + ("the model's tensors were created under torch.inference_mode() and cannot be updated "
+           "outside it: use mode='eval', or create the model outside inference mode"
+           if no_autograd and "inference" in message.lower() else
+           "check the input shape and dtype the model expects")
     )

@@ -239,5 +239,6 @@ def _restore_values(saved: list[tuple[list[torch.Tensor], torch.Tensor]]) -> Non
                 n = t.numel()
                 values = flat[at:at + n].view(t.shape)
                 if not torch.equal(t, values):
-                    t.copy_(values)
+                    with torch.inference_mode(t.is_inference()):  # only writable in there
+                        t.copy_(values)
                 at += n

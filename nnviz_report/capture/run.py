@@ -41,6 +41,7 @@ class CapturedRun:
     snapshots: list[Snapshot]
     activations: act.ActivationSummary | None = None  # filled by finish_activations()
     parameters: ParameterComparison | None = None  # filled by build_report (parameters.compare)
+    graph_note: str | None = None  # why the graph is missing although it was asked for
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -97,7 +98,7 @@ def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] 
     t = time.perf_counter()
     outputs = [weakref.ref(tensor) for _, tensor in iter_tensors(fwd.output)]
     try:
-        if options.graph:
+        if options.graph and fwd.no_autograd is None:
             graph_capture = capture_graph(fwd.output, dict(model.named_parameters()), fwd.inputs, fwd.owner)
     finally:
         fwd.release()
@@ -118,7 +119,8 @@ def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] 
         ],
         mode=fwd.mode,
     )
-    return CapturedRun(info, fwd, graph_capture, options, snapshots, timings=timings)
+    graph_note = f"no autograd graph: {fwd.no_autograd}" if options.graph and fwd.no_autograd else None
+    return CapturedRun(info, fwd, graph_capture, options, snapshots, timings=timings, graph_note=graph_note)
 
 
 def finish_activations(run: CapturedRun) -> None:

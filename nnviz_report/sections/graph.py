@@ -60,7 +60,7 @@ def build(run: CapturedRun) -> Section:
         "note": None,
     }
     if g is None:
-        data["note"] = "the autograd graph was not captured (graph=False / --no-graph)"
+        data["note"] = run.graph_note or "the autograd graph was not captured (graph=False / --no-graph)"
         return Section(ID, "Autograd graph", "sections/graph.html.j2", data, summary="not captured",
                        view={"views": [], "skips": [], "default": None, "note": data["note"], "timings": {}})
     data.update(nodes=len(g.nodes), edges=len(g.edges), residual_connections=g.residual_count,
