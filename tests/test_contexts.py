@@ -64,3 +64,64 @@ def test_a_model_made_in_inference_mode_gets_every_section_but_the_graph():
     with pytest.raises(NNVizError, match="created under torch.inference_mode.*use mode='eval'"):
         nnviz_report.build_report(model, torch.randn(2, 3, 8, 8), mode="train")
     assert_same_state(before, state_of(model))
+
+
+class Detector(nn.Module):
+    """Takes one list of images, as torchvision's detectors do, and rewrites the first in
+    place."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, images, targets=None):
+        if targets is not None:
+            targets = {k: v for k, v in targets.items()}
+        images[0].mul_(0.5)
+        return [self.conv(image[None]) for image in images]
+
+
+def test_nested_inputs_are_copied_and_described():
+    from conftest import page_view
+
+    a, b = torch.randn(3, 8, 8), torch.randn(3, 10, 10)
+    keep = a.clone()
+    images = [a, b]
+    report = nnviz_report.build_report(Detector(), (images,))
+    assert torch.equal(a, keep) and images == [a, b] and not a.requires_grad, "the caller's data is untouched"
+    assert report.data["model"]["inputs"] == [
+        {"name": "input[0][0]", "shape": [3, 8, 8], "dtype": "float32"},
+        {"name": "input[0][1]", "shape": [3, 10, 10], "dtype": "float32"},
+    ]
+    assert "<dt>Input</dt><dd><code>3×8×8</code> float32, <code>3×10×10</code> float32</dd>" in report.html
+    graph = str(page_view(report.html)["assets"]["graph"])
+    assert "input[0][0]" in graph and "input[0][1]" in graph, "the graph starts at both images"
+
+
+def test_inputs_in_dicts_and_named_tuples_and_shared_tensors():
+    from collections import OrderedDict, namedtuple
+
+    Pair = namedtuple("Pair", "left right")
+    seen = {}
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, batch, pair):
+            seen["types"] = (type(batch), type(pair))
+            seen["same"] = batch["x"] is pair.left
+            return self.fc(batch["x"] + pair.right)
+
+    x, y = torch.randn(2, 4), torch.randn(2, 4)
+    report = nnviz_report.build_report(Net(), (OrderedDict(x=x), Pair(x, y)))
+    assert seen == {"types": (OrderedDict, Pair), "same": True}
+    assert [i["name"] for i in report.data["model"]["inputs"]] == ["input[0]['x']", "input[1].right"]
+
+
+def test_a_bare_list_for_a_detector_suggests_the_tuple():
+    images = [torch.randn(3, 8, 8), torch.randn(3, 8, 8)]
+    with pytest.raises(NNVizError, match=r"a list is passed as positional arguments.*\(\[img1, img2\],\)") as err:
+        nnviz_report.build_report(Detector(), images)
+    assert "'Tensor' object has no attribute 'items'" in str(err.value) and "\n" not in str(err.value)

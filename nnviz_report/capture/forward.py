@@ -23,7 +23,7 @@ import fnmatch
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,36 +154,67 @@ def model_device(model: nn.Module) -> torch.device:
 def prepare_inputs(example_input: Any, device: torch.device,
                    autograd: bool = True) -> tuple[tuple, dict, list[tuple[str, torch.Tensor]]]:
     """Copies of the example input on the model's device: a tensor is called as
-    ``model(x)``, a tuple or list as ``model(*x)``, a dict as ``model(**x)``.
+    ``model(x)``, a tuple or list as ``model(*x)``, a dict (any mapping) as ``model(**x)``.
 
-    Floating-point copies are leaves that require grad, so the autograd graph starts at the
-    input; the model gets a clone of that leaf, which it may modify in place. The caller's
-    tensors are never touched.
+    Tensors are copied at any depth: in lists, tuples, named tuples and dicts inside the
+    input (``([img1, img2],)`` for a detector), in containers of the same types; a tensor
+    that appears twice is one copy. Floating-point copies are leaves that require grad, so
+    the autograd graph starts at the input; the model gets a clone of that leaf, which it
+    may modify in place. The caller's tensors and containers are never touched.
     """
     labelled: list[tuple[str, torch.Tensor]] = []
+    copies: dict[int, torch.Tensor] = {}
+    path: set[int] = set()
 
     def copy(value: Any, label: str) -> Any:
-        if not isinstance(value, torch.Tensor):
+        if isinstance(value, torch.Tensor):
+            if id(value) not in copies:
+                t = value.detach().to(device=device, copy=True)
+                labelled.append((label, t))
+                if autograd and (t.is_floating_point() or t.is_complex()):
+                    t.requires_grad_(True)
+                    t = t.clone()
+                copies[id(value)] = t
+            return copies[id(value)]
+        if not isinstance(value, (tuple, list, Mapping)):
             return value
-        t = value.detach().to(device=device, copy=True)
-        labelled.append((label, t))
-        if autograd and (t.is_floating_point() or t.is_complex()):
-            t.requires_grad_(True)
-            return t.clone()
-        return t
+        if id(value) in path:
+            raise NNVizError(f"example input {label} contains itself; pass tensors in plain lists, tuples or dicts")
+        path.add(id(value))
+        try:
+            if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+                return type(value)(*(copy(getattr(value, f), f"{label}.{f}") for f in value._fields))
+            if isinstance(value, Mapping):
+                return _same_kind(value, {k: copy(v, f"{label}[{k!r}]") for k, v in value.items()}, dict)
+            return _same_kind(value, [copy(v, f"{label}[{i}]") for i, v in enumerate(value)],
+                              tuple if isinstance(value, tuple) else list)
+        finally:
+            path.discard(id(value))
 
     if isinstance(example_input, torch.Tensor):
         return (copy(example_input, "input"),), {}, labelled
     if isinstance(example_input, (tuple, list)):
         args = tuple(copy(v, f"input[{i}]") for i, v in enumerate(example_input))
         return args, {}, labelled
-    if isinstance(example_input, dict):
+    if isinstance(example_input, Mapping):
         kwargs = {k: copy(v, f"input[{k!r}]") for k, v in example_input.items()}
         return (), kwargs, labelled
     raise NNVizError(
         f"example input is a {type(example_input).__name__}; pass a tensor, a tuple/list of "
         "positional inputs, or a dict of keyword inputs"
     )
+
+
+def _same_kind(original: Any, items: Any, plain: type) -> Any:
+    """``items`` in a container of ``original``'s type where it can be built from them (a
+    subclass whose constructor wants something else gets the plain type)."""
+    kind = type(original)
+    if kind in (list, tuple, dict):
+        return kind(items)
+    try:
+        return kind(items)
+    except Exception:  # noqa: BLE001 - any constructor; the plain container does the job
+        return plain(items)
 
 
 def shape_text(inputs: Sequence[tuple[str, torch.Tensor]]) -> str:
@@ -552,7 +583,7 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
                 with torch.set_grad_enabled(no_autograd is None), _FunctionalActivations(rec, state):
                     output = model(*args, **kwargs)
             except Exception as exc:
-                raise _forward_error(exc, rec, inputs, no_autograd) from exc
+                raise _forward_error(exc, rec, inputs, no_autograd, example_input) from exc
         finally:
             for h in handles:
                 h.remove()
@@ -592,7 +623,8 @@ def _inference_tensors(model: nn.Module) -> str | None:
             "outside inference mode (load_state_dict copies the weights) to see the graph")
 
 
-def _forward_error(exc: Exception, rec: _Recorder, inputs: list, no_autograd: str | None = None) -> NNVizError:
+def _forward_error(exc: Exception, rec: _Recorder, inputs: list, no_autograd: str | None = None,
+                   example_input: Any = None) -> NNVizError:
     message = (str(exc).strip().splitlines() or [""])[0]
     where = "the model's forward"
     if rec.stack:
@@ -606,4 +638,8 @@ def _forward_error(exc: Exception, rec: _Recorder, inputs: list, no_autograd: st
            "outside it: use mode='eval', or create the model outside inference mode"
            if no_autograd and "inference" in message.lower() else
            "check the input shape and dtype the model expects")
+        + (f" (a list is passed as positional arguments, model(*x), here {len(example_input)} of them; "
+           "a model that takes one list of tensors, as torchvision's detectors do, needs it wrapped "
+           "in a tuple: ([img1, img2],))"
+           if type(example_input) is list else "")
     )
