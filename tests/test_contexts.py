@@ -125,3 +125,37 @@ def test_a_bare_list_for_a_detector_suggests_the_tuple():
     with pytest.raises(NNVizError, match=r"a list is passed as positional arguments.*\(\[img1, img2\],\)") as err:
         nnviz_report.build_report(Detector(), images)
     assert "'Tensor' object has no attribute 'items'" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("compile_", ["script", "trace"])
+def test_a_torchscript_model_gets_a_report_that_says_what_it_cannot_show(compile_):
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    x = torch.randn(3, 4)
+    scripted = torch.jit.script(model) if compile_ == "script" else torch.jit.trace(model, x)
+    before = state_of(scripted)
+    report = nnviz_report.build_report(scripted, x, before=nnviz_report.snapshot(scripted))
+    assert_same_state(before, state_of(scripted))
+    assert report.data["title"] == "Sequential report"
+    assert report.data["feature_maps"] == [] and report.data["activations"]["calls"] == []
+    assert report.data["graph"]["nodes"] > 5 and len(report.data["parameters"]) == 4
+    assert "the model is a TorchScript module (Sequential): compiled code runs without Python hooks" in report.html
+
+
+def test_a_torchscript_block_inside_a_model():
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = torch.jit.script(nn.Sequential(nn.Linear(4, 4), nn.GELU()))
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.block(x))
+
+    report = nnviz_report.build_report(Outer(), torch.randn(3, 4))
+    assert [e["name"] for e in report.data["feature_maps"]] == ["head"]
+    assert "TorchScript modules: block: compiled code runs without Python hooks" in report.html
+
+
+def test_a_model_on_the_meta_device_is_a_clear_error():
+    with pytest.raises(NNVizError, match=r"on the meta device \(weight: a shape without values\).*to_empty"):
+        nnviz_report.build_report(nn.Linear(3, 2, device="meta"), torch.randn(2, 3))

@@ -125,6 +125,7 @@ class ForwardCapture:
     seconds: float
     notes: list[str] = field(default_factory=list)
     no_autograd: str | None = None  # why the forward pass ran without autograd (no graph)
+    scripted: bool = False  # TorchScript modules ran (notes[0] says what is missing)
     derivatives: act.Derivatives = field(default_factory=act.Derivatives)  # run by run.finish_activations()
     histograms: HistogramCounts = field(default_factory=HistogramCounts)  # run by run.count_histograms()
 
@@ -533,7 +534,12 @@ def _uncalled(model: nn.Module, counts: Counter[str]) -> list[tuple[str, str, st
         if counts[name]:
             continue
         parent = modules.get(name.rpartition(".")[0]) if name else None
-        if isinstance(parent, nn.MultiheadAttention) and name.endswith("out_proj"):
+        if isinstance(module, torch.jit.ScriptModule):
+            if isinstance(parent, torch.jit.ScriptModule):
+                continue  # said of the outermost TorchScript module
+            why = ("TorchScript (torch.jit.script/trace): runs as compiled code, which forward hooks "
+                   "and the functional-activation view cannot see into")
+        elif isinstance(parent, nn.MultiheadAttention) and name.endswith("out_proj"):
             why = "applied functionally by MultiheadAttention; its output is the attention block's entry"
         elif any(counts[n] for n in modules if n.startswith(name + ".")):
             why = "a container whose children were called directly"
@@ -577,6 +583,8 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
         handles = []
         try:
             for module in rec.names:
+                if isinstance(module, torch.jit.ScriptModule):  # no hooks: it runs as compiled code
+                    continue
                 handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
                 handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
             try:
@@ -588,6 +596,17 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
             for h in handles:
                 h.remove()
     notes = []
+    modules = dict(model.named_modules())
+    scripted = [n or "(root)" for n, m in modules.items() if isinstance(m, torch.jit.ScriptModule)
+                and not (n and isinstance(modules.get(n.rpartition(".")[0]), torch.jit.ScriptModule))]
+    if scripted:
+        notes.append(
+            (f"the model is a TorchScript module ({model.original_name})" if scripted == ["(root)"] else
+             f"TorchScript modules: {', '.join(scripted[:4])}{' and more' if len(scripted) > 4 else ''}")
+            + ": compiled code runs without Python hooks, so the layer outputs and activation calls "
+            "inside it are not in this report (its output, parameters and autograd graph are); pass "
+            "the module as it was before torch.jit.script/trace to see them"
+        )
     if rec.example_clamped:
         notes.append(f"the batch has no example {options.example}; example 0 is drawn instead")
     return ForwardCapture(
@@ -605,6 +624,7 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
         mode=options.mode,
         seconds=time.perf_counter() - started,
         notes=notes,
+        scripted=bool(scripted),
         no_autograd=no_autograd,
         derivatives=rec.derivatives,
         histograms=rec.histograms,

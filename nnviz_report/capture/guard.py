@@ -71,7 +71,10 @@ class ModelState:
         modules = list(model.modules())
         self.training = [(m, m.training) for m in modules]
         self.hooks = [(d, dict(d)) for m in modules for _, d in _hook_dicts(m)]
-        self.slots = [(m, name, p) for m in modules for name, p in m._parameters.items()]
+        # Which objects the modules hold (TorchScript modules' slots cannot change from Python).
+        plain = [m for m in modules if not isinstance(m, torch.jit.ScriptModule)]
+        self.slots = [(m, name, p) for m in plain for name, p in m._parameters.items()]
+        self.buffer_slots = [(m, name, buf) for m in plain for name, buf in m._buffers.items()]
         self.names = {id(p): n for n, p in model.named_parameters()}
         params = list(model.parameters())
         # (parameter, requires_grad, .grad, version, an alias of its tensor: same storage,
@@ -79,8 +82,7 @@ class ModelState:
         self.params = [(p, p.requires_grad, p.grad, _version(p), p.detach()) for p in params]
         self.storages = {ptr: alias for _, _, _, _, alias in self.params if (ptr := _storage_ptr(alias))}
         self.saved: dict[int, torch.UntypedStorage] = {}  # storage pointer -> copy before the first write
-        self.buffers = [(m, name, buf) for m in modules for name, buf in m._buffers.items()]
-        self.buffer_values = _save_values([buf for _, _, buf in self.buffers if buf is not None])
+        self.buffer_values = _save_values([buf for _, buf in model.named_buffers()])
         self.cpu_rng = torch.get_rng_state()
         self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
         self.foreign_calls = 0  # module calls from other threads (counted by the capture's hooks)
@@ -140,7 +142,7 @@ class ModelState:
         for m, name, p in self.slots:
             if m._parameters.get(name) is not p:
                 m._parameters[name] = p
-        for m, name, buf in self.buffers:
+        for m, name, buf in self.buffer_slots:
             if m._buffers.get(name) is not buf:
                 m._buffers[name] = buf
         for p, requires_grad, _, _, _ in self.params:

@@ -80,7 +80,15 @@ def check_model(model: Any) -> nn.Module:
     """The module to capture (unwrapped from DataParallel/DDP/torch.compile)."""
     if not isinstance(model, nn.Module):
         raise NNVizError(f"model must be a torch.nn.Module, not {type(model).__name__}")
-    return unwrap_model(model)
+    model = unwrap_model(model)
+    meta = next((n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta), None)
+    if meta is not None:
+        raise NNVizError(
+            f"the model's tensors are on the meta device ({meta}: a shape without values), so there is "
+            "nothing to run or draw; materialise it first, e.g. model.to_empty(device='cpu') and "
+            "load_state_dict(...) with its weights"
+        )
+    return model
 
 
 def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] | None,
@@ -108,7 +116,7 @@ def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] 
     params = list(model.parameters())
     first = params[0] if params else None
     info = ModelInfo(
-        class_name=type(model).__name__,
+        class_name=model.original_name if isinstance(model, torch.jit.ScriptModule) else type(model).__name__,
         num_parameters=sum(p.numel() for p in params),
         trainable_parameters=sum(p.numel() for p in params if p.requires_grad),
         device=fwd.device,
