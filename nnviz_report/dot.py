@@ -345,7 +345,8 @@ def render_svg(dot_source: str, timeout: float, nice: int = 0) -> SvgResult:
             with contextlib.suppress(OSError, AttributeError):
                 os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + nice)
         try:
-            out, err = proc.communicate(dot_source.encode("utf-8"), timeout=timeout)
+            # errors="replace": a name with a lone surrogate (not UTF-8) is drawn with a '?'
+            out, err = proc.communicate(dot_source.encode("utf-8", "replace"), timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()

@@ -159,3 +159,31 @@ def test_a_torchscript_block_inside_a_model():
 def test_a_model_on_the_meta_device_is_a_clear_error():
     with pytest.raises(NNVizError, match=r"on the meta device \(weight: a shape without values\).*to_empty"):
         nnviz_report.build_report(nn.Linear(3, 2, device="meta"), torch.randn(2, 3))
+
+
+def test_text_that_is_not_unicode_shows_as_a_replacement_character(tmp_path):
+    """A title from a non-UTF-8 argument and a module whose name holds a lone surrogate:
+    the page is valid UTF-8 and shows U+FFFD where they were."""
+    model = nn.Sequential()
+    model.add_module("lin\udcffear", nn.Linear(3, 2))
+    report = nnviz_report.build_report(model, torch.randn(2, 3), title="run \udcff42")
+    path = report.save(tmp_path / "r.html")
+    html = path.read_bytes().decode("utf-8")  # strict: valid UTF-8
+    assert "<h1>run \ufffd42</h1>" in html and "lin\ufffdear" in html
+    from conftest import page_json
+
+    data = page_json(html, "nnviz-data")
+    assert data["title"] == "run \ufffd42" and data["feature_maps"][0]["name"] == "lin\ufffdear"
+    assert report.data["graph"]["views"][0]["error"] is None, "the graph was drawn"
+
+
+def test_cli_title_from_a_non_utf8_argument(tmp_path, capsys):
+    from conftest import ROOT, page_json
+
+    from nnviz_report.cli import main
+
+    out = tmp_path / "r.html"
+    code = main(["build", f"{ROOT}/examples/models.py:TwoLayerNet", "--input-shape", "2,20", "--no-graph",
+                 "--title", b"run \xff".decode("utf-8", "surrogateescape"), "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert page_json(out.read_text(encoding="utf-8"), "nnviz-data")["title"] == "run \ufffd"
