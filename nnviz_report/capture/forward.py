@@ -43,6 +43,7 @@ from .tensors import (
     TensorStats,
     channel_parts,
     describe_non_tensors,
+    drawn_slice,
     finish_images,
     iter_tensors,
     matrix_parts,
@@ -418,6 +419,8 @@ class _Recorder:
                 image = self._image(module, t, path)
             except RuntimeError as exc:  # an exotic layout must not break the report
                 notes.append(f"no image: {exc}".split("\n")[0])
+            if image is not None and image.kind == "channels" and t.dim() > 4:
+                notes.append(drawn_slice(t.shape))
             if isinstance(module, nn.MultiheadAttention):
                 notes.append(
                     "out_proj is applied functionally inside MultiheadAttention, so this is the "
