@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import datetime as _dt
 import functools
@@ -10,7 +9,7 @@ import gc
 import os
 import platform
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +115,7 @@ def _openmp() -> tuple[Any, Any] | None:
         return None
 
 
-def _one_kernel_thread_set() -> int | None:
+def _one_kernel_thread() -> int | None:
     """This thread's torch CPU kernels run on one OpenMP thread from now on; returns the
     number before (None: unchanged). ``torch.set_num_threads`` would do it for the whole
     process: threads started meanwhile would keep 1 for their whole life, and it clears
@@ -131,15 +130,10 @@ def _one_kernel_thread_set() -> int | None:
     return before
 
 
-@contextlib.contextmanager
-def _one_kernel_thread() -> Iterator[None]:
-    """:func:`_one_kernel_thread_set` for the calling thread, inside the block."""
-    before = _one_kernel_thread_set()
-    try:
-        yield
-    finally:
-        if before is not None:
-            _openmp()[1](before)
+def _kernel_threads(number: int | None) -> None:
+    """Undo :func:`_one_kernel_thread` in this thread."""
+    if number is not None:
+        _openmp()[1](number)
 
 
 def _autograd_on(fn: Any) -> Any:
@@ -241,20 +235,24 @@ def build_report(
     # lane of its own, its many small kernels then queue for the GIL; the comparison beside
     # the forward pass, which slows the convolutions down; the comparison before it, no
     # faster.)
-    with _one_kernel_thread(), ThreadPoolExecutor(max_workers=2, initializer=_one_kernel_thread_set) as pool:
-        graph_done = pool.submit(graph_lane)
-        counted = pool.submit(count_histograms, run)  # then the maps, in the same lane
-        maps_done = pool.submit(pictures_and_maps)
-        finish_activations(run)
-        run.parameters, run.timings["parameters"] = timed_compare()
-        counted.result()
-        # Graphviz is usually still at work: render what is built meanwhile.
-        for module in SECTIONS:
-            if module not in (graph_section, feature_maps):
-                build_section(module, run)
-                render_body(module)
-        maps_done.result()
-        graph_done.result()
+    threads = _one_kernel_thread()
+    try:
+        with ThreadPoolExecutor(max_workers=2, initializer=_one_kernel_thread) as pool:
+            graph_done = pool.submit(graph_lane)
+            counted = pool.submit(count_histograms, run)  # then the maps, in the same lane
+            maps_done = pool.submit(pictures_and_maps)
+            finish_activations(run)
+            run.parameters, run.timings["parameters"] = timed_compare()
+            counted.result()
+            # Graphviz is usually still at work: render what is built meanwhile.
+            for module in SECTIONS:
+                if module not in (graph_section, feature_maps):
+                    build_section(module, run)
+                    render_body(module)
+            maps_done.result()
+            graph_done.result()
+    finally:
+        _kernel_threads(threads)
     sections = [built[module.ID] for module in SECTIONS]
     timings = dict(run.timings)
 

@@ -127,6 +127,10 @@ def test_a_bare_list_for_a_detector_suggests_the_tuple():
     assert "'Tensor' object has no attribute 'items'" in str(err.value) and "\n" not in str(err.value)
 
 
+TORCHSCRIPT_DEPRECATED = "ignore:`torch.jit.*is deprecated:DeprecationWarning"  # torch 2.13 says so
+
+
+@pytest.mark.filterwarnings(TORCHSCRIPT_DEPRECATED)
 @pytest.mark.parametrize("compile_", ["script", "trace"])
 def test_a_torchscript_model_gets_a_report_that_says_what_it_cannot_show(compile_):
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -141,6 +145,7 @@ def test_a_torchscript_model_gets_a_report_that_says_what_it_cannot_show(compile
     assert "the model is a TorchScript module (Sequential): compiled code runs without Python hooks" in report.html
 
 
+@pytest.mark.filterwarnings(TORCHSCRIPT_DEPRECATED)
 def test_a_torchscript_block_inside_a_model():
     class Outer(nn.Module):
         def __init__(self):
