@@ -210,11 +210,8 @@ def prepare_inputs(example_input: Any, device: torch.device,
 def _same_kind(original: Any, items: Any, plain: type) -> Any:
     """``items`` in a container of ``original``'s type where it can be built from them (a
     subclass whose constructor wants something else gets the plain type)."""
-    kind = type(original)
-    if kind in (list, tuple, dict):
-        return kind(items)
     try:
-        return kind(items)
+        return type(original)(items)
     except Exception:  # noqa: BLE001 - any constructor; the plain container does the job
         return plain(items)
 
@@ -555,8 +552,9 @@ def _uncalled(model: nn.Module, counts: Counter[str]) -> list[tuple[str, str, st
 def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -> ForwardCapture:
     """Run the model once on a copy of ``example_input`` and capture everything.
 
-    The model's state (modes, hooks, parameters, buffers, flags, RNG) is restored on exit, also when the
-    forward pass fails; a failure becomes an ``NNVizError`` naming the module that raised.
+    The model's state (modes, hooks, parameters, buffers, flags, RNG) is restored on exit,
+    also when the forward pass fails; a failure becomes an ``NNVizError`` naming the module
+    that raised.
     """
     device = model_device(model)
     no_autograd = _inference_tensors(model)

@@ -38,13 +38,14 @@ def _version(t: torch.Tensor) -> int | None:
 _NOT_WRITES = frozenset({"requires_grad_", "retain_grad", "share_memory_", "record_stream", "detach_"})
 CALL_KINDS: dict[Any, int] = {}  # func -> _NONE / _WRITES_FIRST / _BACKWARD, learnt on first sight
 _NONE, _WRITES_FIRST, _BACKWARD = 0, 1, 2
+_OP_OVERLOAD = getattr(getattr(torch, "_ops", None), "OpOverload", ())
 
 
 def _kind(func: Any) -> int:
     kind = CALL_KINDS.get(func)
     if kind is None:
         name = getattr(func, "__name__", "")
-        if isinstance(func, torch._ops.OpOverload):
+        if isinstance(func, _OP_OVERLOAD):  # torch.ops.aten.add_.Tensor: its schema says
             kind = _WRITES_FIRST if func._schema.is_mutable else _NONE
         elif name == "backward":
             kind = _BACKWARD
