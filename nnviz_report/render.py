@@ -48,8 +48,8 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 def valid_text(text: str) -> str:
     """``text`` with every lone surrogate replaced by U+FFFD. A file name or argument that
     is not UTF-8 reaches Python as such surrogates (a model can have them in a module
-    name too); they cannot be written as UTF-8. (Encoding is the fast check: 1.5 ms for a
-    ResNet-50 page, the pattern search 7 ms.)"""
+    name too); they cannot be written as UTF-8. (Encoding is the check: several times
+    faster than searching for them.)"""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
