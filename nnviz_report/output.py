@@ -26,7 +26,8 @@ def check_output_path(target: Path) -> str:
     ``"file"`` (a regular file, or none yet: written beside it and renamed over it; a
     symbolic link is followed, the file it names is replaced and the link stays) or
     ``"stream"`` (a character device such as /dev/null or a terminal, a FIFO or pipe, or a
-    file reached through /dev or /proc such as /dev/stdout: written into, in place)."""
+    file reached through a descriptor path such as /dev/stdout, /dev/fd/N or /proc/...:
+    written into, in place)."""
     try:
         st = os.stat(target)  # follows symbolic links
     except FileNotFoundError:
@@ -63,9 +64,9 @@ def check_output_path(target: Path) -> str:
 
 def _through_descriptor(target: Path) -> bool:
     """/dev/stdout, /dev/fd/3, /proc/self/fd/1: a file the process already has open; no
-    temporary file can go beside it."""
-    parts = Path(os.path.abspath(target)).parts
-    return len(parts) > 2 and parts[1] in ("dev", "proc")
+    temporary file can go beside it. (Not /dev/shm/report.html: a file like any other.)"""
+    path = os.path.abspath(target)
+    return path.startswith(("/proc/", "/dev/fd/")) or path in ("/dev/stdout", "/dev/stderr")
 
 
 def write_output(target: Path, data: bytes) -> None:

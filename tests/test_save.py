@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -201,3 +202,18 @@ def test_an_interrupted_save_leaves_no_temporary_file(tmp_path):
     assert _leftovers(tmp_path) == []
     assert interrupted > 50 and saved > 50, (saved, interrupted)
     assert (tmp_path / "report.html").read_text() == "<p>" + "x" * 200_000
+
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")
+def test_a_file_under_dev_shm_is_replaced_atomically_like_any_other(report):
+    """Only descriptor paths (/dev/stdout, /dev/fd/N, /proc/...) are written in place."""
+    target = Path("/dev/shm") / f"nnviz-test-{os.getpid()}.html"
+    target.write_text("an earlier report")
+    try:
+        inode = target.stat().st_ino
+        report.save(target)
+        assert target.stat().st_ino != inode, "a new file renamed over the old one"
+        assert target.read_text(encoding="utf-8") == report.html
+    finally:
+        target.unlink()
