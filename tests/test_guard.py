@@ -156,6 +156,25 @@ def test_parameters_the_forward_pass_writes_are_put_back():
     assert all(p is objects[n] for n, p in model.named_parameters())
 
 
+
+def test_gradients_a_backward_pass_inside_forward_sets_are_put_back():
+    class SelfTraining(nn.Module):  # e.g. an energy model that differentiates in forward
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            self.fc(x).pow(2).sum().backward()
+            return self.head(x)
+
+    model = SelfTraining()
+    model.head.weight.grad = torch.full_like(model.head.weight, 3.0)
+    before = state_of(model)
+    nnviz_report.build_report(model, torch.randn(3, 4), graph=False)
+    assert_same_state(before, state_of(model))
+    assert model.fc.weight.grad is None
+
 class Rendezvous(nn.Module):
     """The report's forward pass waits here while another thread trains the model."""
 
@@ -242,3 +261,16 @@ def test_threads_started_during_a_build_keep_torchs_thread_count():
         spawner.join()
         torch.set_num_threads(threads)
     assert seen == {2}
+
+
+def test_a_nan_buffer_is_not_rewritten():
+    """Buffers are compared bit for bit: a NaN running statistic (a diverged run) is not
+    'changed', so it is not written back, which would bump its version counter and fail
+    a backward pass that saved it."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).eval()
+    with torch.no_grad():
+        model[1].running_var[0] = float("nan")
+    loss = model(torch.randn(3, 4)).sum()  # eval-mode batch norm saves running_var for backward
+    nnviz_report.build_report(model, torch.randn(3, 4), graph=False)
+    loss.backward()
+    assert torch.isnan(model[1].running_var[0])

@@ -561,15 +561,12 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
     args, kwargs, inputs = prepare_inputs(example_input, device, autograd=no_autograd is None)
     rec = _Recorder(model, options)
     started = time.perf_counter()
-    with preserve_model_state(model) as state:
-        if options.mode == "eval":
-            model.eval()
-        elif options.mode == "train":
-            model.train()
-        # The hooks are on the model, seen by every thread: calls from another thread are
-        # only counted (the guard then refuses the build).
-        thread = threading.get_ident()
+    # The hooks are on the model, seen by every thread: calls from another thread are only
+    # counted (the guard then refuses the build). The guard takes them off when it puts the
+    # model's hook dicts back, after the values: until then they count.
+    thread = threading.get_ident()
 
+    def add_hooks(state: ModelState) -> None:
         def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
             if threading.get_ident() == thread:
                 return rec.pre_hook(module, args, kwargs)
@@ -581,21 +578,22 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
                 return rec.post_hook(module, args, kwargs, output)
             return None
 
-        handles = []
+        for module in rec.names:
+            if isinstance(module, torch.jit.ScriptModule):  # no hooks: it runs as compiled code
+                continue
+            module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+            module.register_forward_hook(post_hook, with_kwargs=True)
+
+    with preserve_model_state(model, add_hooks) as state:
+        if options.mode == "eval":
+            model.eval()
+        elif options.mode == "train":
+            model.train()
         try:
-            for module in rec.names:
-                if isinstance(module, torch.jit.ScriptModule):  # no hooks: it runs as compiled code
-                    continue
-                handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
-                handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
-            try:
-                with torch.set_grad_enabled(no_autograd is None), _FunctionalActivations(rec, state):
-                    output = model(*args, **kwargs)
-            except Exception as exc:
-                raise _forward_error(exc, rec, inputs, no_autograd, example_input) from exc
-        finally:
-            for h in handles:
-                h.remove()
+            with torch.set_grad_enabled(no_autograd is None), _FunctionalActivations(rec, state):
+                output = model(*args, **kwargs)
+        except Exception as exc:
+            raise _forward_error(exc, rec, inputs, no_autograd, example_input) from exc
     notes = []
     modules = dict(model.named_modules())
     scripted = [n or "(root)" for n, m in modules.items() if isinstance(m, torch.jit.ScriptModule)

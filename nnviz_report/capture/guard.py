@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -69,7 +69,10 @@ class ModelState:
     """
 
     def __init__(self, model: nn.Module):
+        """Modes, hook dicts and which objects the modules hold; the values come with
+        :meth:`record_values`."""
         modules = list(model.modules())
+        self.model = model
         self.training = [(m, m.training) for m in modules]
         self.hooks = [(d, dict(d)) for m in modules for _, d in _hook_dicts(m)]
         # Which objects the modules hold (TorchScript modules' slots cannot change from Python).
@@ -77,17 +80,27 @@ class ModelState:
         self.slots = [(m, name, p) for m in plain for name, p in m._parameters.items()]
         self.buffer_slots = [(m, name, buf) for m in plain for name, buf in m._buffers.items()]
         self.names = {id(p): n for n, p in model.named_parameters()}
-        params = list(model.parameters())
-        # (parameter, requires_grad, .grad, version, an alias of its tensor: same storage,
-        # sizes and strides, which also keeps that storage alive)
-        self.params = [(p, p.requires_grad, p.grad, _version(p), p.detach()) for p in params]
-        self.storages = {ptr: alias for _, _, _, _, alias in self.params if (ptr := _storage_ptr(alias))}
+        # (parameter, requires_grad, version, an alias of its tensor: same storage, sizes and
+        # strides, which also keeps that storage alive)
+        self.params: list[tuple[torch.Tensor, bool, int | None, torch.Tensor]] = []
+        self.storages: dict[int, torch.Tensor] = {}
         self.saved: dict[int, torch.UntypedStorage] = {}  # storage pointer -> copy before the first write
-        self.buffer_values = _save_values([buf for _, buf in model.named_buffers()])
+        # .grad is read only when the forward pass runs a backward pass of its own (then,
+        # before it): reading it while another thread's backward pass sets it races in C++.
+        self.grads: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None
+        self.buffer_values: list[tuple[list[torch.Tensor], torch.Tensor]] = []
+        self.cpu_rng: torch.Tensor | None = None
+        self.cuda_rng: list[torch.Tensor] | None = None
+        self.foreign_calls = 0  # module calls from other threads (counted by the capture's hooks)
+
+    def record_values(self) -> None:
+        """Parameters (aliases and version counters, no copies), buffers (a copy) and the
+        RNG state."""
+        self.params = [(p, p.requires_grad, _version(p), p.detach()) for p in self.model.parameters()]
+        self.storages = {ptr: alias for _, _, _, alias in self.params if (ptr := _storage_ptr(alias))}
+        self.buffer_values = _save_values([buf for _, buf in self.model.named_buffers()])
         self.cpu_rng = torch.get_rng_state()
         self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-        self.foreign_calls = 0  # module calls from other threads (counted by the capture's hooks)
-        self.ran_backward = False  # the forward pass itself ran a backward pass
 
     # -- during the forward pass -----------------------------------------------------------
     def before_call(self, func: Any, args: tuple, kwargs: dict) -> None:
@@ -99,8 +112,8 @@ class ModelState:
                 targets.append(args[0])
             else:  # torch.nn.init.uniform_(tensor=p): any tensor passed may be the one written
                 targets.extend(kwargs.values())
-        elif kind == _BACKWARD:
-            self.ran_backward = True
+        elif kind == _BACKWARD and self.grads is None:
+            self.grads = [(p, p.grad) for p, _, _, _ in self.params]
         if kwargs:
             targets.append(kwargs.get("out"))
             if kwargs.get("inplace") is True and args:
@@ -113,27 +126,33 @@ class ModelState:
                         self.saved[ptr] = self.storages[ptr].untyped_storage().clone()
 
     # -- afterwards ------------------------------------------------------------------------
-    def foreign(self) -> str | None:
+    def foreign(self, versions: bool = True) -> str | None:
         """What shows that someone else changed the model meanwhile (another thread), or
-        None. Read before anything is put back."""
+        None. The parameters' version counters (``versions``) can be read only before
+        anything is put back."""
         if self.foreign_calls:
             return f"{self.foreign_calls} module calls from another thread"
+        if not versions:
+            return None
         written = [
-            self.names.get(id(p), "?") for p, _, _, version, alias in self.params
+            self.names.get(id(p), "?") for p, _, version, alias in self.params
             if version is not None and p._version != version and _same_tensor(p, alias)
             and _storage_ptr(alias) not in self.saved
         ]
         if written:
             return f"parameters written where the report cannot see it: {_names(written)}"
-        if not self.ran_backward:
-            grads = [self.names.get(id(p), "?") for p, _, grad, _, _ in self.params if p.grad is not grad]
-            if grads:
-                return f"gradients changed: {_names(grads)}"
         return None
 
-    def restore(self, values: bool = True) -> None:
-        """Put everything back; with ``values=False`` only what the report itself changes
-        (modes, hooks, which objects the modules hold, ``requires_grad``)."""
+    def restore(self, values: bool = True) -> str | None:
+        """Put everything back and say what showed another thread at work (see
+        :meth:`foreign`), or None. Values (buffers, parameters, gradients, the RNG) only
+        when no other thread was seen, and first: until they are back the model stays in
+        the report's mode and the capture's hooks, which count other threads' calls, stay
+        on. Then modes, hooks (which removes the capture's), the objects the modules hold
+        and ``requires_grad``."""
+        foreign = self.foreign()
+        if values and foreign is None:
+            self._restore_values()
         for m, mode in self.training:
             m.training = mode
         for live, entries in self.hooks:
@@ -146,22 +165,24 @@ class ModelState:
         for m, name, buf in self.buffer_slots:
             if m._buffers.get(name) is not buf:
                 m._buffers[name] = buf
-        for p, requires_grad, _, _, _ in self.params:
+        for p, requires_grad, _, _ in self.params:
             if p.requires_grad != requires_grad:
                 p.requires_grad_(requires_grad)
-        if not values:
-            return
+        return foreign or self.foreign(versions=False)  # calls counted while values went back
+
+    def _restore_values(self) -> None:
         # Compare values: batch_norm updates running stats without bumping _version.
         _restore_values(self.buffer_values)
         with torch.no_grad():
-            for p, _, grad, _, alias in self.params:
+            for p, _, _, alias in self.params:
                 if not _same_tensor(p, alias):
                     p.data = alias
+            for p, grad in self.grads or ():
                 if p.grad is not grad:
                     p.grad = grad
             for ptr, copy in self.saved.items():
                 self.storages[ptr].untyped_storage().copy_(copy)
-        if not torch.equal(torch.get_rng_state(), self.cpu_rng):
+        if self.cpu_rng is not None and not torch.equal(torch.get_rng_state(), self.cpu_rng):
             torch.set_rng_state(self.cpu_rng)
         if self.cuda_rng is not None:
             now = torch.cuda.get_rng_state_all()
@@ -179,7 +200,8 @@ def _names(items: list[str], limit: int = 4) -> str:
 
 
 @contextlib.contextmanager
-def preserve_model_state(model: nn.Module) -> Iterator[ModelState]:
+def preserve_model_state(model: nn.Module,
+                         add_hooks: Callable[[ModelState], None] | None = None) -> Iterator[ModelState]:
     """Restore train/eval mode, hooks, parameters, buffers, ``requires_grad``, ``.grad`` and
     the RNG.
 
@@ -190,26 +212,31 @@ def preserve_model_state(model: nn.Module) -> Iterator[ModelState]:
     and buffer objects holding the same values, the same flags.
 
     One exception: when another thread used the model meanwhile (its module calls reach
-    the report's hooks; its optimizer steps and backward passes change parameters and
-    gradients where the report cannot see them), only the modes, hooks, module slots and
-    flags are put back, the values are left as that thread made them, and an NNVizError
-    says so: putting them back would undo that thread's training, and writing tensors
-    another thread is updating is not safe.
+    the report's hooks; its optimizer steps change parameters where the report cannot see
+    them), only the modes, hooks, module slots and flags are put back, the values are left
+    as that thread made them, and an NNVizError says so: putting them back would undo that
+    thread's training, and writing tensors another thread is updating is not safe.
+    Gradients are not even read unless the forward pass runs a backward pass itself.
+
+    ``add_hooks(state)`` registers the capture's hooks after the hook dicts are recorded
+    (they go when those are put back) and before the values are: a call another thread
+    makes after the values are recorded is counted by the time they are put back.
     """
     state = ModelState(model)
     try:
+        if add_hooks is not None:
+            add_hooks(state)
+        state.record_values()
         yield state
     except Exception as exc:
-        foreign = state.foreign()
-        state.restore(values=foreign is None)
+        foreign = state.restore()
         if foreign is not None:
             raise _concurrent_use(foreign) from exc
         raise
     except BaseException:
-        state.restore(values=state.foreign() is None)
+        state.restore()
         raise
-    foreign = state.foreign()
-    state.restore(values=foreign is None)
+    foreign = state.restore()
     if foreign is not None:
         raise _concurrent_use(foreign)
 
@@ -233,15 +260,23 @@ def _save_values(tensors: list[torch.Tensor]) -> list[tuple[list[torch.Tensor], 
 
 
 def _restore_values(saved: list[tuple[list[torch.Tensor], torch.Tensor]]) -> None:
+    """Write back the tensors whose bits changed. (Bits, not values: a NaN equals nothing,
+    and rewriting a tensor that did not change bumps its version counter, which fails any
+    backward pass that saved it.)"""
     with torch.no_grad():
         for ts, flat in saved:
-            if torch.equal(torch.cat([t.detach().reshape(-1) for t in ts]), flat):
+            if _same_bits(torch.cat([t.detach().reshape(-1) for t in ts]), flat):
                 continue
             at = 0
             for t in ts:
                 n = t.numel()
                 values = flat[at:at + n].view(t.shape)
-                if not torch.equal(t, values):
+                if not _same_bits(t.detach().reshape(-1), flat[at:at + n]):
                     with torch.inference_mode(t.is_inference()):  # only writable in there
                         t.copy_(values)
                 at += n
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Two flat tensors of one dtype hold the same bytes."""
+    return torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
