@@ -89,7 +89,7 @@ def _replace(shown: Path, real: Path, data: bytes) -> None:
     this runs is held until the temporary file is gone, then delivered: the target is
     either the earlier file or the new one, and no temporary file is left."""
     try:
-        keep_mode = stat.S_IMODE(os.stat(real).st_mode)
+        keep_mode = stat.S_IMODE(os.stat(real).st_mode) & 0o777  # no set-id or sticky bits
     except OSError:
         keep_mode = None
     with _interrupts_held() as interrupted:

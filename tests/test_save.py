@@ -217,3 +217,16 @@ def test_a_file_under_dev_shm_is_replaced_atomically_like_any_other(report):
         assert target.read_text(encoding="utf-8") == report.html
     finally:
         target.unlink()
+
+
+def test_replacing_a_file_keeps_its_permission_bits(tmp_path, report):
+    target = tmp_path / "report.html"
+    target.write_text("an earlier report")
+    target.chmod(0o640)
+    report.save(target)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    fresh = tmp_path / "new.html"
+    report.save(fresh)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask
