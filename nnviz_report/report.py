@@ -103,37 +103,53 @@ def _collector_paused(fn: Any) -> Any:
 
 
 @functools.cache
-def _openmp() -> tuple[Any, Any] | None:
+def _thread_settings() -> tuple[Any, Any, Any] | None:
     """``omp_get_max_threads`` and ``omp_set_num_threads`` of the OpenMP runtime torch's CPU
-    kernels run on, or None (no OpenMP build, or its symbols are not visible)."""
+    kernels run on, and MKL's ``mkl_set_num_threads_local`` (None without MKL); or None
+    when OpenMP cannot be reached (no OpenMP build, or its symbols are not visible)."""
     if os.name != "posix" or "OpenMP" not in torch.__config__.parallel_info():
         return None
     try:
-        lib = ctypes.CDLL(None)
-        return lib.omp_get_max_threads, lib.omp_set_num_threads
+        omp = ctypes.CDLL(None)
+        get, set_ = omp.omp_get_max_threads, omp.omp_set_num_threads
     except (OSError, AttributeError):
         return None
+    mkl = None
+    for lib in sorted((Path(torch.__file__).parent / "lib").glob("libtorch_cpu.*")):
+        try:  # already loaded (privately): this finds that copy. (The lower-case name is
+            # the Fortran entry point, which takes a pointer.)
+            mkl = ctypes.CDLL(str(lib)).MKL_Set_Num_Threads_Local
+        except (OSError, AttributeError):
+            continue
+        mkl.argtypes, mkl.restype = [ctypes.c_int], ctypes.c_int
+        break
+    return get, set_, mkl
 
 
-def _one_kernel_thread() -> int | None:
-    """This thread's torch CPU kernels run on one OpenMP thread from now on; returns the
-    number before (None: unchanged). ``torch.set_num_threads`` would do it for the whole
-    process: threads started meanwhile would keep 1 for their whole life, and it clears
-    oneDNN's primitive cache under other threads' convolutions. OpenMP's own setting
-    belongs to the calling thread."""
-    omp = _openmp()
-    if omp is None:
+def _one_kernel_thread() -> tuple[int, int] | None:
+    """This thread's torch CPU kernels run on one thread from now on; returns the settings
+    before (None: unchanged). ``torch.set_num_threads`` would do it for the whole process:
+    threads started meanwhile would keep 1 for their whole life, and it clears oneDNN's
+    primitive cache under other threads' convolutions. OpenMP's setting belongs to the
+    calling thread, and so does MKL's local one (BLAS calls such as torch.dot follow it,
+    not OpenMP's, once torch.set_num_threads has been called in the thread)."""
+    settings = _thread_settings()
+    if settings is None:
         return None
+    get, set_, mkl = settings
     torch.get_num_threads()  # torch sets up this thread's OpenMP count once, on first use
-    before = omp[0]()
-    omp[1](1)
-    return before
+    before = get()
+    set_(1)
+    return before, (mkl(1) if mkl is not None else 0)
 
 
-def _kernel_threads(number: int | None) -> None:
+def _kernel_threads(before: tuple[int, int] | None) -> None:
     """Undo :func:`_one_kernel_thread` in this thread."""
-    if number is not None:
-        _openmp()[1](number)
+    if before is not None:
+        get, set_, mkl = _thread_settings()
+        set_(before[0])
+        if mkl is not None:
+            mkl(before[1])  # 0: the process-wide setting again
 
 
 def _autograd_on(fn: Any) -> Any:
