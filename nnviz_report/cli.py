@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import io
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from typing import Any
 
 from . import __version__
 from .errors import NNVizError
+from .output import check_output_path
 
 DTYPES = {
     "float32": "float32", "float": "float32", "float64": "float64", "double": "float64",
@@ -83,20 +85,35 @@ def main(argv: list[str] | None = None) -> int:
     except NNVizError as exc:
         print(f"nnviz-report: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("nnviz-report: interrupted; the output file was not touched", file=sys.stderr)
+        return 130
+
+
+def _status_stream(output: Path) -> Any:
+    """Where the progress lines go: stdout, unless the page itself goes there
+    (``-o /dev/stdout``, or the file stdout is redirected to)."""
+    if str(output) in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
+        return sys.stderr
+    try:
+        same = os.path.samestat(os.stat(output), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        same = False
+    return sys.stderr if same else sys.stdout
 
 
 def _finish(report: Any, output: Path, started: float) -> int:
     path = report.save(output)
     for w in report.warnings:
         print(f"nnviz-report: warning: {w}", file=sys.stderr)
-    size = path.stat().st_size / 1e6
-    print(f"wrote {path} ({size:.1f} MB) in {time.perf_counter() - started:.1f} s")
+    size = len(report.html.encode("utf-8")) / 1e6
+    print(f"wrote {path} ({size:.1f} MB) in {time.perf_counter() - started:.1f} s", file=_status_stream(output))
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import train_demo
-    from .report import build_report, check_output_path
+    from .report import build_report
 
     started = time.perf_counter()
     output = Path(args.output)
@@ -104,7 +121,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.steps < 0:
         raise NNVizError("--steps must be 0 or more")
     model, example, before, accuracy = train_demo(steps=args.steps)
-    print(f"trained DemoNet for {args.steps} steps (last batch accuracy {accuracy:.0%})")
+    print(f"trained DemoNet for {args.steps} steps (last batch accuracy {accuracy:.0%})", file=_status_stream(output))
     report = build_report(
         model, example, before=before, title=f"nnviz-report demo: DemoNet after {args.steps} training steps"
     )
@@ -114,7 +131,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     output = Path(args.output)
-    from .report import build_report, check_output_path
+    from .report import build_report
 
     check_output_path(output)
     try:

@@ -42,12 +42,30 @@ def templates_dir() -> Path:
     raise RuntimeError(f"nnviz-report templates not found beside {here}; the installation is incomplete")
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD. A file name or argument that
+    is not UTF-8 reaches Python as such surrogates (a model can have them in a module
+    name too); they cannot be written as UTF-8. (Encoding is the check: several times
+    faster than searching for them.)"""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text)
+    return text
+
+
 def _clean(obj: Any) -> Any:
-    """JSON-safe copy: non-finite floats become null, tuples lists, keys strings."""
+    """JSON-safe copy: non-finite floats become null, tuples lists, keys strings, lone
+    surrogates U+FFFD."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
+    if isinstance(obj, str):
+        return valid_text(obj)
     if isinstance(obj, Mapping):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {valid_text(str(k)): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
     return obj
@@ -61,8 +79,8 @@ _ORJSON = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 def _dumps_bytes(obj: Any) -> bytes:
     """Strict, compact UTF-8 JSON: non-finite floats become null (orjson's rule), keys
-    strings, tuples lists. A type orjson does not know goes through :func:`_clean` and the
-    standard library."""
+    strings, tuples lists. A type orjson does not know, or a string with a lone surrogate,
+    goes through :func:`_clean` and the standard library."""
     try:
         return orjson.dumps(obj, option=_ORJSON)
     except TypeError:
@@ -226,7 +244,7 @@ def render_page(
             raise RuntimeError(f"figure ids used twice: {sorted(overlap)}")
         seen.update(s.figures)
     images = {s.id: s.images for s in sections if s.images}
-    return environment().get_template("report.html.j2").render(
+    return valid_text(environment().get_template("report.html.j2").render(
         title=title,
         data=data,
         sections=sections,
@@ -237,4 +255,4 @@ def render_page(
         data_json=_script_json(data),
         images_json=_script_json(images),
         assets=assets(),
-    )
+    ))

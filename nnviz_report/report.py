@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
 import datetime as _dt
 import functools
 import gc
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from .capture.run import (
 )
 from . import dot
 from .errors import NNVizError
+from .output import write_output
 from .render import PLOTLY_VERSION, pack_view, render_page, render_section
 from .sections import activations, feature_maps, parameters
 from .sections import graph as graph_section
@@ -51,24 +51,13 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict, compare=False)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the page to ``path`` atomically: a temporary file beside it, then a rename.
-        An earlier file at ``path`` stays intact if anything fails."""
+        """Write the page to ``path``. A regular file is written atomically (a temporary file
+        beside it, then a rename): an earlier file at ``path`` stays intact if anything
+        fails or an interrupt arrives. A symbolic link is followed (the file it names is
+        replaced, the link stays). A device, a FIFO or /dev/stdout is written into, in
+        place. Any failure is an :class:`NNVizError`."""
         target = Path(path)
-        check_output_path(target)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.write(self.html)
-                f.flush()
-                os.fsync(f.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_output(target, self.html.encode("utf-8"))
         return target
 
     def log_to(self, target: Any) -> str:
@@ -110,18 +99,6 @@ def device_name(device: str) -> str | None:
         return None
 
 
-def check_output_path(target: Path) -> None:
-    if target.is_dir():
-        raise NNVizError(f"output {target} is a folder; give a file name such as {target / 'report.html'}")
-    parent = target.parent
-    if not parent.is_dir():
-        raise NNVizError(f"output folder {parent} does not exist; create it or choose another output path")
-    if not os.access(parent, os.W_OK):
-        raise NNVizError(f"cannot write to {parent}: permission denied; choose another output path")
-    if target.exists() and not os.access(target, os.W_OK):
-        raise NNVizError(f"cannot replace {target}: permission denied; choose another output path")
-
-
 def _patterns(value: str | Sequence[str] | None, what: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -153,7 +130,70 @@ def _collector_paused(fn: Any) -> Any:
     return paused
 
 
+@functools.cache
+def _thread_settings() -> tuple[Any, Any, Any] | None:
+    """``omp_get_max_threads`` and ``omp_set_num_threads`` of the OpenMP runtime torch's CPU
+    kernels run on, and MKL's ``mkl_set_num_threads_local`` (None without MKL); or None
+    when OpenMP cannot be reached (no OpenMP build, or its symbols are not visible)."""
+    if os.name != "posix" or "OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        omp = ctypes.CDLL(None)
+        get, set_ = omp.omp_get_max_threads, omp.omp_set_num_threads
+    except (OSError, AttributeError):
+        return None
+    mkl = None
+    for lib in sorted((Path(torch.__file__).parent / "lib").glob("libtorch_cpu.*")):
+        try:  # already loaded (privately): this finds that copy. (The lower-case name is
+            # the Fortran entry point, which takes a pointer.)
+            mkl = ctypes.CDLL(str(lib)).MKL_Set_Num_Threads_Local
+        except (OSError, AttributeError):
+            continue
+        mkl.argtypes, mkl.restype = [ctypes.c_int], ctypes.c_int
+        break
+    return get, set_, mkl
+
+
+def _one_kernel_thread() -> tuple[int, int] | None:
+    """This thread's torch CPU kernels run on one thread from now on; returns the settings
+    before (None: unchanged). ``torch.set_num_threads`` would do it for the whole process:
+    threads started meanwhile would keep 1 for their whole life, and it clears oneDNN's
+    primitive cache under other threads' convolutions. OpenMP's setting belongs to the
+    calling thread, and so does MKL's local one (BLAS calls such as torch.dot follow it,
+    not OpenMP's, once torch.set_num_threads has been called in the thread)."""
+    settings = _thread_settings()
+    if settings is None:
+        return None
+    get, set_, mkl = settings
+    torch.get_num_threads()  # torch sets up this thread's OpenMP count once, on first use
+    before = get()
+    set_(1)
+    return before, (mkl(1) if mkl is not None else 0)
+
+
+def _kernel_threads(before: tuple[int, int] | None) -> None:
+    """Undo :func:`_one_kernel_thread` in this thread."""
+    if before is not None:
+        get, set_, mkl = _thread_settings()
+        set_(before[0])
+        if mkl is not None:
+            mkl(before[1])  # 0: the process-wide setting again
+
+
+def _autograd_on(fn: Any) -> Any:
+    """``fn`` runs with autograd on and inference mode off, whatever the caller's context
+    (``torch.no_grad()``, ``torch.inference_mode()``): the example input's copy must be
+    an autograd leaf for the graph to start at it. Both modes belong to the calling thread."""
+
+    @functools.wraps(fn)
+    def on(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode(False), torch.enable_grad():
+            return fn(*args, **kwargs)
+    return on
+
+
 @_collector_paused
+@_autograd_on
 def build_report(
     model: nn.Module,
     example_input: Any,
@@ -237,14 +277,14 @@ def build_report(
     # (mostly waiting for Graphviz's own processes); the histograms, then the feature maps'
     # pictures, section and HTML (foreach ops, numpy and PIL, which let go of the GIL); this
     # thread: the activations, comparing the parameters, rendering the other sections.
-    # Torch runs one thread per kernel meanwhile: two-thread kernels on busy cores
-    # spin-wait for each other. (Measured and dropped: the comparison in a lane of its own,
-    # its many small kernels then queue for the GIL; the comparison beside the forward
-    # pass, which slows the convolutions down; the comparison before it, no faster.)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    # Torch runs one thread per kernel meanwhile, in these threads only: two-thread kernels
+    # on busy cores spin-wait for each other. (Measured and dropped: the comparison in a
+    # lane of its own, its many small kernels then queue for the GIL; the comparison beside
+    # the forward pass, which slows the convolutions down; the comparison before it, no
+    # faster.)
+    threads = _one_kernel_thread()
     try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        with ThreadPoolExecutor(max_workers=2, initializer=_one_kernel_thread) as pool:
             try:
                 graph_done = pool.submit(graph_lane)
                 counted = pool.submit(count_histograms, run)  # then the maps, in the same lane
@@ -263,7 +303,7 @@ def build_report(
                 dot.stop_all()  # an interrupt must not wait for Graphviz's layouts
                 raise
     finally:
-        torch.set_num_threads(threads)
+        _kernel_threads(threads)
     sections = [built[module.ID] for module in SECTIONS]
     timings = dict(run.timings)
     timings.update({f"layout {k}": v for k, v in built[graph_section.ID].view.get("timings", {}).items()})

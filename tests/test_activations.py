@@ -285,3 +285,19 @@ def test_measuring_custom_activations_leaves_the_model_and_the_rng_alone():
     activations(model, x)
     assert torch.equal(torch.rand(3), expected)
     assert_same_state(before, state_of(model))
+
+
+@pytest.mark.parametrize("batch", [1, 2, 16])
+def test_dead_units_of_a_tiny_batch_say_what_they_mean(batch):
+    """With one or two examples a healthy ReLU reads ~50% / ~25% dead: the table marks
+    those figures and the section says why, with the batch size that gives a firm one."""
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
+    report = nnviz_report.build_report(model, torch.randn(batch, 16), graph=False)
+    call = report.data["activations"]["calls"][0]
+    assert call["batch"] == batch and call["dead_fraction"] < 0.9
+    html = " ".join(report.html.split())
+    marked = f"({batch} ex.)</a>" in html
+    explained = "Pass a batch of 8 or more examples for a firm figure" in html
+    assert marked == explained == (batch < 8)
+    if batch == 1:
+        assert "here 1 example (marked in the table): a unit that is merely 0 for that input counts as dead" in html

@@ -178,3 +178,13 @@ def test_help_and_usage_errors_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     assert "the following arguments are required" in result.stderr
+
+
+def test_an_interrupt_is_one_line_and_exit_130(tmp_path, capsys):
+    (tmp_path / "slow.py").write_text("def make():\n    raise KeyboardInterrupt\n")
+    target = tmp_path / "report.html"
+    target.write_text("an earlier report")
+    code, out, err = run(capsys, "build", f"{tmp_path}/slow.py:make", "--input-shape", "1", "-o", str(target))
+    assert code == 130 and out == ""
+    assert err == "nnviz-report: interrupted; the output file was not touched\n"
+    assert target.read_text() == "an earlier report"

@@ -418,3 +418,18 @@ def test_picture_sheets_hold_every_picture_where_the_browser_looks():
             assert (cut == want).all(), key
         else:
             assert np.abs(cut - want).mean() < 3, key
+
+
+def test_a_5d_map_says_which_slice_is_drawn():
+    model = nn.Sequential(nn.Conv3d(3, 4, 3), nn.ReLU())
+    outputs = []
+    model[0].register_forward_hook(lambda m, i, o: outputs.append(o.detach().clone()))
+    report = nnviz_report.build_report(model, torch.randn(2, 3, 6, 10, 10), graph=False)
+    conv = report.data["feature_maps"][0]
+    assert conv["shape"] == [2, 4, 4, 8, 8]
+    drawn = outputs[0][0, :, 2]  # example 0, every channel, depth index 2
+    assert conv["channels"]["mean"] == pytest.approx(drawn.mean(dim=(1, 2)).tolist(), rel=1e-3)
+    note = ("5-D output: each channel picture is its middle slice, dimension 2 (size 4): index 2 "
+            "(e.g. the middle frame or depth); the numbers cover the whole output")
+    assert conv["notes"] == [note]
+    assert note in report.html

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from conftest import DEVICES, assert_same_state, state_of
@@ -120,3 +122,155 @@ def test_the_garbage_collector_is_left_as_it_was(enabled):
         assert gc.isenabled() == enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+class MomentumEncoder(nn.Module):
+    """MoCo-style: the forward pass moves a key encoder towards the query encoder, clamps a
+    weight, rescales a bias in place and replaces a parameter object."""
+
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Linear(4, 4)
+        self.k = nn.Linear(4, 4)
+        self.scale = nn.Parameter(torch.ones(4))
+
+    def forward(self, x):
+        for pq, pk in zip(self.q.parameters(), self.k.parameters()):
+            pk.data = pk.data * 0.9 + pq.data * 0.1
+        self.q.weight.data.clamp_(-0.05, 0.05)
+        with torch.no_grad():
+            self.q.bias.mul_(2)
+            self.k.bias[0] = 7.0
+        torch.nn.init.uniform_(tensor=self.k.weight.data)
+        self.scale = nn.Parameter(self.scale * 3)
+        return self.q(x) + self.k(x) * self.scale
+
+
+def test_parameters_the_forward_pass_writes_are_put_back():
+    model = MomentumEncoder()
+    objects = {n: p for n, p in model.named_parameters()}
+    before = state_of(model)
+    nnviz_report.build_report(model, torch.randn(3, 4), graph=False)
+    assert_same_state(before, state_of(model))
+    assert {n: p for n, p in model.named_parameters()} == objects, "the same Parameter objects"
+    assert all(p is objects[n] for n, p in model.named_parameters())
+
+
+
+def test_gradients_a_backward_pass_inside_forward_sets_are_put_back():
+    class SelfTraining(nn.Module):  # e.g. an energy model that differentiates in forward
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            self.fc(x).pow(2).sum().backward()
+            return self.head(x)
+
+    model = SelfTraining()
+    model.head.weight.grad = torch.full_like(model.head.weight, 3.0)
+    before = state_of(model)
+    nnviz_report.build_report(model, torch.randn(3, 4), graph=False)
+    assert_same_state(before, state_of(model))
+    assert model.fc.weight.grad is None
+
+class Rendezvous(nn.Module):
+    """The report's forward pass waits here while another thread trains the model."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.step = step  # what the other thread does, while the report's forward pass waits
+        self.waiting = True
+
+    def forward(self, x):
+        if self.waiting and threading.current_thread() is threading.main_thread():
+            self.waiting = False
+            errors = []
+            other = threading.Thread(target=lambda: self.step(errors))
+            other.start()
+            other.join(10)
+            assert not errors, errors
+        return self.fc(x).relu()
+
+
+@pytest.mark.parametrize("what", ["forward+backward+step", "step"])
+def test_a_thread_training_the_model_meanwhile_is_refused_not_undone(what):
+    model = Rendezvous(None)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    drawn = []
+
+    def train(errors):
+        try:
+            loss = model(torch.randn(8, 4)).sum() if "forward" in what else model.fc.weight.sum()
+            loss.backward()
+            opt.step()
+            drawn.append(torch.rand(16))
+            trained.update({n: p.detach().clone() for n, p in model.named_parameters()})
+        except Exception as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(repr(exc))
+
+    trained = {}
+    model.step = train
+    model.train()
+    with pytest.raises(NNVizError, match="another thread") as err:
+        nnviz_report.build_report(model, torch.randn(2, 4), graph=False)
+    assert "\n" not in str(err.value)
+    assert ("module calls from another thread" in str(err.value)) == ("forward" in what)
+    assert model.training and model.fc.training, "modes put back"
+    assert not model.fc._forward_hooks and not model.fc._forward_pre_hooks, "hooks removed"
+    for n, p in model.named_parameters():  # the other thread's step is not rolled back
+        assert torch.equal(p, trained[n]), n
+    assert model.fc.weight.grad is not None
+    assert not torch.equal(torch.rand(16), drawn[0]), "the other thread's random numbers are not drawn again"
+
+
+def test_the_report_does_not_call_into_another_threads_forward():
+    """Hooks are on the shared model: another thread's module calls must not reach the
+    report's recorder (before: its frames mixed with the report's, a raw bincount error)."""
+    model = Rendezvous(None)
+    outputs = []
+    model.step = lambda errors: outputs.append(model(torch.randn(5, 4)))
+    with pytest.raises(NNVizError, match="2 module calls from another thread"):
+        nnviz_report.build_report(model, torch.randn(2, 4), graph=False)
+    assert outputs[0].shape == (5, 4)
+
+
+def test_threads_started_during_a_build_keep_torchs_thread_count():
+    """The build runs its own kernels on one thread each, without torch.set_num_threads,
+    which is process-wide: a thread started meanwhile kept 1 thread for its whole life."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def start_threads():
+        while not stop.is_set():
+            t = threading.Thread(target=lambda: seen.add(torch.get_num_threads()))
+            t.start()
+            t.join()
+
+    spawner = threading.Thread(target=start_threads)
+    spawner.start()
+    try:
+        for _ in range(3):
+            nnviz_report.build_report(ResNet18(), torch.randn(2, 3, 32, 32), graph=False)
+    finally:
+        stop.set()
+        spawner.join()
+        torch.set_num_threads(threads)
+    assert seen == {2}
+
+
+def test_a_nan_buffer_is_not_rewritten():
+    """Buffers are compared bit for bit: a NaN running statistic (a diverged run) is not
+    'changed', so it is not written back, which would bump its version counter and fail
+    a backward pass that saved it."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).eval()
+    with torch.no_grad():
+        model[1].running_var[0] = float("nan")
+    loss = model(torch.randn(3, 4)).sum()  # eval-mode batch norm saves running_var for backward
+    nnviz_report.build_report(model, torch.randn(3, 4), graph=False)
+    loss.backward()
+    assert torch.isnan(model[1].running_var[0])

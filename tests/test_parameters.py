@@ -247,3 +247,22 @@ def test_snapshot_tensors_move_to_the_model_device_in_bounded_groups(monkeypatch
     assert len(chunks) > 1
     same = {n: p.detach().clone() for n, p in named}
     assert len(list(parameters._chunks(named, [same]))) == 1
+
+
+def test_a_snapshot_label_reaches_plotly_as_text():
+    """Plotly reads tags in trace names and hover templates, and %{...} in templates:
+    a label (from the caller, or from a checkpoint's file name) must show literally."""
+    label = "<b>epoch</b> %{y} <a href='javascript:alert(1)'>x</a>"
+    model = TwoLayerNet()
+    before = nnviz_report.snapshot(model, label=label)
+    _train(model, steps=1)
+    report = nnviz_report.build_report(model, torch.randn(4, 20), before=before, graph=False)
+    traces = [t for f in page_view(report.html)["figures"].values() for t in f["data"]]
+    named = [t for t in traces if "epoch" in str(t.get("name", ""))]
+    assert named, "the label names the before-histograms"
+    for t in traces:
+        for key in ("name", "hovertemplate", "text", "x", "y"):
+            assert "<b>" not in str(t.get(key, "")) and "<a " not in str(t.get(key, "")), (key, t.get(key))
+        assert "%{y} <" not in str(t.get("hovertemplate", "")), "the label is not part of a template"
+    assert all(t["name"] == "&lt;b&gt;epoch&lt;/b&gt; %{y} &lt;a href='javascript:alert(1)'&gt;x&lt;/a&gt;"
+               for t in named)

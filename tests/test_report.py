@@ -132,7 +132,7 @@ def test_save_is_atomic(tmp_path, monkeypatch, demo_report):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError):
+    with pytest.raises(NNVizError, match="disk full"):
         demo_report.save(target)
     assert target.read_text() == "an earlier report"
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"], "no temporary file left behind"

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,7 @@ from torch.overrides import TorchFunctionMode
 from ..errors import NNVizError
 from . import activations as act
 from .graph import sequence_nr
-from .guard import preserve_model_state
+from .guard import CALL_KINDS, ModelState, preserve_model_state
 from .tensors import (
     FULL_COPY_BUDGET,
     FULL_COPY_VALUES,
@@ -44,6 +45,7 @@ from .tensors import (
     TensorStats,
     channel_parts,
     describe_non_tensors,
+    drawn_slice,
     finish_images,
     iter_tensors,
     matrix_parts,
@@ -126,6 +128,8 @@ class ForwardCapture:
     mode: str
     seconds: float
     notes: list[str] = field(default_factory=list)
+    no_autograd: str | None = None  # why the forward pass ran without autograd (no graph)
+    scripted: bool = False  # TorchScript modules ran (notes[0] says what is missing)
     derivatives: act.Derivatives = field(default_factory=act.Derivatives)  # run by run.finish_activations()
     histograms: HistogramCounts = field(default_factory=HistogramCounts)  # run by run.count_histograms()
     # id(autograd node) of the ops that read the model's input where it is not part of the
@@ -163,38 +167,67 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def prepare_inputs(example_input: Any, device: torch.device) -> tuple[tuple, dict, list[tuple[str, torch.Tensor]]]:
+def prepare_inputs(example_input: Any, device: torch.device,
+                   autograd: bool = True) -> tuple[tuple, dict, list[tuple[str, torch.Tensor]]]:
     """Copies of the example input on the model's device: a tensor is called as
-    ``model(x)``, a tuple or list as ``model(*x)``, a dict as ``model(**x)``.
+    ``model(x)``, a tuple or list as ``model(*x)``, a dict (any mapping) as ``model(**x)``.
 
-    Floating-point copies are leaves that require grad, so the autograd graph starts at the
-    input; the model gets a clone of that leaf, which it may modify in place. The caller's
-    tensors are never touched.
+    Tensors are copied at any depth: in lists, tuples, named tuples and dicts inside the
+    input (``([img1, img2],)`` for a detector), in containers of the same types; a tensor
+    that appears twice is one copy. Floating-point copies are leaves that require grad, so
+    the autograd graph starts at the input; the model gets a clone of that leaf, which it
+    may modify in place. The caller's tensors and containers are never touched.
     """
     labelled: list[tuple[str, torch.Tensor]] = []
+    copies: dict[int, torch.Tensor] = {}
+    path: set[int] = set()
 
     def copy(value: Any, label: str) -> Any:
-        if not isinstance(value, torch.Tensor):
+        if isinstance(value, torch.Tensor):
+            if id(value) not in copies:
+                t = value.detach().to(device=device, copy=True)
+                labelled.append((label, t))
+                if autograd and (t.is_floating_point() or t.is_complex()):
+                    t.requires_grad_(True)
+                    t = t.clone()
+                copies[id(value)] = t
+            return copies[id(value)]
+        if not isinstance(value, (tuple, list, Mapping)):
             return value
-        t = value.detach().to(device=device, copy=True)
-        labelled.append((label, t))
-        if t.is_floating_point() or t.is_complex():
-            t.requires_grad_(True)
-            return t.clone()
-        return t
+        if id(value) in path:
+            raise NNVizError(f"example input {label} contains itself; pass tensors in plain lists, tuples or dicts")
+        path.add(id(value))
+        try:
+            if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+                return type(value)(*(copy(getattr(value, f), f"{label}.{f}") for f in value._fields))
+            if isinstance(value, Mapping):
+                return _same_kind(value, {k: copy(v, f"{label}[{k!r}]") for k, v in value.items()}, dict)
+            return _same_kind(value, [copy(v, f"{label}[{i}]") for i, v in enumerate(value)],
+                              tuple if isinstance(value, tuple) else list)
+        finally:
+            path.discard(id(value))
 
     if isinstance(example_input, torch.Tensor):
         return (copy(example_input, "input"),), {}, labelled
     if isinstance(example_input, (tuple, list)):
         args = tuple(copy(v, f"input[{i}]") for i, v in enumerate(example_input))
         return args, {}, labelled
-    if isinstance(example_input, dict):
+    if isinstance(example_input, Mapping):
         kwargs = {k: copy(v, f"input[{k!r}]") for k, v in example_input.items()}
         return (), kwargs, labelled
     raise NNVizError(
         f"example input is a {type(example_input).__name__}; pass a tensor, a tuple/list of "
         "positional inputs, or a dict of keyword inputs"
     )
+
+
+def _same_kind(original: Any, items: Any, plain: type) -> Any:
+    """``items`` in a container of ``original``'s type where it can be built from them (a
+    subclass whose constructor wants something else gets the plain type)."""
+    try:
+        return type(original)(items)
+    except Exception:  # noqa: BLE001 - any constructor; the plain container does the job
+        return plain(items)
 
 
 def shape_text(inputs: Sequence[tuple[str, torch.Tensor]]) -> str:
@@ -423,6 +456,8 @@ class _Recorder:
                 image = self._image(module, t, path)
             except RuntimeError as exc:  # an exotic layout must not break the report
                 notes.append(f"no image: {exc}".split("\n")[0])
+            if image is not None and image.kind == "channels" and t.dim() > 4:
+                notes.append(drawn_slice(t.shape))
             if isinstance(module, nn.MultiheadAttention):
                 notes.append(
                     "out_proj is applied functionally inside MultiheadAttention, so this is the "
@@ -537,15 +572,22 @@ class _Recorder:
 
 
 class _FunctionalActivations(TorchFunctionMode):
-    def __init__(self, recorder: _Recorder):
+    """Sees every torch call of the forward pass (on this thread): functional activations
+    go to the recorder; a call that may write into a parameter goes first to the guard's
+    copy on write (:meth:`ModelState.before_call`)."""
+
+    def __init__(self, recorder: _Recorder, state: ModelState):
         super().__init__()
         self.recorder = recorder
+        self.state = state
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         rec = self.recorder
         if rec.paused:
             return func(*args, **kwargs)
+        if kwargs or CALL_KINDS.get(func, 1):
+            self.state.before_call(func, args, kwargs)
         out = rec.functional(func, args, kwargs) if func in act.FUNCTIONAL else func(*args, **kwargs)
         if rec.carriers:
             with rec.pause():
@@ -560,7 +602,12 @@ def _uncalled(model: nn.Module, counts: Counter[str]) -> list[tuple[str, str, st
         if counts[name]:
             continue
         parent = modules.get(name.rpartition(".")[0]) if name else None
-        if isinstance(parent, nn.MultiheadAttention) and name.endswith("out_proj"):
+        if isinstance(module, torch.jit.ScriptModule):
+            if isinstance(parent, torch.jit.ScriptModule):
+                continue  # said of the outermost TorchScript module
+            why = ("TorchScript (torch.jit.script/trace): runs as compiled code, which forward hooks "
+                   "and the functional-activation view cannot see into")
+        elif isinstance(parent, nn.MultiheadAttention) and name.endswith("out_proj"):
             why = "applied functionally by MultiheadAttention; its output is the attention block's entry"
         elif any(counts[n] for n in modules if n.startswith(name + ".")):
             why = "a container whose children were called directly"
@@ -573,35 +620,63 @@ def _uncalled(model: nn.Module, counts: Counter[str]) -> list[tuple[str, str, st
 def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -> ForwardCapture:
     """Run the model once on a copy of ``example_input`` and capture everything.
 
-    The model's state (modes, hooks, buffers, flags, RNG) is restored on exit, also when the
-    forward pass fails; a failure becomes an ``NNVizError`` naming the module that raised.
+    The model's state (modes, hooks, parameters, buffers, flags, RNG) is restored on exit,
+    also when the forward pass fails; a failure becomes an ``NNVizError`` naming the module
+    that raised.
     """
     device = model_device(model)
-    args, kwargs, inputs = prepare_inputs(example_input, device)
+    no_autograd = _inference_tensors(model)
+    args, kwargs, inputs = prepare_inputs(example_input, device, autograd=no_autograd is None)
     rec = _Recorder(model, options)
     for label, t in inputs:
         if not t.requires_grad:
             rec.carry(t, label)
     started = time.perf_counter()
-    with preserve_model_state(model):
+    # The hooks are on the model, seen by every thread: calls from another thread are only
+    # counted (the guard then refuses the build). The guard takes them off when it puts the
+    # model's hook dicts back, after the values: until then they count.
+    thread = threading.get_ident()
+
+    def add_hooks(state: ModelState) -> None:
+        def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if threading.get_ident() == thread:
+                return rec.pre_hook(module, args, kwargs)
+            state.foreign_calls += 1
+            return None
+
+        def post_hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            if threading.get_ident() == thread:
+                return rec.post_hook(module, args, kwargs, output)
+            return None
+
+        for module in rec.names:
+            if isinstance(module, torch.jit.ScriptModule):  # no hooks: it runs as compiled code
+                continue
+            module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+            module.register_forward_hook(post_hook, with_kwargs=True)
+
+    with preserve_model_state(model, add_hooks) as state:
         if options.mode == "eval":
             model.eval()
         elif options.mode == "train":
             model.train()
-        handles = []
         try:
-            for module in rec.names:
-                handles.append(module.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
-                handles.append(module.register_forward_hook(rec.post_hook, with_kwargs=True))
-            try:
-                with torch.enable_grad(), _FunctionalActivations(rec):
-                    output = model(*args, **kwargs)
-            except Exception as exc:
-                raise _forward_error(exc, rec, inputs) from exc
-        finally:
-            for h in handles:
-                h.remove()
+            with torch.set_grad_enabled(no_autograd is None), _FunctionalActivations(rec, state):
+                output = model(*args, **kwargs)
+        except Exception as exc:
+            raise _forward_error(exc, rec, inputs, no_autograd, example_input) from exc
     notes = []
+    modules = dict(model.named_modules())
+    scripted = [n or "(root)" for n, m in modules.items() if isinstance(m, torch.jit.ScriptModule)
+                and not (n and isinstance(modules.get(n.rpartition(".")[0]), torch.jit.ScriptModule))]
+    if scripted:
+        notes.append(
+            (f"the model is a TorchScript module ({model.original_name})" if scripted == ["(root)"] else
+             f"TorchScript modules: {', '.join(scripted[:4])}{' and more' if len(scripted) > 4 else ''}")
+            + ": compiled code runs without Python hooks, so the layer outputs and activation calls "
+            "inside it are not in this report (its output, parameters and autograd graph are); pass "
+            "the module as it was before torch.jit.script/trace to see them"
+        )
     if rec.example_clamped:
         notes.append(f"the batch has no example {options.example}; example 0 is drawn instead")
     return ForwardCapture(
@@ -619,13 +694,28 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
         mode=options.mode,
         seconds=time.perf_counter() - started,
         notes=notes,
+        scripted=bool(scripted),
+        no_autograd=no_autograd,
         derivatives=rec.derivatives,
         histograms=rec.histograms,
         entries=rec.entries,
     )
 
 
-def _forward_error(exc: Exception, rec: _Recorder, inputs: list) -> NNVizError:
+def _inference_tensors(model: nn.Module) -> str | None:
+    """Why autograd cannot run through ``model``, or None: parameters or buffers created
+    under ``torch.inference_mode()`` cannot be saved for a backward pass. (The forward pass
+    then runs without autograd: every number of the report but the graph.)"""
+    names = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_inference()]
+    if not names:
+        return None
+    return (f"the model's parameters and buffers ({names[0]}{' and more' if len(names) > 1 else ''}) were "
+            "created under torch.inference_mode(), and autograd cannot record them; create the model "
+            "outside inference mode (load_state_dict copies the weights) to see the graph")
+
+
+def _forward_error(exc: Exception, rec: _Recorder, inputs: list, no_autograd: str | None = None,
+                   example_input: Any = None) -> NNVizError:
     message = (str(exc).strip().splitlines() or [""])[0]
     where = "the model's forward"
     if rec.stack:
@@ -635,5 +725,12 @@ def _forward_error(exc: Exception, rec: _Recorder, inputs: list) -> NNVizError:
     return NNVizError(
         f"the forward pass failed in {where} after {done} module calls: "
         f"{type(exc).__name__}: {message} (example input: {shape_text(inputs) or 'none'}); "
-        "check the input shape and dtype the model expects"
+        + ("the model's tensors were created under torch.inference_mode() and cannot be updated "
+           "outside it: use mode='eval', or create the model outside inference mode"
+           if no_autograd and "inference" in message.lower() else
+           "check the input shape and dtype the model expects")
+        + (f" (a list is passed as positional arguments, model(*x), here {len(example_input)} of them; "
+           "a model that takes one list of tensors, as torchvision's detectors do, needs it wrapped "
+           "in a tuple: ([img1, img2],))"
+           if type(example_input) is list else "")
     )

@@ -39,6 +39,7 @@ class CapturedRun:
     snapshots: list[Snapshot]
     activations: act.ActivationSummary | None = None  # filled by finish_activations()
     parameters: ParameterComparison | None = None  # filled by build_report (parameters.compare)
+    graph_note: str | None = None  # why the graph is missing although it was asked for
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -77,7 +78,15 @@ def check_model(model: Any) -> nn.Module:
     """The module to capture (unwrapped from DataParallel/DDP/torch.compile)."""
     if not isinstance(model, nn.Module):
         raise NNVizError(f"model must be a torch.nn.Module, not {type(model).__name__}")
-    return unwrap_model(model)
+    model = unwrap_model(model)
+    meta = next((n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta), None)
+    if meta is not None:
+        raise NNVizError(
+            f"the model's tensors are on the meta device ({meta}: a shape without values), so there is "
+            "nothing to run or draw; materialise it first, e.g. model.to_empty(device='cpu') and "
+            "load_state_dict(...) with its weights"
+        )
+    return model
 
 
 def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] | None,
@@ -94,7 +103,7 @@ def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] 
     graph_capture = None
     t = time.perf_counter()
     try:
-        if options.graph:
+        if options.graph and fwd.no_autograd is None:
             graph_capture = _graph_or_note(fwd, model)
     finally:
         fwd.release()
@@ -103,7 +112,7 @@ def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] 
     params = list(model.parameters())
     first = params[0] if params else None
     info = ModelInfo(
-        class_name=type(model).__name__,
+        class_name=model.original_name if isinstance(model, torch.jit.ScriptModule) else type(model).__name__,
         num_parameters=sum(p.numel() for p in params),
         trainable_parameters=sum(p.numel() for p in params if p.requires_grad),
         device=fwd.device,
@@ -114,7 +123,8 @@ def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] 
         ],
         mode=fwd.mode,
     )
-    return CapturedRun(info, fwd, graph_capture, options, snapshots, timings=timings)
+    graph_note = f"no autograd graph: {fwd.no_autograd}" if options.graph and fwd.no_autograd else None
+    return CapturedRun(info, fwd, graph_capture, options, snapshots, timings=timings, graph_note=graph_note)
 
 
 def _graph_or_note(fwd: ForwardCapture, model: nn.Module) -> GraphCapture:

@@ -467,6 +467,17 @@ def channel_parts(t: torch.Tensor, example: int, max_channels: int, tile: int, f
     return ImageParts("channels", values[0], (h, w), moments=moments[0])
 
 
+def drawn_slice(shape: list[int] | torch.Size) -> str | None:
+    """Which 2-D slice :func:`channel_parts` draws of an ``(N, C, *extra, H, W)`` tensor with
+    extra dimensions (a video's frames, a volume's depth), in words; None without them."""
+    extra = list(shape[2:-2])
+    if not extra:
+        return None
+    where = "; ".join(f"dimension {k} (size {d}): index {d // 2}" for k, d in enumerate(extra, start=2))
+    return (f"{len(shape)}-D output: each channel picture is its middle slice, {where} "
+            "(e.g. the middle frame or depth); the numbers cover the whole output")
+
+
 def _pool_channels(x: torch.Tensor, tile: int, copy: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B, k, h, w)`` channels: each pooled to at most ``tile`` pixels a side, and their
     moments ``(B, k, 5)`` (see :class:`ImageParts`). ``copy``: ``x`` is not ours to keep."""

@@ -9,6 +9,9 @@ from ._format import pct, plural
 
 ID = "activations"
 DEAD_WARN = 0.9  # units dead for every example
+# Below this many examples "dead" says little: a healthy ReLU unit is 0 for about half of
+# its inputs, so it reads ~50% on one example, ~25% on two, <1% on eight.
+DEAD_MIN_BATCH = 8
 SATURATED_WARN = 0.5  # inputs with |f'| below 1% of its maximum
 
 
@@ -83,8 +86,9 @@ def build(run: CapturedRun) -> Section:
         if c.input_hist is not None and curve_key is not None:
             fig_id = f"act-call-{i}"
             figures[fig_id] = _call_figure(i, c, curve_key)
+        few = c.dead_fraction is not None and c.batch is not None and c.batch < DEAD_MIN_BATCH
         rows.append({"i": i, "where": where_text(c, root), "entry": entry, "figure": fig_id,
-                     "params_text": params_text(c.params)})
+                     "params_text": params_text(c.params), "few_examples": c.batch if few else None})
 
     gallery = []
     cards = []
@@ -132,6 +136,8 @@ def build(run: CapturedRun) -> Section:
         data=data,
         view={
             "rows": rows,
+            "few_examples": min((r["few_examples"] for r in rows if r["few_examples"]), default=None),
+            "dead_min_batch": DEAD_MIN_BATCH,
             "used_cards": [c for c in cards if c["used"]],
             "other_cards": [c for c in cards if not c["used"]],
             "internals": internals,

@@ -153,6 +153,9 @@ def build(run: CapturedRun) -> Section:
     if zero_layers:
         notices.append(Notice("warning", f"{plural(len(zero_layers), 'layer output')} entirely zero: {names(zero_layers)}", ID))
 
+    if fwd.scripted:  # what the report cannot show, at the top of the page too
+        notices.append(Notice("info", fwd.notes[0], ID))
+
     not_captured = [
         {"name": n or run.model.class_name, "what": f"call {c + 1}, output{p or ''}: {kind}", "why": "not a tensor"}
         for n, c, p, kind in fwd.skipped_outputs

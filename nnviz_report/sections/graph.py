@@ -135,7 +135,7 @@ def build(run: CapturedRun) -> Section:
     empty_view = {"skips": [], "merges": [], "default": None, "root": None, "note": None, "timings": {},
                   "full_drawn": False, "module_views": 0}
     if g is None:
-        data["note"] = "the autograd graph was not captured (graph=False / --no-graph)"
+        data["note"] = run.graph_note or "the autograd graph was not captured (graph=False / --no-graph)"
         return Section(ID, "Autograd graph", "sections/graph.html.j2", data, summary="not captured",
                        view={**empty_view, "note": data["note"]})
     data.update(nodes=len(g.nodes), edges=len(g.edges), residual_connections=g.residual_count,

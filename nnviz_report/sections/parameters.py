@@ -167,10 +167,12 @@ def _identity_figure(i: int, r: ParamRecord) -> dict:
 
 
 def _bars(i: int, key: str, name: str, h) -> dict:
+    # The name (a snapshot's label, perhaps a checkpoint's file name) as Plotly text, and
+    # into the hover label by reference: inside the template, "%{...}" would be read too.
     width = (h.hi - h.lo) / len(h.counts) if h.hi > h.lo else 1.0
-    return {"type": "bar", "name": name, "x0": h.lo + width / 2, "dx": width,
+    return {"type": "bar", "name": plotly_text(name), "x0": h.lo + width / 2, "dx": width,
             "y": ref("data", ID, i, key, "counts"), "marker": {"opacity": 0.55},
-            "hovertemplate": "≈%{x:.3g}: %{y}<extra>" + name + "</extra>"}
+            "hovertemplate": "≈%{x:.3g}: %{y}<extra>%{fullData.name}</extra>"}
 
 
 def _hist_figure(i: int, r: ParamRecord, before_label: str) -> dict:

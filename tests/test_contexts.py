@@ -1,0 +1,194 @@
+"""Reports built from odd calling contexts and odd models: inside no_grad or
+inference_mode, models made in inference mode, TorchScript, the meta device, nested
+inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import assert_same_state, state_of
+from torch import nn
+
+import nnviz_report
+from nnviz_report import NNVizError
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return x + torch.relu(self.fc(x))
+
+
+def _graph(report) -> tuple[int, int, list[str]]:
+    g = report.data["graph"]
+    return g["nodes"], g["residual_connections"], [i["name"] for i in report.data["model"]["inputs"]]
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, lambda: torch.set_grad_enabled(False), torch.inference_mode])
+def test_the_callers_grad_mode_does_not_change_the_report(context):
+    model, x = Residual(), torch.randn(3, 4)
+    outside = nnviz_report.build_report(model, x)
+    with context():
+        inside = nnviz_report.build_report(model, x)
+        assert not torch.is_grad_enabled(), "the caller's mode is left as it was"
+    assert _graph(inside) == _graph(outside)
+    assert _graph(outside)[1] == 1, "the input's skip connection is in the graph"
+    assert inside.data["feature_maps"] == outside.data["feature_maps"]
+
+
+def test_an_input_made_in_inference_mode():
+    with torch.inference_mode():
+        x = torch.randn(3, 4)
+    report = nnviz_report.build_report(Residual(), x)
+    assert report.data["graph"]["residual_connections"] == 1
+    assert x.is_inference() and not x.requires_grad
+
+
+def test_a_model_made_in_inference_mode_gets_every_section_but_the_graph():
+    with torch.inference_mode():
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+    model.eval()
+    before = state_of(model)
+    report = nnviz_report.build_report(model, torch.randn(2, 3, 8, 8), before=nnviz_report.snapshot(model))
+    assert_same_state(before, state_of(model))
+    assert [e["name"] for e in report.data["feature_maps"]] == ["0", "1", "2", "3", "4"]
+    assert report.data["activations"]["calls"][0]["dead_fraction"] is not None
+    assert len(report.data["parameters"]) == 6 and report.data["parameters"][0]["relative_change"] == 0
+    note = report.data["graph"]["note"]
+    assert "created under torch.inference_mode()" in note and "create the model outside inference mode" in note
+    assert note in report.html
+    # Training mode would update BatchNorm's statistics, which are inference tensors.
+    with pytest.raises(NNVizError, match="created under torch.inference_mode.*use mode='eval'"):
+        nnviz_report.build_report(model, torch.randn(2, 3, 8, 8), mode="train")
+    assert_same_state(before, state_of(model))
+
+
+class Detector(nn.Module):
+    """Takes one list of images, as torchvision's detectors do, and rewrites the first in
+    place."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, images, targets=None):
+        if targets is not None:
+            targets = {k: v for k, v in targets.items()}
+        images[0].mul_(0.5)
+        return [self.conv(image[None]) for image in images]
+
+
+def test_nested_inputs_are_copied_and_described():
+    from conftest import page_view
+
+    a, b = torch.randn(3, 8, 8), torch.randn(3, 10, 10)
+    keep = a.clone()
+    images = [a, b]
+    report = nnviz_report.build_report(Detector(), (images,))
+    assert torch.equal(a, keep) and images == [a, b] and not a.requires_grad, "the caller's data is untouched"
+    assert report.data["model"]["inputs"] == [
+        {"name": "input[0][0]", "shape": [3, 8, 8], "dtype": "float32"},
+        {"name": "input[0][1]", "shape": [3, 10, 10], "dtype": "float32"},
+    ]
+    assert "<dt>Input</dt><dd><code>3×8×8</code> float32, <code>3×10×10</code> float32</dd>" in report.html
+    graph = str(page_view(report.html)["assets"]["graph"])
+    assert "input[0][0]" in graph and "input[0][1]" in graph, "the graph starts at both images"
+
+
+def test_inputs_in_dicts_and_named_tuples_and_shared_tensors():
+    from collections import OrderedDict, namedtuple
+
+    Pair = namedtuple("Pair", "left right")
+    seen = {}
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, batch, pair):
+            seen["types"] = (type(batch), type(pair))
+            seen["same"] = batch["x"] is pair.left
+            return self.fc(batch["x"] + pair.right)
+
+    x, y = torch.randn(2, 4), torch.randn(2, 4)
+    report = nnviz_report.build_report(Net(), (OrderedDict(x=x), Pair(x, y)))
+    assert seen == {"types": (OrderedDict, Pair), "same": True}
+    assert [i["name"] for i in report.data["model"]["inputs"]] == ["input[0]['x']", "input[1].right"]
+
+
+def test_a_bare_list_for_a_detector_suggests_the_tuple():
+    images = [torch.randn(3, 8, 8), torch.randn(3, 8, 8)]
+    with pytest.raises(NNVizError, match=r"a list is passed as positional arguments.*\(\[img1, img2\],\)") as err:
+        nnviz_report.build_report(Detector(), images)
+    assert "'Tensor' object has no attribute 'items'" in str(err.value) and "\n" not in str(err.value)
+
+
+TORCHSCRIPT_DEPRECATED = "ignore:`torch.jit.*is deprecated:DeprecationWarning"  # torch 2.13 says so
+
+
+@pytest.mark.filterwarnings(TORCHSCRIPT_DEPRECATED)
+@pytest.mark.parametrize("compile_", ["script", "trace"])
+def test_a_torchscript_model_gets_a_report_that_says_what_it_cannot_show(compile_):
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    x = torch.randn(3, 4)
+    scripted = torch.jit.script(model) if compile_ == "script" else torch.jit.trace(model, x)
+    before = state_of(scripted)
+    report = nnviz_report.build_report(scripted, x, before=nnviz_report.snapshot(scripted))
+    assert_same_state(before, state_of(scripted))
+    assert report.data["title"] == "Sequential report"
+    assert report.data["feature_maps"] == [] and report.data["activations"]["calls"] == []
+    assert report.data["graph"]["nodes"] > 5 and len(report.data["parameters"]) == 4
+    assert "the model is a TorchScript module (Sequential): compiled code runs without Python hooks" in report.html
+
+
+@pytest.mark.filterwarnings(TORCHSCRIPT_DEPRECATED)
+def test_a_torchscript_block_inside_a_model():
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = torch.jit.script(nn.Sequential(nn.Linear(4, 4), nn.GELU()))
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.block(x))
+
+    report = nnviz_report.build_report(Outer(), torch.randn(3, 4))
+    assert [e["name"] for e in report.data["feature_maps"]] == ["head"]
+    assert "TorchScript modules: block: compiled code runs without Python hooks" in report.html
+
+
+def test_a_model_on_the_meta_device_is_a_clear_error():
+    with pytest.raises(NNVizError, match=r"on the meta device \(weight: a shape without values\).*to_empty"):
+        nnviz_report.build_report(nn.Linear(3, 2, device="meta"), torch.randn(2, 3))
+
+
+def test_text_that_is_not_unicode_shows_as_a_replacement_character(tmp_path):
+    """A title from a non-UTF-8 argument and a module whose name holds a lone surrogate:
+    the page is valid UTF-8 and shows U+FFFD where they were."""
+    model = nn.Sequential()
+    model.add_module("lin\udcffear", nn.Linear(3, 2))
+    report = nnviz_report.build_report(model, torch.randn(2, 3), title="run \udcff42")
+    path = report.save(tmp_path / "r.html")
+    html = path.read_bytes().decode("utf-8")  # strict: valid UTF-8
+    assert "<h1>run \ufffd42</h1>" in html and "lin\ufffdear" in html
+    from conftest import page_json
+
+    data = page_json(html, "nnviz-data")
+    assert data["title"] == "run \ufffd42" and data["feature_maps"][0]["name"] == "lin\ufffdear"
+    assert report.data["graph"]["views"][0]["error"] is None, "the graph was drawn"
+
+
+def test_cli_title_from_a_non_utf8_argument(tmp_path, capsys):
+    from conftest import ROOT, page_json
+
+    from nnviz_report.cli import main
+
+    out = tmp_path / "r.html"
+    code = main(["build", f"{ROOT}/examples/models.py:TwoLayerNet", "--input-shape", "2,20", "--no-graph",
+                 "--title", b"run \xff".decode("utf-8", "surrogateescape"), "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert page_json(out.read_text(encoding="utf-8"), "nnviz-data")["title"] == "run \ufffd"
