@@ -139,15 +139,18 @@ def build_report(
     mode: str = "eval",
     graph: bool = True,
     dot_timeout: float = 60.0,
+    trust_metadata: bool = False,
 ) -> Report:
     """Run ``model`` once on ``example_input`` and build the report.
 
     ``example_input``: a tensor (``model(x)``), a tuple/list (``model(*x)``) or a dict
-    (``model(**x)``). ``before``: a :class:`Snapshot`, a state_dict, a checkpoint path, or a
-    list of them (oldest first) for trajectories. ``layers`` (glob patterns on qualified
-    module names) and ``layer_types`` (class names) select the feature maps; ``max_channels``
-    and ``example_index`` choose what conv pictures show. ``mode``: ``"eval"`` (default),
-    ``"train"`` or ``"as-is"`` for the forward pass. The model is left exactly as it was.
+    (``model(**x)``). ``before``: a :class:`Snapshot`, a state_dict, a checkpoint path (file
+    or folder), or a list of them (oldest first) for trajectories; ``trust_metadata=True``
+    lets a torch.distributed.checkpoint folder's pickled ``.metadata`` be read. ``layers``
+    (glob patterns on qualified module names) and ``layer_types`` (class names) select the
+    feature maps; ``max_channels`` and ``example_index`` choose what conv pictures show.
+    ``mode``: ``"eval"`` (default), ``"train"`` or ``"as-is"`` for the forward pass. The
+    model is left exactly as it was.
     """
     if not isinstance(max_channels, int) or max_channels < 1:
         raise NNVizError(f"max_channels must be a positive integer, not {max_channels!r}")
@@ -170,7 +173,7 @@ def build_report(
     )
     started = time.perf_counter()
     model = check_model(model)
-    snapshots = resolve_before(before)
+    snapshots = resolve_before(before, trust_metadata)
     load_seconds = time.perf_counter() - started
     built: dict[str, Any] = {}
     bodies: dict[str, Any] = {}
@@ -280,6 +283,8 @@ def build_report(
     timings["render"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
     # Warnings for the command line: the graph section's are about this machine (no dot, a
-    # layout that timed out); the other sections' are findings, which the page shows.
-    warnings = tuple(n.text for n in notices if n.section == graph_section.ID and n.level == "warning")
+    # layout that timed out), and some are about the input (a checkpoint that fits only
+    # partly); the others are findings, which the page shows.
+    warnings = tuple(n.text for n in notices
+                     if n.level == "warning" and (n.section == graph_section.ID or n.about_input))
     return Report(data=data, html=html, warnings=warnings, timings=timings)

@@ -1,10 +1,13 @@
 """Compare the model's parameters with earlier snapshots.
 
-Each comparison runs on the parameter's device (the snapshot tensors are moved there in
-groups of at most MOVE_BUDGET bytes) and reduces to summary numbers, histograms over a
-shared range, strided samples for scatter plots, and, for biases, the full value lists.
-All parameters go through each stage together, so that a stage's numbers are read back
-at once.
+Each comparison runs on the parameter's device and reduces to summary numbers, histograms
+over a shared range, strided samples for scatter plots, and, for biases, the full value
+lists. Parameters go through in groups: what a group makes the comparison hold besides
+the model (snapshot tensors read from a file or moved to the model's device, float32
+copies of half-precision or integer tensors) takes at most MOVE_BUDGET bytes, or one
+parameter's worth where a single one takes more. Within a group every parameter goes
+through each stage together, so that a stage's numbers are read back at once; a model
+whose snapshot is a CPU copy on the CPU, in float32, is one group.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import NNVizError
-from .snapshot import Snapshot, StateMatch, match_state, normalise_state
+from .checkpoints import StoredTensors
+from .snapshot import Snapshot, StateMatch, Weights, align, match_state, normalise_state, pick, weights_of
 from .tensors import (
     Histogram,
     as_float,
@@ -33,7 +38,7 @@ from .tensors import (
 
 BINS = 40
 PARAMETER_SAMPLE = 16384  # values a parameter's histogram counts, at most (as for layer outputs)
-MOVE_BUDGET = 256 * 2**20  # bytes of snapshot tensors on the model's device at once
+MOVE_BUDGET = 256 * 2**20  # bytes a group of parameters makes the comparison hold (see above)
 SCATTER_POINTS = 400  # sampled (before, after) pairs per weight tensor
 HISTORY_BIAS_VALUES = 256  # bias values kept per point of a trajectory
 EXPLODED_RELATIVE = 10.0  # moved by more than 10x its own initial norm
@@ -147,29 +152,37 @@ def _range(pairs: list[tuple[torch.Tensor, Summary]]) -> tuple[float, float, boo
     return (min(los), max(his), all_finite) if los else (0.0, 0.0, all_finite)
 
 
-def compare(model: nn.Module, snapshots: list[Snapshot]) -> ParameterComparison:
+def compare(model: nn.Module, snapshots: list[Snapshot], weights: Weights | None = None) -> ParameterComparison:
     """One record per parameter tensor of ``model`` (in registration order), compared with
-    the first snapshot, with a trajectory through all of them when there are several."""
-    states = [normalise_state(s, s.source) for s in snapshots]
-    live = {p.data_ptr() for p in model.parameters() if p.numel()}
+    the first snapshot, with a trajectory through all of them when there are several.
+    ``weights``: the parameters to read, when not the model's own (under FSDP, the full
+    state gathered on rank 0)."""
+    weights = weights if weights is not None else weights_of(model)
+    states = [align(weights, normalise_state(s, s.source)) for s in snapshots]
+    live = {p.data_ptr() for _, p in weights.named if p.numel()}
     for snap, state in zip(snapshots, states):
-        if any(t.numel() and t.data_ptr() in live for t in state.values()):
+        if not isinstance(state, StoredTensors) and any(t.numel() and t.data_ptr() in live for t in state.values()):
             raise NNVizError(
                 f"{snap.source} holds the model's own parameter tensors (a live state_dict), so it "
                 "changes as the model trains; take nnviz_report.snapshot(model) or "
                 "copy.deepcopy(model.state_dict()) before training"
             )
-    matches = [match_state(model, st) for st in states]
+    matches = [match_state(weights, st) for st in states]
     for snap, m in zip(snapshots, matches):
-        if m.matched == 0:
+        if m.parameters and not m.comparable:
             raise NNVizError(
-                f"{snap.source} shares no parameter with {type(model).__name__} ({m.describe()}); "
-                "it was saved from a different model"
+                f"{snap.source} shares no parameter with {type(model).__name__} under the same name and shape "
+                f"({m.describe()}); it was saved from a different model"
             )
+    # Per snapshot, the name it holds each parameter under (tied weights may be saved once).
+    keys = [{n: k for n, _ in weights.named if (k := pick(weights, st, n)) is not None} for st in states]
     records: list[ParamRecord] = []
     with torch.no_grad():
-        for chunk in _chunks(list(model.named_parameters()), states):
-            records += _records(chunk, snapshots, states)
+        for chunk in _chunks(weights.named, states, keys):
+            names = [n for n, _ in chunk]
+            loaded = [_read(st, {n: ks[n] for n in names if n in ks}) for st, ks in zip(states, keys)]
+            records += _records(chunk, snapshots, loaded, weights.trainable)
+            del loaded
     return ParameterComparison(
         records=records,
         labels=[s.label for s in snapshots],
@@ -178,25 +191,52 @@ def compare(model: nn.Module, snapshots: list[Snapshot]) -> ParameterComparison:
     )
 
 
-def _chunks(named: list[tuple[str, torch.Tensor]], states: list[dict]) -> Iterator[list]:
-    """Parameters in groups whose first-snapshot tensors, moved to the parameters' device,
-    take at most MOVE_BUDGET bytes there (on the CPU nothing moves: one group)."""
+def _read(state: Any, keys: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Parameter name -> the snapshot's tensor for it, read from disk where it is stored."""
+    if isinstance(state, StoredTensors):
+        got = state.read(list(dict.fromkeys(keys.values())))
+        return {n: got[k] for n, k in keys.items()}
+    return {n: state[k] for n, k in keys.items()}
+
+
+def _upcast(dtype: torch.dtype) -> bool:
+    """Whether statistics need a float32 copy of a tensor of this dtype (see ``as_float``)."""
+    return dtype not in (torch.float32, torch.float64)
+
+
+def _chunks(named: list[tuple[str, torch.Tensor]], states: list[Any], keys: list[dict[str, str]]) -> Iterator[list]:
+    """Parameters in groups that make the comparison hold at most MOVE_BUDGET bytes besides
+    the model: tensors read from a file, the first snapshot's tensor moved to the
+    parameter's device, float32 copies of other dtypes (after and first before). A
+    parameter that needs more than the budget alone is a group of its own."""
     chunk: list[tuple[str, torch.Tensor]] = []
-    moved = 0
+    held = 0
     for name, p in named:
-        first = states[0].get(name) if states else None
-        size = first.numel() * 4 if first is not None and first.device != p.device else 0  # as float32
-        if chunk and moved + size > MOVE_BUDGET:
+        size = p.numel() * 4 if _upcast(p.dtype) else 0
+        for i, (state, ks) in enumerate(zip(states, keys)):
+            k = ks.get(name)
+            if k is None:
+                continue
+            if isinstance(state, StoredTensors):
+                spec = state.specs[k]
+                size += spec.nbytes
+                moves, dtype = p.device.type != "cpu", spec.dtype
+            else:
+                t = state[k]
+                moves, dtype = t.device != p.device, t.dtype
+            if i == 0 and (moves or _upcast(dtype)):
+                size += p.numel() * 4
+        if chunk and held + size > MOVE_BUDGET:
             yield chunk
-            chunk, moved = [], 0
+            chunk, held = [], 0
         chunk.append((name, p))
-        moved += size
+        held += size
     if chunk:
         yield chunk
 
 
 def _records(named: list[tuple[str, torch.Tensor]], snapshots: list[Snapshot],
-             states: list[dict]) -> list[ParamRecord]:
+             states: list[dict], trainable: dict[str, bool]) -> list[ParamRecord]:
     """All parameters at once, stage by stage, so that each stage's numbers are read back
     together (a model has hundreds of small tensors: BatchNorm weights and biases)."""
     afters = [as_float(p) for _, p in named]
@@ -218,7 +258,7 @@ def _records(named: list[tuple[str, torch.Tensor]], snapshots: list[Snapshot],
             module=name.rpartition(".")[0],
             shape=list(p.shape),
             numel=p.numel(),
-            requires_grad=p.requires_grad,
+            requires_grad=trainable.get(name, p.requires_grad),
             is_bias=name.rpartition(".")[2].endswith("bias") and p.dim() == 1,
             after=s,
         ))

@@ -47,9 +47,10 @@ class CapturedRun:
 BeforeArg = Snapshot | Mapping[str, torch.Tensor] | str | os.PathLike | None
 
 
-def resolve_before(before: BeforeArg | Sequence[BeforeArg]) -> list[Snapshot]:
+def resolve_before(before: BeforeArg | Sequence[BeforeArg], trust_metadata: bool = False) -> list[Snapshot]:
     """Snapshots from what ``build_report(before=...)`` accepts: a Snapshot, a state_dict
-    mapping, a checkpoint path, or a sequence of them (oldest first) for trajectories."""
+    mapping, a checkpoint path (file or folder), or a sequence of them (oldest first) for
+    trajectories. ``trust_metadata``: read torch.distributed.checkpoint folders."""
     if before is None:
         return []
     items = list(before) if isinstance(before, (list, tuple)) else [before]
@@ -59,7 +60,7 @@ def resolve_before(before: BeforeArg | Sequence[BeforeArg]) -> list[Snapshot]:
         if isinstance(item, Snapshot):
             snaps.append(item)
         elif isinstance(item, (str, os.PathLike)):
-            snaps.append(load_checkpoint(item))
+            snaps.append(load_checkpoint(item, trust_metadata=trust_metadata))
         elif isinstance(item, Mapping):
             snaps.append(Snapshot(dict(item), label=label, source=f"state_dict #{i}"))
         elif isinstance(item, nn.Module):
