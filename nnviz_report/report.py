@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import functools
 import gc
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .capture import distributed
 from .capture.forward import MODES, CaptureOptions
 from .capture.parameters import compare
 from .capture.run import (
@@ -140,7 +142,8 @@ def build_report(
     graph: bool = True,
     dot_timeout: float = 60.0,
     trust_metadata: bool = False,
-) -> Report:
+    dist_timeout: float = 300.0,
+) -> Report | None:
     """Run ``model`` once on ``example_input`` and build the report.
 
     ``example_input``: a tensor (``model(x)``), a tuple/list (``model(*x)``) or a dict
@@ -151,6 +154,11 @@ def build_report(
     feature maps; ``max_channels`` and ``example_index`` choose what conv pictures show.
     ``mode``: ``"eval"`` (default), ``"train"`` or ``"as-is"`` for the forward pass. The
     model is left exactly as it was.
+
+    In a ``torch.distributed`` job, call it on every rank: rank 0 gets the Report, the
+    others None. A sharded model (FSDP) runs its forward pass on every rank; a rank that
+    fails makes the others raise, and ranks wait for each other at most ``dist_timeout``
+    seconds.
     """
     if not isinstance(max_channels, int) or max_channels < 1:
         raise NNVizError(f"max_channels must be a positive integer, not {max_channels!r}")
@@ -173,7 +181,13 @@ def build_report(
     )
     started = time.perf_counter()
     model = check_model(model)
-    snapshots = resolve_before(before, trust_metadata)
+    job = distributed.job_for(model, dist_timeout)
+    if job is not None and job.rank != 0 and not job.sharded:
+        return None  # every rank holds the whole model: rank 0 builds from its own, alone
+    if job is None or not job.sharded:
+        snapshots = resolve_before(before, trust_metadata)
+    else:  # every rank runs the forward pass and gathers the full state; rank 0 builds
+        snapshots = job.step("reading before=", lambda: resolve_before(before, trust_metadata) if job.rank == 0 else [])
     load_seconds = time.perf_counter() - started
     built: dict[str, Any] = {}
     bodies: dict[str, Any] = {}
@@ -196,14 +210,26 @@ def build_report(
 
     def timed_compare() -> tuple[Any, float]:
         t = time.perf_counter()
-        return compare(model, snapshots), time.perf_counter() - t
+        return compare(model, snapshots, weights), time.perf_counter() - t
 
     def pictures_and_maps() -> None:
         finish_images(run)
         build_section(feature_maps, run)
         render_body(feature_maps)
 
-    run = capture(model, example_input, snapshots, options)
+    weights = None
+    if job is None or not job.sharded:
+        run = capture(model, example_input, snapshots, options)
+    else:
+        mine = options if job.rank == 0 else dataclasses.replace(options, graph=False)
+        run = job.step("the forward pass", lambda: capture(model, example_input, snapshots, mine))
+        full = distributed.gather_state(model)
+        if job.rank != 0:
+            return None
+        weights = distributed.full_weights(model, full)
+        run.model = dataclasses.replace(  # FSDP1's flat parameters hold this rank's shard
+            run.model, num_parameters=sum(t.numel() for _, t in weights.named),
+            trainable_parameters=sum(t.numel() for n, t in weights.named if weights.trainable.get(n, True)))
     run.timings["load"] = load_seconds
     # After the forward pass, three lanes that read only what they need: the graph section
     # (mostly waiting for Graphviz's own processes); the histograms, then the feature maps'

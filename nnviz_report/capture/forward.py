@@ -32,6 +32,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import NNVizError
 from . import activations as act
+from .distributed import class_name, is_sharded, module_names
 from .guard import preserve_model_state
 from .tensors import (
     FULL_COPY_BUDGET,
@@ -125,6 +126,9 @@ class ForwardCapture:
     notes: list[str] = field(default_factory=list)
     derivatives: act.Derivatives = field(default_factory=act.Derivatives)  # run by run.finish_activations()
     histograms: HistogramCounts = field(default_factory=HistogramCounts)  # run by run.count_histograms()
+    # Under FSDP: the gathered parameters each module used (autograd recorded these, not
+    # the shards model.named_parameters() holds after the pass), by qualified name.
+    gathered: dict[str, torch.Tensor] | None = None
 
     def draw_images(self) -> None:
         """Draw every layer's picture from the small copies the hooks kept, all at once;
@@ -139,6 +143,7 @@ class ForwardCapture:
         self.inputs = [(label, t.detach()) for label, t in self.inputs]
         self.owner.clear()
         self.keepalive.clear()
+        self.gathered = None
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -224,10 +229,9 @@ class _Paused:
 class _Recorder:
     def __init__(self, model: nn.Module, options: CaptureOptions):
         self.options = options
-        self.names: dict[nn.Module, str] = {}
-        for name, module in model.named_modules():
-            self.names.setdefault(module, name)
+        self.names: dict[nn.Module, str] = module_names(model)
         self.param_ids = {id(p) for p in model.parameters()}
+        self.gathered: dict[str, torch.Tensor] | None = {} if is_sharded(model) else None
         self.activation_modules = {m: c for m in self.names if (c := act.classify_module(m))}
         self.stack: list[_Frame] = []
         self.calls: list[ModuleCall] = []
@@ -288,10 +292,14 @@ class _Recorder:
             parent = self.stack[-1] if self.stack else None
             if parent is not None:
                 parent.children += 1
+            if self.gathered is not None:
+                for pname, p in module.named_parameters(prefix=name, recurse=False):
+                    self.gathered.setdefault(pname, p)
+                    self.param_ids.add(id(p))
             call = ModuleCall(
                 id=len(self.calls),
                 name=name,
-                type=type(module).__name__,
+                type=class_name(module),
                 call=self.counts[name],
                 parent=parent.call.id if parent else None,
             )
@@ -305,7 +313,7 @@ class _Recorder:
             spec = self.activation_modules.get(module)
             if spec is not None:
                 inputs = [t for _, t in iter_tensors(args)]
-                cls_name = type(module).__name__
+                cls_name = class_name(module)
                 frame.activation = act.ActivationCall(
                     activation=spec[0],
                     params=dict(spec[1]),
@@ -485,7 +493,7 @@ class _FunctionalActivations(TorchFunctionMode):
 
 def _uncalled(model: nn.Module, counts: Counter[str]) -> list[tuple[str, str, str]]:
     out = []
-    modules = dict(model.named_modules())
+    modules = {name: module for module, name in module_names(model).items()}
     for name, module in modules.items():
         if counts[name]:
             continue
@@ -496,7 +504,7 @@ def _uncalled(model: nn.Module, counts: Counter[str]) -> list[tuple[str, str, st
             why = "a container whose children were called directly"
         else:
             why = "not called by forward (unused, or skipped by a fused fast path)"
-        out.append((name, type(module).__name__, why))
+        out.append((name, class_name(module), why))
     return out
 
 
@@ -548,6 +556,7 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
         notes=notes,
         derivatives=rec.derivatives,
         histograms=rec.histograms,
+        gathered=rec.gathered,
     )
 
 

@@ -17,6 +17,7 @@ from . import activations as act
 from .forward import CaptureOptions, ForwardCapture, run_forward
 from .graph import GraphCapture, capture_graph, release_graph
 from .parameters import ParameterComparison
+from .distributed import class_name
 from .snapshot import Snapshot, load_checkpoint, unwrap_model
 from .tensors import iter_tensors
 
@@ -99,7 +100,8 @@ def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] 
     outputs = [weakref.ref(tensor) for _, tensor in iter_tensors(fwd.output)]
     try:
         if options.graph:
-            graph_capture = capture_graph(fwd.output, dict(model.named_parameters()), fwd.inputs, fwd.owner)
+            params = fwd.gathered if fwd.gathered is not None else dict(model.named_parameters())
+            graph_capture = capture_graph(fwd.output, params, fwd.inputs, fwd.owner)
     finally:
         fwd.release()
         release_graph(outputs)
@@ -108,7 +110,7 @@ def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] 
     params = list(model.parameters())
     first = params[0] if params else None
     info = ModelInfo(
-        class_name=type(model).__name__,
+        class_name=class_name(model),
         num_parameters=sum(p.numel() for p in params),
         trainable_parameters=sum(p.numel() for p in params if p.requires_grad),
         device=fwd.device,

@@ -63,19 +63,31 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def snapshot(model: nn.Module, label: str = "before", *, path: str | os.PathLike | None = None) -> Snapshot:
+def snapshot(model: nn.Module, label: str = "before", *, path: str | os.PathLike | None = None,
+             dist_timeout: float = 300.0) -> Snapshot | None:
     """Copy every parameter and buffer of ``model`` to the CPU, by name.
 
     Take one before training (``snap = nnviz_report.snapshot(model)``) and pass it as
     ``build_report(..., before=snap)``; the copy does not follow later updates. With
     ``path``, the tensors are written to that safetensors file one at a time instead of
     being kept in memory, and the snapshot reads them back when the report compares.
+
+    In a ``torch.distributed`` job call it on every rank: rank 0 gets the snapshot (under
+    FSDP, of the full parameters gathered from all ranks), the other ranks get None.
     """
     if not isinstance(model, nn.Module):
         raise NNVizError(f"snapshot() needs an nn.Module, not {type(model).__name__}")
     if not isinstance(label, str):
         raise NNVizError(f"label must be a string, not {type(label).__name__}")
     model = unwrap_model(model)
+    from . import distributed
+
+    job = distributed.job_for(model, dist_timeout)
+    if job is not None and job.sharded:
+        state = distributed.gathered(job, model, "snapshot()")
+        return _snapshot_of(state, label, path) if job.rank == 0 else None
+    if job is not None and job.rank != 0:
+        return None  # every rank holds the whole model: rank 0's copy is the snapshot
     with torch.no_grad():
         state = {name: t.detach() for name, t in model.state_dict(keep_vars=True).items()
                  if isinstance(t, torch.Tensor)}
