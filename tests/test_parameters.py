@@ -346,3 +346,45 @@ def test_snapshot_to_disk(tmp_path):
     assert not b.warnings and "saves tied weights once: lm_head.weight = model.embed_tokens.weight" in b.html
     with pytest.raises(nnviz_report.NNVizError, match="is a folder"):
         nnviz_report.snapshot(model, path=tmp_path)
+
+
+def _close(a, b, path="") -> None:
+    """Equal JSON trees, floats to 2e-5 relative: the one-pass variance of a whole tensor is
+    accurate to about 1e-5 (tensors.stats_many), slices are summed in another order."""
+    if isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=2e-5, abs=1e-12), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_large_tensors_reduced_slice_by_slice_give_the_same_numbers(tmp_path, monkeypatch, dtype):
+    from safetensors.torch import save_file
+
+    from nnviz_report.capture import parameters
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 300), nn.ReLU(), nn.Linear(300, 300), nn.ReLU(), nn.Linear(300, 3)).to(dtype)
+    save_file({k: v.clone() for k, v in model.state_dict().items()}, str(tmp_path / "epoch0.safetensors"))
+    _train_any(model)
+    torch.save(model.state_dict(), tmp_path / "epoch1.pt")
+    _train_any(model)
+    with torch.no_grad():  # non-finite values take the other way through the statistics
+        model[2].weight[5, 7] = float("nan")
+        model[0].weight[0, 0] = float("inf")
+    x = torch.randn(4, 20, dtype=dtype)
+    before = [tmp_path / "epoch0.safetensors", tmp_path / "epoch1.pt"]
+    whole = nnviz_report.build_report(model, x, before=before, graph=False).data["parameters"]
+    monkeypatch.setattr(parameters, "SLICE", 1000)  # 6 000 and 90 000 values: 6 and 90 slices
+    sliced = nnviz_report.build_report(model, x, before=before, graph=False).data["parameters"]
+    _close(sliced, whole)
+    assert whole[2]["after"]["nan_count"] == 1 and whole[0]["after"]["inf_count"] == 1
+    assert whole[2]["history"] and whole[2]["relative_change"] is None and whole[4]["relative_change"] > 0

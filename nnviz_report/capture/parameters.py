@@ -7,7 +7,10 @@ the model (snapshot tensors read from a file or moved to the model's device, flo
 copies of half-precision or integer tensors) takes at most MOVE_BUDGET bytes, or one
 parameter's worth where a single one takes more. Within a group every parameter goes
 through each stage together, so that a stage's numbers are read back at once; a model
-whose snapshot is a CPU copy on the CPU, in float32, is one group.
+whose snapshot is a CPU copy on the CPU, in float32, is one group. A tensor of more than
+SLICE values (an LLM's embedding) is reduced slice by slice as it is stored: no float32 copy
+of it and no difference tensor are made, so that what the comparison holds for it is the
+snapshot's tensor (read from a file, or moved to the model's device) and one slice.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from .tensors import (
 BINS = 40
 PARAMETER_SAMPLE = 16384  # values a parameter's histogram counts, at most (as for layer outputs)
 MOVE_BUDGET = 256 * 2**20  # bytes a group of parameters makes the comparison hold (see above)
+SLICE = 2**24  # a tensor with more values is reduced this many at a time (64 MB as float32)
 SCATTER_POINTS = 400  # sampled (before, after) pairs per weight tensor
 HISTORY_BIAS_VALUES = 256  # bias values kept per point of a trajectory
 EXPLODED_RELATIVE = 10.0  # moved by more than 10x its own initial norm
@@ -79,12 +83,57 @@ def summarise_many(tensors: list[torch.Tensor]) -> list[Summary]:
     return out
 
 
+def _large(t: torch.Tensor) -> bool:
+    return t.numel() > SLICE and t.is_contiguous()
+
+
+def _slices(t: torch.Tensor) -> Iterator[torch.Tensor]:
+    flat = t.detach().reshape(-1)
+    return (flat[i:i + SLICE] for i in range(0, flat.numel(), SLICE))
+
+
+def _summary_large(t: torch.Tensor) -> Summary:
+    """:func:`summarise` of a large tensor, from the statistics of its slices (each made
+    float32 on its own): counts and sums add up, the variance by Chan et al.'s merge."""
+    parts = [stats_many([x], zeros=False)[0] for x in _slices(t)]
+    n = sum(p.numel for p in parts)
+    nan, inf = sum(p.nan_count for p in parts), sum(p.inf_count for p in parts)
+    lo = None if any(p.min is None for p in parts) else min(p.min for p in parts)
+    hi = None if any(p.max is None for p in parts) else max(p.max for p in parts)
+    if all(p.mean is not None and p.std is not None for p in parts):
+        mean = math.fsum(p.numel * p.mean for p in parts) / n
+        m2 = math.fsum((p.numel - 1) * p.std**2 + p.numel * (p.mean - mean) ** 2 for p in parts)
+        std = math.sqrt(m2 / (n - 1))
+        norm = math.sqrt(max(m2 + n * mean**2, 0.0))
+        return Summary(mean, std, lo, hi, finite_or_none(norm), nan, inf)
+    norm = math.sqrt(math.fsum(v**2 for v in read_scalars([torch.linalg.vector_norm(as_float(x))
+                                                           for x in _slices(t)])))
+    return Summary(None, None, lo, hi, finite_or_none(norm), nan, inf)
+
+
+def _change_large(after: torch.Tensor, before: torch.Tensor) -> tuple[float, float, float]:
+    """||after - before||, min and max of after - before, one slice at a time."""
+    parts = []
+    for a, b in zip(_slices(after), _slices(before)):
+        diff = as_float(a) - as_float(b)
+        parts += [torch.linalg.vector_norm(diff), *torch.aminmax(diff)]
+        del diff
+    v = torch.tensor(read_scalars(parts), dtype=torch.float64).view(-1, 3)
+    return float(v[:, 0].square().sum().sqrt()), float(v[:, 1].min()), float(v[:, 2].max())
+
+
+def _norm(t: torch.Tensor) -> float:
+    if _large(t):
+        return _summary_large(t).norm or 0.0
+    return float(torch.linalg.vector_norm(as_float(t)))
+
+
 def _histograms(items: list[tuple[torch.Tensor, float, float, int, bool]]) -> list[Histogram]:
     """Histograms of several tensors, each ``(x, lo, hi, every, finite)``: BINS bins over
     ``[lo, hi]`` of every ``every``-th value (the finite ones), binned together."""
     samples = []
     for x, _, _, every, finite in items:
-        sample = x.reshape(-1)[::every]
+        sample = as_float(x.reshape(-1)[::every])  # a large tensor is kept as stored
         samples.append(sample if finite else sample[torch.isfinite(sample)])
     binned = [(s, lo, hi) for s, (_, lo, hi, _, _) in zip(samples, items) if hi > lo]
     counts = iter(bin_counts_many(binned, BINS))
@@ -212,7 +261,8 @@ def _chunks(named: list[tuple[str, torch.Tensor]], states: list[Any], keys: list
     chunk: list[tuple[str, torch.Tensor]] = []
     held = 0
     for name, p in named:
-        size = p.numel() * 4 if _upcast(p.dtype) else 0
+        large = _large(p)  # reduced slice by slice: no float32 copies
+        size = p.numel() * 4 if _upcast(p.dtype) and not large else 0
         for i, (state, ks) in enumerate(zip(states, keys)):
             k = ks.get(name)
             if k is None:
@@ -220,11 +270,13 @@ def _chunks(named: list[tuple[str, torch.Tensor]], states: list[Any], keys: list
             if isinstance(state, StoredTensors):
                 spec = state.specs[k]
                 size += spec.nbytes
-                moves, dtype = p.device.type != "cpu", spec.dtype
+                moves, dtype, itemsize = p.device.type != "cpu", spec.dtype, spec.dtype.itemsize
             else:
                 t = state[k]
-                moves, dtype = t.device != p.device, t.dtype
-            if i == 0 and (moves or _upcast(dtype)):
+                moves, dtype, itemsize = t.device != p.device, t.dtype, t.element_size()
+            if i == 0 and large and moves:
+                size += p.numel() * itemsize
+            elif i == 0 and not large and (moves or _upcast(dtype)):
                 size += p.numel() * 4
         if chunk and held + size > MOVE_BUDGET:
             yield chunk
@@ -239,18 +291,23 @@ def _records(named: list[tuple[str, torch.Tensor]], snapshots: list[Snapshot],
              states: list[dict], trainable: dict[str, bool]) -> list[ParamRecord]:
     """All parameters at once, stage by stage, so that each stage's numbers are read back
     together (a model has hundreds of small tensors: BatchNorm weights and biases)."""
-    afters = [as_float(p) for _, p in named]
+    large = [_large(p) for _, p in named]
+    afters = [p.detach() if big else as_float(p) for (_, p), big in zip(named, large)]
     points_of, befores = [], []
-    for (name, p), after in zip(named, afters):
+    for (name, p), after, big in zip(named, afters, large):
         points = []
         for snap, state in zip(snapshots, states):
             t = state.get(name)
             points.append(None if t is None or tuple(t.shape) != tuple(p.shape) else (snap.label, t))
         points_of.append(points)
         first = points[0][1] if points and points[0] else None
-        befores.append(as_float(first.to(after.device, non_blocking=True)) if first is not None else None)
+        if first is not None:
+            first = first.to(after.device, non_blocking=True)
+            if big and not first.is_contiguous():
+                first = first.contiguous()
+        befores.append(first if first is None or big else as_float(first))
     paired = [i for i, b in enumerate(befores) if b is not None]
-    summaries = summarise_many(afters + [befores[i] for i in paired])
+    summaries = _summaries(afters + [befores[i] for i in paired], large + [large[i] for i in paired])
     records = []
     for (name, p), s in zip(named, summaries):
         records.append(ParamRecord(
@@ -269,14 +326,17 @@ def _records(named: list[tuple[str, torch.Tensor]], snapshots: list[Snapshot],
     # the difference: torch.dist with p=inf is ~5x slower than aminmax on CPU.)
     moved = []
     for i in paired:
-        if afters[i].numel():
+        if afters[i].numel() and not large[i]:
             diff = afters[i] - befores[i]
             moved += [torch.linalg.vector_norm(diff), *torch.aminmax(diff)]
             del diff
     moved_v = iter(read_scalars(moved))
     for i in paired:
         rec = records[i]
-        if afters[i].numel():
+        if large[i]:
+            norm, lo, hi = _change_large(afters[i], befores[i])
+            rec.abs_change, rec.max_abs_change = finite_or_none(norm), finite_or_none(max(-lo, hi))
+        elif afters[i].numel():
             norm, lo, hi = next(moved_v), next(moved_v), next(moved_v)
             rec.abs_change, rec.max_abs_change = finite_or_none(norm), finite_or_none(max(-lo, hi))
         else:
@@ -316,7 +376,7 @@ def _records(named: list[tuple[str, torch.Tensor]], snapshots: list[Snapshot],
             rec.scatter_before = values[at:at + n_before]
             rec.scatter_after = values[at + n_before:at + n_before + n_after]
             at += n_before + n_after
-    for (rec, field_name, _), values in zip(biases, float32_lists([t for _, _, t in biases])):
+    for (rec, field_name, _), values in zip(biases, float32_lists([as_float(t) for _, _, t in biases])):
         setattr(rec, field_name, values)
 
     for rec, after, before, points in zip(records, afters, befores, points_of):
@@ -326,22 +386,34 @@ def _records(named: list[tuple[str, torch.Tensor]], snapshots: list[Snapshot],
     return records
 
 
+def _summaries(tensors: list[torch.Tensor], large: list[bool]) -> list[Summary]:
+    """:func:`summarise_many` of the tensors, large ones slice by slice."""
+    small = iter(summarise_many([t for t, big in zip(tensors, large) if not big]))
+    return [_summary_large(t) if big else next(small) for t, big in zip(tensors, large)]
+
+
 def _trajectory(rec: ParamRecord, points: list, after: torch.Tensor, first: torch.Tensor) -> None:
-    base = float(torch.linalg.vector_norm(first))
+    base = _norm(first)
     index = None
     if rec.is_bias and rec.numel > HISTORY_BIAS_VALUES:
         index = torch.linspace(0, rec.numel - 1, HISTORY_BIAS_VALUES).round().long()
         rec.bias_history_index = index.tolist()
     rec.bias_history = [] if rec.is_bias else None
     for label, t in [pt for pt in points if pt is not None] + [("after", after)]:
-        x = as_float(t.to(after.device))
-        s = summarise(x)
-        change = float(torch.linalg.vector_norm(x - first))
+        t = t.to(after.device)
+        if _large(first):
+            s = _summary_large(t.contiguous())
+            change = _change_large(t.contiguous(), first)[0]
+            x = t
+        else:
+            x = as_float(t)
+            s = summarise(x)
+            change = float(torch.linalg.vector_norm(x - first))
         rec.history.append(
             HistoryPoint(label, s.norm, s.mean, s.std, finite_or_none(change / base) if base else None)
         )
         if rec.bias_history is not None:
-            rec.bias_history.append(float32_lists([x if index is None else x[index.to(x.device)]])[0])
+            rec.bias_history.append(float32_lists([as_float(x if index is None else x[index.to(x.device)])])[0])
 
 
 def _flag(rec: ParamRecord) -> None:
