@@ -162,10 +162,12 @@ def test_normalise_keeps_a_real_submodule_named_module():
 # -- formats beyond one file: Hugging Face shards, torch.distributed.checkpoint, Lightning --------
 
 
-def save_hf_shards(model: torch.nn.Module, folder: Path, max_shard_bytes: int) -> dict:
+def save_hf_shards(model: torch.nn.Module, folder: Path, max_shard_bytes: int, safetensors: bool = True) -> dict:
     """What transformers' save_pretrained(max_shard_size=...) writes, by hand: safetensors
     shards filled in order up to the size, model.safetensors.index.json naming each
-    tensor's shard, tied weights saved once (under their first name)."""
+    tensor's shard, tied weights saved once (under their first name); or, with
+    ``safetensors=False`` (safe_serialization=False), torch.save shards and
+    pytorch_model.bin.index.json."""
     folder.mkdir(parents=True, exist_ok=True)
     seen, shards, current, size = set(), [], {}, 0
     for name, t in model.state_dict(keep_vars=True).items():
@@ -181,12 +183,17 @@ def save_hf_shards(model: torch.nn.Module, folder: Path, max_shard_bytes: int) -
     shards.append(current)
     weight_map = {}
     for i, shard in enumerate(shards, 1):
-        file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(folder / file), metadata={"format": "pt"})
+        if safetensors:
+            file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(folder / file), metadata={"format": "pt"})
+        else:
+            file = f"pytorch_model-{i:05d}-of-{len(shards):05d}.bin"
+            torch.save(shard, folder / file)
         weight_map.update({k: file for k in shard})
     index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for s in shards for t in s.values())},
              "weight_map": weight_map}
-    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    name = "model.safetensors.index.json" if safetensors else "pytorch_model.bin.index.json"
+    (folder / name).write_text(json.dumps(index))
     return index
 
 
@@ -209,16 +216,18 @@ def _trained_llama():
 TOKENS = torch.arange(12).reshape(2, 6)
 
 
-def test_hugging_face_sharded_folder_with_tied_weights(tmp_path):
+@pytest.mark.parametrize("safetensors", [True, False], ids=["safetensors", "bin"])
+def test_hugging_face_sharded_folder_with_tied_weights(tmp_path, safetensors):
     from models import LlamaForCausalLM
 
     torch.manual_seed(0)
     untrained = LlamaForCausalLM()
-    index = save_hf_shards(untrained, tmp_path / "hf", max_shard_bytes=20_000)
+    index = save_hf_shards(untrained, tmp_path / "hf", max_shard_bytes=20_000, safetensors=safetensors)
     assert len(set(index["weight_map"].values())) > 2 and "lm_head.weight" not in index["weight_map"]
     model, snap = _trained_llama()
     expected = _report_params(nnviz_report.build_report(model, TOKENS, before=snap, graph=False))
-    for before in (tmp_path / "hf", tmp_path / "hf" / "model.safetensors.index.json"):
+    name = "model.safetensors.index.json" if safetensors else "pytorch_model.bin.index.json"
+    for before in (tmp_path / "hf", tmp_path / "hf" / name):
         report = nnviz_report.build_report(model, TOKENS, before=before, graph=False)
         params = _report_params(report)
         assert params.keys() == expected.keys()
