@@ -66,6 +66,7 @@ def main() -> None:
     if report is not None:  # rank 0
         report.save(args.output)
         print(f"rank {rank} wrote {args.output}")
+    dist.barrier()  # the other ranks wait for rank 0 to finish before the group goes away
     dist.destroy_process_group()
 
 

@@ -225,6 +225,7 @@ def build_report(
         run = job.step("the forward pass", lambda: capture(model, example_input, snapshots, mine))
         full = distributed.gather_state(model)
         if job.rank != 0:
+            distributed.settle()
             return None
         weights = distributed.full_weights(model, full)
         run.model = dataclasses.replace(  # FSDP1's flat parameters hold this rank's shard
@@ -313,4 +314,6 @@ def build_report(
     # partly); the others are findings, which the page shows.
     warnings = tuple(n.text for n in notices
                      if n.level == "warning" and (n.section == graph_section.ID or n.about_input))
+    if weights is not None:
+        distributed.settle()
     return Report(data=data, html=html, warnings=warnings, timings=timings)

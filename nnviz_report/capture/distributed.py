@@ -196,6 +196,17 @@ def full_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:
     )
 
 
+def settle() -> None:
+    """Collect the garbage the sharded forward pass and gathering left (the build pauses the
+    collector) before returning. Measured with examples/distributed.py on the CPU (gloo):
+    without it, 3 of 44 runs aborted at exit ("terminate called without an active
+    exception": a gloo thread freed an all-gather's tensors while Python shut down); with
+    it, none of 30."""
+    import gc
+
+    gc.collect()
+
+
 def gathered(job: Job, model: nn.Module, what: str) -> dict[str, torch.Tensor]:
     """Every rank of a sharded job arrives at ``what``, then the full state is gathered:
     on rank 0 (CPU tensors), {} on the others."""
