@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as _dt
 import functools
 import gc
@@ -182,11 +181,13 @@ def build_report(
     started = time.perf_counter()
     model = check_model(model)
     job = distributed.job_for(model, dist_timeout)
-    if job is not None and job.rank != 0 and not job.sharded:
-        return None  # every rank holds the whole model: rank 0 builds from its own, alone
-    if job is None or not job.sharded:
+    if job is not None and not job.sharded:
+        if job.rank != 0:
+            return None  # every rank holds the whole model: rank 0 builds from its own, alone
+        job = None
+    if job is None:
         snapshots = resolve_before(before, trust_metadata)
-    else:  # every rank runs the forward pass and gathers the full state; rank 0 builds
+    else:  # sharded: every rank runs the forward pass and gathers the full state; rank 0 builds
         snapshots = job.step("reading before=", lambda: resolve_before(before, trust_metadata) if job.rank == 0 else [])
     load_seconds = time.perf_counter() - started
     built: dict[str, Any] = {}
@@ -218,19 +219,13 @@ def build_report(
         render_body(feature_maps)
 
     weights = None
-    if job is None or not job.sharded:
+    if job is None:
         run = capture(model, example_input, snapshots, options)
     else:
-        mine = options if job.rank == 0 else dataclasses.replace(options, graph=False)
-        run = job.step("the forward pass", lambda: capture(model, example_input, snapshots, mine))
-        full = distributed.gather_state(model)
-        if job.rank != 0:
-            distributed.settle()
+        run, weights = distributed.capture_sharded(
+            job, model, lambda opts: capture(model, example_input, snapshots, opts), options)
+        if run is None:
             return None
-        weights = distributed.full_weights(model, full)
-        run.model = dataclasses.replace(  # FSDP1's flat parameters hold this rank's shard
-            run.model, num_parameters=sum(t.numel() for _, t in weights.named),
-            trainable_parameters=sum(t.numel() for n, t in weights.named if weights.trainable.get(n, True)))
     run.timings["load"] = load_seconds
     # After the forward pass, three lanes that read only what they need: the graph section
     # (mostly waiting for Graphviz's own processes); the histograms, then the feature maps'
@@ -314,6 +309,6 @@ def build_report(
     # partly); the others are findings, which the page shows.
     warnings = tuple(n.text for n in notices
                      if n.level == "warning" and (n.section == graph_section.ID or n.about_input))
-    if weights is not None:
+    if job is not None:
         distributed.settle()
     return Report(data=data, html=html, warnings=warnings, timings=timings)

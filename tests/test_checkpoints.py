@@ -249,17 +249,34 @@ def test_hugging_face_folder_loads_as_trained_weights_with_tied_ones(tmp_path):
     assert fresh.lm_head.weight is fresh.model.embed_tokens.weight
 
 
-@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/hostname", "sub/model.safetensors", "link.safetensors"])
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/hostname", "sub/model.safetensors", "..", ""])
 def test_shard_names_must_stay_in_the_folder(tmp_path, shard):
     folder = tmp_path / "hf"
     (folder / "sub").mkdir(parents=True)
     state = {k: v.contiguous() for k, v in _state().items()}
     save_file(state, str(tmp_path / "outside.safetensors"))
     save_file(state, str(folder / "sub" / "model.safetensors"))
-    (folder / "link.safetensors").symlink_to(tmp_path / "outside.safetensors")
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {k: shard for k in state}}))
     with pytest.raises(NNVizError, match="not a file in .*shards must sit beside their index"):
         load_checkpoint(folder)
+
+
+def test_a_hugging_face_cache_snapshot_with_linked_files_loads(tmp_path):
+    """The hub cache keeps files in blobs/ and links them from snapshots/<revision>/."""
+    from models import LlamaForCausalLM
+
+    model, _ = _trained_llama()
+    save_hf_shards(model, tmp_path / "saved", max_shard_bytes=30_000)
+    repo = tmp_path / "models--org--tiny-llama"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    for i, file in enumerate(sorted((tmp_path / "saved").iterdir())):
+        os.replace(file, repo / "blobs" / f"blob{i}")
+        (snapshot / file.name).symlink_to(Path("..", "..", "blobs", f"blob{i}"))
+    fresh = LlamaForCausalLM()
+    load_into(fresh, load_checkpoint(snapshot))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
 
 
 def test_index_errors_are_one_line(tmp_path):

@@ -10,7 +10,7 @@ Formats, and what stays on disk until the comparison asks for a tensor:
 
 - ``.safetensors``: memory-mapped; a group of tensors is mapped, compared, unmapped.
 - A Hugging Face folder or ``*.index.json``: ``weight_map`` names the shard of each tensor;
-  a group is read from one shard at a time. Shard names must stay inside the folder.
+  a group is read from one shard at a time. Shard names must be plain file names.
 - ``torch.save`` zip files (``.pt``, ``.pth``, ``.bin``, Lightning ``.ckpt``):
   memory-mapped, reopened for each group. Legacy (pre-1.6, non-zip) pickles are read whole.
 - ``torch.distributed.checkpoint`` folders: each group through ``dcp.load``.
@@ -311,9 +311,10 @@ def _open_index(index: Path) -> StoredTensors:
     folder = index.parent
     shards: dict[str, Path] = {}
     for shard in dict.fromkeys(weight_map.values()):
+        # A plain file name: no "..", no absolute path, no subfolder. (Links are followed:
+        # the Hugging Face cache links each file of a snapshot folder to ../../blobs/.)
         path = folder / shard
-        inside = Path(os.path.realpath(path)).parent == Path(os.path.realpath(folder))
-        if shard != Path(shard).name or shard in (".", "..") or not inside:
+        if shard in ("", ".", "..") or "/" in shard or "\\" in shard or shard != Path(shard).name:
             raise NNVizError(f"{where} names shard {shard!r}, which is not a file in {shown(folder)}; "
                              "shards must sit beside their index")
         if not path.is_file():

@@ -18,6 +18,7 @@ long as it was told to (``init_process_group(timeout=...)``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
 from collections.abc import Callable
@@ -87,7 +88,7 @@ class Job:
         except BaseException as exc:
             mine = f"rank {self.rank} failed in {what}: {_line(exc)}"
             first = self._decide(base, mine)
-            if first != mine and first != "ok":
+            if first not in (mine, "ok") and isinstance(exc, Exception):  # another rank failed first
                 raise NNVizError(f"{first}; then rank {self.rank}: {_line(exc)}") from exc
             raise
         there = self.store.compare_set(f"{base}/what", "", what).decode("utf-8", "replace")
@@ -196,6 +197,22 @@ def full_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:
     )
 
 
+def capture_sharded(job: Job, model: nn.Module, capture: Callable[[Any], Any], options: Any) -> tuple[Any, Any]:
+    """The forward pass on every rank (the graph on rank 0 only), then the full state
+    gathered onto rank 0: ``(run, weights)`` there, ``(None, None)`` on the other ranks."""
+    mine = options if job.rank == 0 else dataclasses.replace(options, graph=False)
+    run = job.step("the forward pass", lambda: capture(mine))
+    state = gather_state(model)
+    if job.rank != 0:
+        settle()
+        return None, None
+    weights = full_weights(model, state)
+    run.model = dataclasses.replace(  # FSDP1's flat parameters hold this rank's shard
+        run.model, num_parameters=sum(t.numel() for _, t in weights.named),
+        trainable_parameters=sum(t.numel() for n, t in weights.named if weights.trainable.get(n, True)))
+    return run, weights
+
+
 def settle() -> None:
     """Collect the garbage the sharded forward pass and gathering left (the build pauses the
     collector) before returning. Measured with examples/distributed.py on the CPU (gloo):
@@ -205,10 +222,3 @@ def settle() -> None:
     import gc
 
     gc.collect()
-
-
-def gathered(job: Job, model: nn.Module, what: str) -> dict[str, torch.Tensor]:
-    """Every rank of a sharded job arrives at ``what``, then the full state is gathered:
-    on rank 0 (CPU tensors), {} on the others."""
-    job.step(what, lambda: None)
-    return gather_state(model)

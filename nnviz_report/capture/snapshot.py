@@ -84,7 +84,8 @@ def snapshot(model: nn.Module, label: str = "before", *, path: str | os.PathLike
 
     job = distributed.job_for(model, dist_timeout)
     if job is not None and job.sharded:
-        state = distributed.gathered(job, model, "snapshot()")
+        job.step("snapshot()", lambda: _check_target(Path(path)) if path is not None and job.rank == 0 else None)
+        state = distributed.gather_state(model)
         return _snapshot_of(state, label, path) if job.rank == 0 else None
     if job is not None and job.rank != 0:
         return None  # every rank holds the whole model: rank 0's copy is the snapshot
@@ -121,11 +122,7 @@ def write_safetensors(state: dict[str, torch.Tensor], target: Path) -> None:
     then the bytes, so it can be written as a stream. It is read back with the package.
     Tensors that share memory (tied weights) are written once, under their first name.
     """
-    if target.is_dir():
-        raise NNVizError(f"snapshot path {shown(target)} is a folder; give a file name such as "
-                         f"{shown(target / 'before.safetensors')}")
-    if not target.parent.is_dir():
-        raise NNVizError(f"snapshot folder {shown(target.parent)} does not exist; create it first")
+    _check_target(target)
     header: dict[str, Any] = {}
     written: dict[tuple, str] = {}
     tied: dict[str, str] = {}
@@ -165,6 +162,14 @@ def write_safetensors(state: dict[str, torch.Tensor], target: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _check_target(target: Path) -> None:
+    if target.is_dir():
+        raise NNVizError(f"snapshot path {shown(target)} is a folder; give a file name such as "
+                         f"{shown(target / 'before.safetensors')}")
+    if not target.parent.is_dir():
+        raise NNVizError(f"snapshot folder {shown(target.parent)} does not exist; create it first")
 
 
 def normalise_state(obj: Any, source: str) -> Mapping[str, torch.Tensor]:
