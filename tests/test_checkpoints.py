@@ -407,6 +407,14 @@ def test_every_damaged_file_is_one_line_error_and_runs_no_code(tmp_path, monkeyp
     assert outcomes["loaded"] and outcomes["refused"] > 300, outcomes
 
 
+def test_a_file_name_with_a_newline_stays_one_line(tmp_path):
+    path = tmp_path / "epoch\n3.pt"
+    path.write_text("not a checkpoint")
+    with pytest.raises(NNVizError) as err:
+        load_checkpoint(path)
+    assert "epoch\\n3.pt" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_a_text_file_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("epoch 3: loss 0.25\n")

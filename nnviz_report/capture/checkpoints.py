@@ -56,9 +56,11 @@ SAFETENSORS_DTYPES = {
 
 
 def shown(path: str | os.PathLike) -> str:
-    """A path as text that can be printed and put in a page: bytes of a name that is not
-    UTF-8 (which Python keeps as lone surrogates) are written as ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """A path as one line of text that can be printed and put in a page: bytes of a name
+    that is not UTF-8 (which Python keeps as lone surrogates) are written as ``\\xNN``,
+    control characters (a newline in a file name) as escapes too."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 @dataclass(frozen=True)
