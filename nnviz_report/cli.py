@@ -50,8 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--input", dest="input_file", metavar="FILE",
                    help="example input saved with torch.save: a tensor, a tuple/list or a dict of tensors")
     b.add_argument("--before", nargs="+", default=[], metavar="CKPT",
-                   help="checkpoint(s) from before/during training, oldest first (.pt/.pth/.bin/.safetensors)")
+                   help="checkpoint(s) from before/during training, oldest first: .pt/.pth/.bin/.ckpt/.safetensors "
+                        "files, Hugging Face folders or *.index.json, torch.distributed.checkpoint folders")
     b.add_argument("--after", metavar="CKPT", help="trained weights to load into the model")
+    b.add_argument("--trust-checkpoint-metadata", action="store_true",
+                   help="read torch.distributed.checkpoint folders, whose .metadata file is a plain pickle "
+                        "(it can run code): only for folders you trust")
     b.add_argument("--model-kwargs", default="{}", metavar="JSON",
                    help="keyword arguments for CALLABLE, as JSON, e.g. '{\"num_classes\": 10}'")
     b.add_argument("--title", help="report title")
@@ -149,9 +153,10 @@ def _build(args: argparse.Namespace) -> int:
 
     from .capture.snapshot import load_checkpoint, load_into
 
-    befores = [load_checkpoint(p) for p in args.before]
+    trust = args.trust_checkpoint_metadata
+    befores = [load_checkpoint(p, trust_metadata=trust) for p in args.before]
     _warn_order(args.before)
-    after = load_checkpoint(args.after, label="after") if args.after else None
+    after = load_checkpoint(args.after, label="after", trust_metadata=trust) if args.after else None
     model = load_model(args.spec, kwargs)
     if after is not None:
         load_into(model, after)

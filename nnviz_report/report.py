@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .capture import distributed
 from .capture.forward import MODES, CaptureOptions
 from .capture.parameters import compare
 from .capture.run import (
@@ -207,15 +208,24 @@ def build_report(
     mode: str = "eval",
     graph: bool = True,
     dot_timeout: float = 5.0,
-) -> Report:
+    trust_metadata: bool = False,
+    dist_timeout: float = 300.0,
+) -> Report | None:
     """Run ``model`` once on ``example_input`` and build the report.
 
     ``example_input``: a tensor (``model(x)``), a tuple/list (``model(*x)``) or a dict
-    (``model(**x)``). ``before``: a :class:`Snapshot`, a state_dict, a checkpoint path, or a
-    list of them (oldest first) for trajectories. ``layers`` (glob patterns on qualified
-    module names) and ``layer_types`` (class names) select the feature maps; ``max_channels``
-    and ``example_index`` choose what conv pictures show. ``mode``: ``"eval"`` (default),
-    ``"train"`` or ``"as-is"`` for the forward pass. The model is left exactly as it was.
+    (``model(**x)``). ``before``: a :class:`Snapshot`, a state_dict, a checkpoint path (file
+    or folder), or a list of them (oldest first) for trajectories; ``trust_metadata=True``
+    lets a torch.distributed.checkpoint folder's pickled ``.metadata`` be read. ``layers``
+    (glob patterns on qualified module names) and ``layer_types`` (class names) select the
+    feature maps; ``max_channels`` and ``example_index`` choose what conv pictures show.
+    ``mode``: ``"eval"`` (default), ``"train"`` or ``"as-is"`` for the forward pass. The
+    model is left exactly as it was.
+
+    In a ``torch.distributed`` job, call it on every rank: rank 0 gets the Report, the
+    others None. A sharded model (FSDP) runs its forward pass on every rank; a rank that
+    fails makes the others raise, and ranks wait for each other at most ``dist_timeout``
+    seconds.
     """
     if not isinstance(max_channels, int) or max_channels < 1:
         raise NNVizError(f"max_channels must be a positive integer, not {max_channels!r}")
@@ -238,7 +248,15 @@ def build_report(
     )
     started = time.perf_counter()
     model = check_model(model)
-    snapshots = resolve_before(before)
+    job = distributed.job_for(model, dist_timeout)
+    if job is not None and not job.sharded:
+        if job.rank != 0:
+            return None  # every rank holds the whole model: rank 0 builds from its own, alone
+        job = None
+    if job is None:
+        snapshots = resolve_before(before, trust_metadata)
+    else:  # sharded: every rank runs the forward pass and gathers the full state; rank 0 builds
+        snapshots = job.step("reading before=", lambda: resolve_before(before, trust_metadata) if job.rank == 0 else [])
     load_seconds = time.perf_counter() - started
     built: dict[str, Any] = {}
     bodies: dict[str, Any] = {}
@@ -264,14 +282,21 @@ def build_report(
 
     def timed_compare() -> tuple[Any, float]:
         t = time.perf_counter()
-        return compare(model, snapshots), time.perf_counter() - t
+        return compare(model, snapshots, weights), time.perf_counter() - t
 
     def pictures_and_maps() -> None:
         finish_images(run)
         build_section(feature_maps, run)
         render_body(feature_maps)
 
-    run = capture(model, example_input, snapshots, options)
+    weights = None
+    if job is None:
+        run = capture(model, example_input, snapshots, options)
+    else:
+        run, weights = distributed.capture_sharded(
+            job, model, lambda opts: capture(model, example_input, snapshots, opts), options)
+        if run is None:
+            return None
     run.timings["load"] = load_seconds
     # After the forward pass, three lanes that read only what they need: the graph section
     # (mostly waiting for Graphviz's own processes); the histograms, then the feature maps'
@@ -357,6 +382,10 @@ def build_report(
     timings["render"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
     # Warnings for the command line: the graph section's are about this machine (no dot, a
-    # layout that timed out); the other sections' are findings, which the page shows.
-    warnings = tuple(n.text for n in notices if n.section == graph_section.ID and n.level == "warning")
+    # layout that timed out), and some are about the input (a checkpoint that fits only
+    # partly); the others are findings, which the page shows.
+    warnings = tuple(n.text for n in notices
+                     if n.level == "warning" and (n.section == graph_section.ID or n.about_input))
+    if job is not None:
+        distributed.settle()
     return Report(data=data, html=html, warnings=warnings, timings=timings)

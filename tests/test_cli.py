@@ -188,3 +188,38 @@ def test_an_interrupt_is_one_line_and_exit_130(tmp_path, capsys):
     assert code == 130 and out == ""
     assert err == "nnviz-report: interrupted; the output file was not touched\n"
     assert target.read_text() == "an earlier report"
+
+
+def test_a_partial_checkpoint_is_a_warning_and_one_that_fits_nowhere_an_error(tmp_path, capsys):
+    state = TwoLayerNet().state_dict()
+    partial = {k: v for k, v in state.items() if k.startswith("fc1.")} | {"old.weight": torch.zeros(2)}
+    torch.save(partial, tmp_path / "partial.pt")
+    out = tmp_path / "r.html"
+    code, _, err = run(capsys, "build", f"{MODELS}:TwoLayerNet", "--input-shape", "2,20", "--no-graph",
+                       "--before", str(tmp_path / "partial.pt"), "-o", str(out))
+    assert code == 0 and out.exists()
+    assert (f"nnviz-report: warning: {tmp_path / 'partial.pt'} (partial) holds 2 of the model's 4 "
+            "parameters under the same name and shape") in err
+    assert "missing 2 (fc2.weight, fc2.bias); unexpected 1 (old.weight)" in err
+    reshaped = {k: torch.zeros(*(s + 1 for s in v.shape)) for k, v in state.items()}
+    torch.save(reshaped, tmp_path / "reshaped.pt")
+    code, _, err = run(capsys, "build", f"{MODELS}:TwoLayerNet", "--input-shape", "2,20", "--no-graph",
+                       "--before", str(tmp_path / "reshaped.pt"), "-o", str(tmp_path / "r2.html"))
+    assert code == 1 and err.count("\n") == 1 and not (tmp_path / "r2.html").exists()
+    assert "shares no parameter with TwoLayerNet" in err and "fc1.weight: file (33, 21) vs model (32, 20)" in err
+
+
+def test_distributed_checkpoint_folder_only_with_the_trust_flag(tmp_path, capsys):
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save(TwoLayerNet().state_dict(), checkpoint_id=str(tmp_path / "step0"), no_dist=True)
+    argv = ["build", f"{MODELS}:TwoLayerNet", "--input-shape", "2,20", "--no-graph",
+            "--before", str(tmp_path / "step0"), "-o", str(tmp_path / "r.html")]
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and "--trust-checkpoint-metadata" in err and err.count("\n") == 1
+    code, out, err = run(capsys, *argv, "--trust-checkpoint-metadata")
+    assert code == 0 and "wrote" in out and not err

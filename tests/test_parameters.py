@@ -239,14 +239,155 @@ def test_snapshot_tensors_move_to_the_model_device_in_bounded_groups(monkeypatch
     monkeypatch.setattr(parameters, "MOVE_BUDGET", 1000 * 4)
     model = nn.Sequential(nn.Linear(10, 30), nn.Linear(30, 30), nn.Linear(30, 2))  # 330, 930, 62
     named = list(model.named_parameters())
+    keys = [{n: n for n, _ in named}]
     elsewhere = {n: torch.empty(p.shape, device="meta") for n, p in named}
-    chunks = list(parameters._chunks(named, [elsewhere]))
+    chunks = list(parameters._chunks(named, [elsewhere], keys))
     assert [n for c in chunks for n, _ in c] == [n for n, _ in named]
     for c in chunks:
         assert len(c) == 1 or sum(p.numel() for _, p in c) <= 1000
     assert len(chunks) > 1
     same = {n: p.detach().clone() for n, p in named}
-    assert len(list(parameters._chunks(named, [same]))) == 1
+    assert len(list(parameters._chunks(named, [same], keys))) == 1
+    # On the CPU too, float32 copies of half-precision tensors count against the budget.
+    half = {n: p.detach().to(torch.bfloat16) for n, p in named}
+    assert len(list(parameters._chunks(named, [half], keys))) > 1
+
+
+def test_a_model_without_parameters_or_buffers_can_be_snapshotted():
+    model = nn.Sequential(nn.ReLU(), nn.Tanh())
+    report = nnviz_report.build_report(model, torch.randn(2, 3), before=nnviz_report.snapshot(model), graph=False)
+    assert report.data["parameters"] == [] and not report.warnings
+
+
+class Wider(nn.Module):
+    """Another architecture that shares two layer names (and, built from the same seed, their first values)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(20, 32)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(32, 3)
+        self.extra = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.extra(self.fc2(self.act(self.fc1(x))))
+
+
+def test_a_snapshot_of_another_architecture_warns_about_the_keys_first():
+    torch.manual_seed(0)
+    wider = Wider()
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("fc1", nn.Linear(20, 32))
+    model.add_module("head", nn.Linear(32, 3))
+    report = nnviz_report.build_report(model, torch.randn(2, 20), before=nnviz_report.snapshot(wider), graph=False)
+    # fc1 is compared (and, untrained, unchanged); head has nothing to be compared with.
+    assert report.warnings and report.warnings[0].startswith(
+        "snapshot() (before) holds 2 of the model's 4 parameters under the same name and shape")
+    assert "missing 2 (head.weight, head.bias)" in report.warnings[0]
+    html = report.html
+    assert html.index("holds 2 of the model&#39;s 4 parameters") < html.index("unchanged by training")
+
+
+def test_every_shape_differs_is_an_error_naming_the_keys():
+    other = nn.Sequential()
+    other.add_module("fc1", nn.Linear(21, 33))
+    other.add_module("act", nn.ReLU())
+    other.add_module("fc2", nn.Linear(33, 4))
+    with pytest.raises(nnviz_report.NNVizError) as err:
+        nnviz_report.build_report(TwoLayerNet(), torch.randn(2, 20), before=other.state_dict())
+    message = str(err.value)
+    assert "shares no parameter with TwoLayerNet under the same name and shape" in message
+    assert "fc1.weight: file (33, 21) vs model (32, 20)" in message and "\n" not in message
+
+
+def test_numbers_do_not_depend_on_how_the_comparison_is_grouped(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from nnviz_report.capture import parameters
+
+    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3)).to(torch.bfloat16)
+    save_file({k: v.clone() for k, v in model.state_dict().items()}, str(tmp_path / "before.safetensors"))
+    torch.save(model.state_dict(), tmp_path / "before.pt")
+    _train_any(model)
+    x = torch.randn(4, 20, dtype=torch.bfloat16)
+    one = nnviz_report.build_report(model, x, before=[tmp_path / "before.safetensors", tmp_path / "before.pt"],
+                                    graph=False).data["parameters"]
+    monkeypatch.setattr(parameters, "MOVE_BUDGET", 1)  # every parameter a group of its own
+    each = nnviz_report.build_report(model, x, before=[tmp_path / "before.safetensors", tmp_path / "before.pt"],
+                                     graph=False).data["parameters"]
+    assert one == each and one[0]["history"] and one[0]["relative_change"] > 0
+
+
+def _train_any(model: nn.Module) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+
+
+def test_snapshot_to_disk(tmp_path):
+    from models import LlamaForCausalLM
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM().to(torch.bfloat16)
+    in_memory = nnviz_report.snapshot(model)
+    on_disk = nnviz_report.snapshot(model, path=tmp_path / "before.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["before.safetensors"]  # no temporary file left
+    # An ordinary safetensors file, with the tied lm_head written once.
+    saved = load_file(str(tmp_path / "before.safetensors"))
+    assert "lm_head.weight" not in saved
+    assert all(torch.equal(saved[k], v) for k, v in in_memory.tensors.items() if k != "lm_head.weight")
+    _train_any(model)
+    tokens = torch.arange(12).reshape(2, 6)
+    a = nnviz_report.build_report(model, tokens, before=in_memory, graph=False)
+    b = nnviz_report.build_report(model, tokens, before=on_disk, graph=False)
+    assert a.data["parameters"] == b.data["parameters"]
+    assert not b.warnings and "saves tied weights once: lm_head.weight = model.embed_tokens.weight" in b.html
+    with pytest.raises(nnviz_report.NNVizError, match="is a folder"):
+        nnviz_report.snapshot(model, path=tmp_path)
+
+
+def _close(a, b, path="") -> None:
+    """Equal JSON trees, floats to 2e-5 relative: the one-pass variance of a whole tensor is
+    accurate to about 1e-5 (tensors.stats_many), slices are summed in another order."""
+    if isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=2e-5, abs=1e-12), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_large_tensors_reduced_slice_by_slice_give_the_same_numbers(tmp_path, monkeypatch, dtype):
+    from safetensors.torch import save_file
+
+    from nnviz_report.capture import parameters
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 300), nn.ReLU(), nn.Linear(300, 300), nn.ReLU(), nn.Linear(300, 3)).to(dtype)
+    save_file({k: v.clone() for k, v in model.state_dict().items()}, str(tmp_path / "epoch0.safetensors"))
+    _train_any(model)
+    torch.save(model.state_dict(), tmp_path / "epoch1.pt")
+    _train_any(model)
+    with torch.no_grad():  # non-finite values take the other way through the statistics
+        model[2].weight[5, 7] = float("nan")
+        model[0].weight[0, 0] = float("inf")
+    x = torch.randn(4, 20, dtype=dtype)
+    before = [tmp_path / "epoch0.safetensors", tmp_path / "epoch1.pt"]
+    whole = nnviz_report.build_report(model, x, before=before, graph=False).data["parameters"]
+    monkeypatch.setattr(parameters, "SLICE", 1000)  # 6 000 and 90 000 values: 6 and 90 slices
+    sliced = nnviz_report.build_report(model, x, before=before, graph=False).data["parameters"]
+    _close(sliced, whole)
+    assert whole[2]["after"]["nan_count"] == 1 and whole[0]["after"]["inf_count"] == 1
+    assert whole[2]["history"] and whole[2]["relative_change"] is None and whole[4]["relative_change"] > 0
 
 
 def test_a_snapshot_label_reaches_plotly_as_text():

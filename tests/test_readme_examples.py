@@ -93,7 +93,9 @@ def test_accelerate_two_processes(tmp_path):
     the other waits; one file, no hang."""
     need("accelerate")
     (tmp_path / "example.py").write_text(example("accelerate"), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # ACCELERATE_USE_CPU: what `accelerate launch --cpu` sets; without it, accelerate under
+    # torchrun on a machine without a GPU runs every process as its own main process.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -34,6 +34,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import NNVizError
 from . import activations as act
+from .distributed import class_name, is_sharded, module_names
 from .graph import sequence_nr
 from .guard import CALL_KINDS, ModelState, preserve_model_state
 from .tensors import (
@@ -135,6 +136,9 @@ class ForwardCapture:
     # id(autograd node) of the ops that read the model's input where it is not part of the
     # autograd graph (token ids, masks): where the input's data enters the graph.
     entries: dict[int, str] = field(default_factory=dict)  # -> the input's label
+    # Under FSDP: the gathered parameters each module used (autograd recorded these, not
+    # the shards model.named_parameters() holds after the pass), by qualified name.
+    gathered: dict[str, torch.Tensor] | None = None
 
     def draw_images(self) -> None:
         """Draw every layer's picture from the small copies the hooks kept, all at once;
@@ -157,6 +161,7 @@ class ForwardCapture:
         nodes.sort(key=sequence_nr)
         while nodes:
             nodes.pop()
+        self.gathered = None
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -271,10 +276,9 @@ class _Paused:
 class _Recorder:
     def __init__(self, model: nn.Module, options: CaptureOptions):
         self.options = options
-        self.names: dict[nn.Module, str] = {}
-        for name, module in model.named_modules():
-            self.names.setdefault(module, name)
+        self.names: dict[nn.Module, str] = module_names(model)
         self.param_ids = {id(p) for p in model.parameters()}
+        self.gathered: dict[str, torch.Tensor] | None = {} if is_sharded(model) else None
         self.activation_modules = {m: c for m in self.names if (c := act.classify_module(m))}
         self.custom_modules = {m for m in self.names if act.custom_candidate(m)}
         self.stack: list[_Frame] = []
@@ -342,10 +346,14 @@ class _Recorder:
             parent = self.stack[-1] if self.stack else None
             if parent is not None:
                 parent.children += 1
+            if self.gathered is not None:
+                for pname, p in module.named_parameters(prefix=name, recurse=False):
+                    self.gathered.setdefault(pname, p)
+                    self.param_ids.add(id(p))
             call = ModuleCall(
                 id=len(self.calls),
                 name=name,
-                type=type(module).__name__,
+                type=class_name(module),
                 call=self.counts[name],
                 parent=parent.call.id if parent else None,
                 params=sum(1 for _ in module.parameters(recurse=False)),
@@ -360,7 +368,7 @@ class _Recorder:
             spec = self.activation_modules.get(module)
             if spec is not None:
                 inputs = [t for _, t in iter_tensors(args)]
-                cls_name = type(module).__name__
+                cls_name = class_name(module)
                 frame.activation = act.ActivationCall(
                     activation=spec[0],
                     params=dict(spec[1]),
@@ -597,7 +605,7 @@ class _FunctionalActivations(TorchFunctionMode):
 
 def _uncalled(model: nn.Module, counts: Counter[str]) -> list[tuple[str, str, str]]:
     out = []
-    modules = dict(model.named_modules())
+    modules = {name: module for module, name in module_names(model).items()}
     for name, module in modules.items():
         if counts[name]:
             continue
@@ -613,7 +621,7 @@ def _uncalled(model: nn.Module, counts: Counter[str]) -> list[tuple[str, str, st
             why = "a container whose children were called directly"
         else:
             why = "not called by forward (unused, or skipped by a fused fast path)"
-        out.append((name, type(module).__name__, why))
+        out.append((name, class_name(module), why))
     return out
 
 
@@ -699,6 +707,7 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
         derivatives=rec.derivatives,
         histograms=rec.histograms,
         entries=rec.entries,
+        gathered=rec.gathered,
     )
 
 

@@ -1,10 +1,16 @@
 """Compare the model's parameters with earlier snapshots.
 
-Each comparison runs on the parameter's device (the snapshot tensors are moved there in
-groups of at most MOVE_BUDGET bytes) and reduces to summary numbers, histograms over a
-shared range, strided samples for scatter plots, and, for biases, the full value lists.
-All parameters go through each stage together, so that a stage's numbers are read back
-at once.
+Each comparison runs on the parameter's device and reduces to summary numbers, histograms
+over a shared range, strided samples for scatter plots, and, for biases, the full value
+lists. Parameters go through in groups: what a group makes the comparison hold besides
+the model (snapshot tensors read from a file or moved to the model's device, float32
+copies of half-precision or integer tensors) takes at most MOVE_BUDGET bytes, or one
+parameter's worth where a single one takes more. Within a group every parameter goes
+through each stage together, so that a stage's numbers are read back at once; a model
+whose snapshot is a CPU copy on the CPU, in float32, is one group. A tensor of more than
+SLICE values (an LLM's embedding) is reduced slice by slice as it is stored: no float32 copy
+of it and no difference tensor are made, so that what the comparison holds for it is the
+snapshot's tensor (read from a file, or moved to the model's device) and one slice.
 """
 
 from __future__ import annotations
@@ -12,13 +18,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import NNVizError
-from .snapshot import Snapshot, StateMatch, match_state, normalise_state
+from .checkpoints import StoredTensors
+from .snapshot import Snapshot, StateMatch, Weights, align, match_state, normalise_state, pick, weights_of
 from .tensors import (
     Histogram,
     as_float,
@@ -33,7 +41,8 @@ from .tensors import (
 
 BINS = 40
 PARAMETER_SAMPLE = 16384  # values a parameter's histogram counts, at most (as for layer outputs)
-MOVE_BUDGET = 256 * 2**20  # bytes of snapshot tensors on the model's device at once
+MOVE_BUDGET = 256 * 2**20  # bytes a group of parameters makes the comparison hold (see above)
+SLICE = 2**24  # a tensor with more values is reduced this many at a time (64 MB as float32)
 SCATTER_POINTS = 400  # sampled (before, after) pairs per weight tensor
 HISTORY_BIAS_VALUES = 256  # bias values kept per point of a trajectory
 EXPLODED_RELATIVE = 10.0  # moved by more than 10x its own initial norm
@@ -74,12 +83,57 @@ def summarise_many(tensors: list[torch.Tensor]) -> list[Summary]:
     return out
 
 
+def _large(t: torch.Tensor) -> bool:
+    return t.numel() > SLICE and t.is_contiguous()
+
+
+def _slices(t: torch.Tensor) -> Iterator[torch.Tensor]:
+    flat = t.detach().reshape(-1)
+    return (flat[i:i + SLICE] for i in range(0, flat.numel(), SLICE))
+
+
+def _summary_large(t: torch.Tensor) -> Summary:
+    """:func:`summarise` of a large tensor, from the statistics of its slices (each made
+    float32 on its own): counts and sums add up, the variance by Chan et al.'s merge."""
+    parts = [stats_many([x], zeros=False)[0] for x in _slices(t)]
+    n = sum(p.numel for p in parts)
+    nan, inf = sum(p.nan_count for p in parts), sum(p.inf_count for p in parts)
+    lo = None if any(p.min is None for p in parts) else min(p.min for p in parts)
+    hi = None if any(p.max is None for p in parts) else max(p.max for p in parts)
+    if all(p.mean is not None and p.std is not None for p in parts):
+        mean = math.fsum(p.numel * p.mean for p in parts) / n
+        m2 = math.fsum((p.numel - 1) * p.std**2 + p.numel * (p.mean - mean) ** 2 for p in parts)
+        std = math.sqrt(m2 / (n - 1))
+        norm = math.sqrt(max(m2 + n * mean**2, 0.0))
+        return Summary(mean, std, lo, hi, finite_or_none(norm), nan, inf)
+    norm = math.sqrt(math.fsum(v**2 for v in read_scalars([torch.linalg.vector_norm(as_float(x))
+                                                           for x in _slices(t)])))
+    return Summary(None, None, lo, hi, finite_or_none(norm), nan, inf)
+
+
+def _change_large(after: torch.Tensor, before: torch.Tensor) -> tuple[float, float, float]:
+    """||after - before||, min and max of after - before, one slice at a time."""
+    parts = []
+    for a, b in zip(_slices(after), _slices(before)):
+        diff = as_float(a) - as_float(b)
+        parts += [torch.linalg.vector_norm(diff), *torch.aminmax(diff)]
+        del diff
+    v = torch.tensor(read_scalars(parts), dtype=torch.float64).view(-1, 3)
+    return float(v[:, 0].square().sum().sqrt()), float(v[:, 1].min()), float(v[:, 2].max())
+
+
+def _norm(t: torch.Tensor) -> float:
+    if _large(t):
+        return _summary_large(t).norm or 0.0
+    return float(torch.linalg.vector_norm(as_float(t)))
+
+
 def _histograms(items: list[tuple[torch.Tensor, float, float, int, bool]]) -> list[Histogram]:
     """Histograms of several tensors, each ``(x, lo, hi, every, finite)``: BINS bins over
     ``[lo, hi]`` of every ``every``-th value (the finite ones), binned together."""
     samples = []
     for x, _, _, every, finite in items:
-        sample = x.reshape(-1)[::every]
+        sample = as_float(x.reshape(-1)[::every])  # a large tensor is kept as stored
         samples.append(sample if finite else sample[torch.isfinite(sample)])
     binned = [(s, lo, hi) for s, (_, lo, hi, _, _) in zip(samples, items) if hi > lo]
     counts = iter(bin_counts_many(binned, BINS))
@@ -147,29 +201,37 @@ def _range(pairs: list[tuple[torch.Tensor, Summary]]) -> tuple[float, float, boo
     return (min(los), max(his), all_finite) if los else (0.0, 0.0, all_finite)
 
 
-def compare(model: nn.Module, snapshots: list[Snapshot]) -> ParameterComparison:
+def compare(model: nn.Module, snapshots: list[Snapshot], weights: Weights | None = None) -> ParameterComparison:
     """One record per parameter tensor of ``model`` (in registration order), compared with
-    the first snapshot, with a trajectory through all of them when there are several."""
-    states = [normalise_state(s, s.source) for s in snapshots]
-    live = {p.data_ptr() for p in model.parameters() if p.numel()}
+    the first snapshot, with a trajectory through all of them when there are several.
+    ``weights``: the parameters to read, when not the model's own (under FSDP, the full
+    state gathered on rank 0)."""
+    weights = weights if weights is not None else weights_of(model)
+    states = [align(weights, normalise_state(s, s.source)) for s in snapshots]
+    live = {p.data_ptr() for _, p in weights.named if p.numel()}
     for snap, state in zip(snapshots, states):
-        if any(t.numel() and t.data_ptr() in live for t in state.values()):
+        if not isinstance(state, StoredTensors) and any(t.numel() and t.data_ptr() in live for t in state.values()):
             raise NNVizError(
                 f"{snap.source} holds the model's own parameter tensors (a live state_dict), so it "
                 "changes as the model trains; take nnviz_report.snapshot(model) or "
                 "copy.deepcopy(model.state_dict()) before training"
             )
-    matches = [match_state(model, st) for st in states]
+    matches = [match_state(weights, st) for st in states]
     for snap, m in zip(snapshots, matches):
-        if m.matched == 0:
+        if m.parameters and not m.comparable:
             raise NNVizError(
-                f"{snap.source} shares no parameter with {type(model).__name__} ({m.describe()}); "
-                "it was saved from a different model"
+                f"{snap.source} shares no parameter with {type(model).__name__} under the same name and shape "
+                f"({m.describe()}); it was saved from a different model"
             )
+    # Per snapshot, the name it holds each parameter under (tied weights may be saved once).
+    keys = [{n: k for n, _ in weights.named if (k := pick(weights, st, n)) is not None} for st in states]
     records: list[ParamRecord] = []
     with torch.no_grad():
-        for chunk in _chunks(list(model.named_parameters()), states):
-            records += _records(chunk, snapshots, states)
+        for chunk in _chunks(weights.named, states, keys):
+            names = [n for n, _ in chunk]
+            loaded = [_read(st, {n: ks[n] for n in names if n in ks}) for st, ks in zip(states, keys)]
+            records += _records(chunk, snapshots, loaded, weights.trainable)
+            del loaded
     return ParameterComparison(
         records=records,
         labels=[s.label for s in snapshots],
@@ -178,39 +240,74 @@ def compare(model: nn.Module, snapshots: list[Snapshot]) -> ParameterComparison:
     )
 
 
-def _chunks(named: list[tuple[str, torch.Tensor]], states: list[dict]) -> Iterator[list]:
-    """Parameters in groups whose first-snapshot tensors, moved to the parameters' device,
-    take at most MOVE_BUDGET bytes there (on the CPU nothing moves: one group)."""
+def _read(state: Any, keys: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Parameter name -> the snapshot's tensor for it, read from disk where it is stored."""
+    if isinstance(state, StoredTensors):
+        got = state.read(list(dict.fromkeys(keys.values())))
+        return {n: got[k] for n, k in keys.items()}
+    return {n: state[k] for n, k in keys.items()}
+
+
+def _upcast(dtype: torch.dtype) -> bool:
+    """Whether statistics need a float32 copy of a tensor of this dtype (see ``as_float``)."""
+    return dtype not in (torch.float32, torch.float64)
+
+
+def _chunks(named: list[tuple[str, torch.Tensor]], states: list[Any], keys: list[dict[str, str]]) -> Iterator[list]:
+    """Parameters in groups that make the comparison hold at most MOVE_BUDGET bytes besides
+    the model: tensors read from a file, the first snapshot's tensor moved to the
+    parameter's device, float32 copies of other dtypes (after and first before). A
+    parameter that needs more than the budget alone is a group of its own."""
     chunk: list[tuple[str, torch.Tensor]] = []
-    moved = 0
+    held = 0
     for name, p in named:
-        first = states[0].get(name) if states else None
-        size = first.numel() * 4 if first is not None and first.device != p.device else 0  # as float32
-        if chunk and moved + size > MOVE_BUDGET:
+        large = _large(p)  # reduced slice by slice: no float32 copies
+        size = p.numel() * 4 if _upcast(p.dtype) and not large else 0
+        for i, (state, ks) in enumerate(zip(states, keys)):
+            k = ks.get(name)
+            if k is None:
+                continue
+            if isinstance(state, StoredTensors):
+                spec = state.specs[k]
+                size += spec.nbytes
+                moves, dtype, itemsize = p.device.type != "cpu", spec.dtype, spec.dtype.itemsize
+            else:
+                t = state[k]
+                moves, dtype, itemsize = t.device != p.device, t.dtype, t.element_size()
+            if i == 0 and large and moves:
+                size += p.numel() * itemsize
+            elif i == 0 and not large and (moves or _upcast(dtype)):
+                size += p.numel() * 4
+        if chunk and held + size > MOVE_BUDGET:
             yield chunk
-            chunk, moved = [], 0
+            chunk, held = [], 0
         chunk.append((name, p))
-        moved += size
+        held += size
     if chunk:
         yield chunk
 
 
 def _records(named: list[tuple[str, torch.Tensor]], snapshots: list[Snapshot],
-             states: list[dict]) -> list[ParamRecord]:
+             states: list[dict], trainable: dict[str, bool]) -> list[ParamRecord]:
     """All parameters at once, stage by stage, so that each stage's numbers are read back
     together (a model has hundreds of small tensors: BatchNorm weights and biases)."""
-    afters = [as_float(p) for _, p in named]
+    large = [_large(p) for _, p in named]
+    afters = [p.detach() if big else as_float(p) for (_, p), big in zip(named, large)]
     points_of, befores = [], []
-    for (name, p), after in zip(named, afters):
+    for (name, p), after, big in zip(named, afters, large):
         points = []
         for snap, state in zip(snapshots, states):
             t = state.get(name)
             points.append(None if t is None or tuple(t.shape) != tuple(p.shape) else (snap.label, t))
         points_of.append(points)
         first = points[0][1] if points and points[0] else None
-        befores.append(as_float(first.to(after.device, non_blocking=True)) if first is not None else None)
+        if first is not None:
+            first = first.to(after.device, non_blocking=True)
+            if big and not first.is_contiguous():
+                first = first.contiguous()
+        befores.append(first if first is None or big else as_float(first))
     paired = [i for i, b in enumerate(befores) if b is not None]
-    summaries = summarise_many(afters + [befores[i] for i in paired])
+    summaries = _summaries(afters + [befores[i] for i in paired], large + [large[i] for i in paired])
     records = []
     for (name, p), s in zip(named, summaries):
         records.append(ParamRecord(
@@ -218,7 +315,7 @@ def _records(named: list[tuple[str, torch.Tensor]], snapshots: list[Snapshot],
             module=name.rpartition(".")[0],
             shape=list(p.shape),
             numel=p.numel(),
-            requires_grad=p.requires_grad,
+            requires_grad=trainable.get(name, p.requires_grad),
             is_bias=name.rpartition(".")[2].endswith("bias") and p.dim() == 1,
             after=s,
         ))
@@ -229,14 +326,17 @@ def _records(named: list[tuple[str, torch.Tensor]], snapshots: list[Snapshot],
     # the difference: torch.dist with p=inf is ~5x slower than aminmax on CPU.)
     moved = []
     for i in paired:
-        if afters[i].numel():
+        if afters[i].numel() and not large[i]:
             diff = afters[i] - befores[i]
             moved += [torch.linalg.vector_norm(diff), *torch.aminmax(diff)]
             del diff
     moved_v = iter(read_scalars(moved))
     for i in paired:
         rec = records[i]
-        if afters[i].numel():
+        if large[i]:
+            norm, lo, hi = _change_large(afters[i], befores[i])
+            rec.abs_change, rec.max_abs_change = finite_or_none(norm), finite_or_none(max(-lo, hi))
+        elif afters[i].numel():
             norm, lo, hi = next(moved_v), next(moved_v), next(moved_v)
             rec.abs_change, rec.max_abs_change = finite_or_none(norm), finite_or_none(max(-lo, hi))
         else:
@@ -276,7 +376,7 @@ def _records(named: list[tuple[str, torch.Tensor]], snapshots: list[Snapshot],
             rec.scatter_before = values[at:at + n_before]
             rec.scatter_after = values[at + n_before:at + n_before + n_after]
             at += n_before + n_after
-    for (rec, field_name, _), values in zip(biases, float32_lists([t for _, _, t in biases])):
+    for (rec, field_name, _), values in zip(biases, float32_lists([as_float(t) for _, _, t in biases])):
         setattr(rec, field_name, values)
 
     for rec, after, before, points in zip(records, afters, befores, points_of):
@@ -286,22 +386,34 @@ def _records(named: list[tuple[str, torch.Tensor]], snapshots: list[Snapshot],
     return records
 
 
+def _summaries(tensors: list[torch.Tensor], large: list[bool]) -> list[Summary]:
+    """:func:`summarise_many` of the tensors, large ones slice by slice."""
+    small = iter(summarise_many([t for t, big in zip(tensors, large) if not big]))
+    return [_summary_large(t) if big else next(small) for t, big in zip(tensors, large)]
+
+
 def _trajectory(rec: ParamRecord, points: list, after: torch.Tensor, first: torch.Tensor) -> None:
-    base = float(torch.linalg.vector_norm(first))
+    base = _norm(first)
     index = None
     if rec.is_bias and rec.numel > HISTORY_BIAS_VALUES:
         index = torch.linspace(0, rec.numel - 1, HISTORY_BIAS_VALUES).round().long()
         rec.bias_history_index = index.tolist()
     rec.bias_history = [] if rec.is_bias else None
     for label, t in [pt for pt in points if pt is not None] + [("after", after)]:
-        x = as_float(t.to(after.device))
-        s = summarise(x)
-        change = float(torch.linalg.vector_norm(x - first))
+        t = t.to(after.device)
+        if _large(first):
+            s = _summary_large(t.contiguous())
+            change = _change_large(t.contiguous(), first)[0]
+            x = t
+        else:
+            x = as_float(t)
+            s = summarise(x)
+            change = float(torch.linalg.vector_norm(x - first))
         rec.history.append(
             HistoryPoint(label, s.norm, s.mean, s.std, finite_or_none(change / base) if base else None)
         )
         if rec.bias_history is not None:
-            rec.bias_history.append(float32_lists([x if index is None else x[index.to(x.device)]])[0])
+            rec.bias_history.append(float32_lists([as_float(x if index is None else x[index.to(x.device)])])[0])
 
 
 def _flag(rec: ParamRecord) -> None:

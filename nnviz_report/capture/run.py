@@ -16,6 +16,7 @@ from . import activations as act
 from .forward import CaptureOptions, ForwardCapture, run_forward
 from .graph import GraphCapture, capture_graph
 from .parameters import ParameterComparison
+from .distributed import class_name
 from .snapshot import Snapshot, load_checkpoint, unwrap_model
 
 
@@ -46,9 +47,10 @@ class CapturedRun:
 BeforeArg = Snapshot | Mapping[str, torch.Tensor] | str | os.PathLike | None
 
 
-def resolve_before(before: BeforeArg | Sequence[BeforeArg]) -> list[Snapshot]:
+def resolve_before(before: BeforeArg | Sequence[BeforeArg], trust_metadata: bool = False) -> list[Snapshot]:
     """Snapshots from what ``build_report(before=...)`` accepts: a Snapshot, a state_dict
-    mapping, a checkpoint path, or a sequence of them (oldest first) for trajectories."""
+    mapping, a checkpoint path (file or folder), or a sequence of them (oldest first) for
+    trajectories. ``trust_metadata``: read torch.distributed.checkpoint folders."""
     if before is None:
         return []
     items = list(before) if isinstance(before, (list, tuple)) else [before]
@@ -58,7 +60,7 @@ def resolve_before(before: BeforeArg | Sequence[BeforeArg]) -> list[Snapshot]:
         if isinstance(item, Snapshot):
             snaps.append(item)
         elif isinstance(item, (str, os.PathLike)):
-            snaps.append(load_checkpoint(item))
+            snaps.append(load_checkpoint(item, trust_metadata=trust_metadata))
         elif isinstance(item, Mapping):
             snaps.append(Snapshot(dict(item), label=label, source=f"state_dict #{i}"))
         elif isinstance(item, nn.Module):
@@ -112,7 +114,7 @@ def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] 
     params = list(model.parameters())
     first = params[0] if params else None
     info = ModelInfo(
-        class_name=model.original_name if isinstance(model, torch.jit.ScriptModule) else type(model).__name__,
+        class_name=model.original_name if isinstance(model, torch.jit.ScriptModule) else class_name(model),
         num_parameters=sum(p.numel() for p in params),
         trainable_parameters=sum(p.numel() for p in params if p.requires_grad),
         device=fwd.device,
@@ -130,9 +132,9 @@ def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] 
 def _graph_or_note(fwd: ForwardCapture, model: nn.Module) -> GraphCapture:
     """The autograd graph; if capturing it fails, a note says why and the report goes on
     (the graph section can fail, the report cannot)."""
+    params = fwd.gathered if fwd.gathered is not None else dict(model.named_parameters())
     try:
-        return capture_graph(fwd.output, dict(model.named_parameters()), fwd.inputs, fwd.owner, fwd.calls,
-                             fwd.entries)
+        return capture_graph(fwd.output, params, fwd.inputs, fwd.owner, fwd.calls, fwd.entries)
     except Exception as exc:  # noqa: BLE001 - any failure here must not cost the other sections
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         return GraphCapture(note=f"the autograd graph could not be captured ({type(exc).__name__}: {first})")

@@ -17,6 +17,7 @@ class Notice:
     level: str  # "warning" or "info"
     text: str
     section: str  # id of the section it comes from (the page links to it)
+    about_input: bool = False  # a problem with what was passed in (not a finding): the CLI prints it too
 
 
 @dataclass(frozen=True)

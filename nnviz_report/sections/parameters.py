@@ -86,8 +86,18 @@ def build(run: CapturedRun) -> Section:
             ID,
         ))
     for source, label, match in zip(comp.sources, comp.labels, comp.matches):
-        if match.missing or match.unexpected or match.mismatched:
+        if match.partial:
+            notices.append(Notice(
+                "warning",
+                f"{source} ({label}) holds {match.comparable} of the model's {match.parameters} parameters under "
+                f"the same name and shape, so the others are not compared: {match.describe()}; was it saved "
+                "from this model?",
+                ID, about_input=True,
+            ))
+        elif match.missing or match.unexpected or match.mismatched:
             notices.append(Notice("info", f"{source} ({label}) does not cover the model exactly: {match.describe()}", ID))
+        if match.tied:
+            notices.append(Notice("info", f"{source} ({label}) saves tied weights once: {names(match.tied)}", ID))
     for flag, level, text in (
         ("NaN", "warning", "with NaN/Inf values"),
         ("exploded", "warning", "that exploded"),
