@@ -114,8 +114,9 @@ def torchviz_baseline(model, x, budget: float) -> str:
                 out = model(*[t.clone().requires_grad_(t.is_floating_point()) for t in x])
             else:
                 out = model(x.clone().requires_grad_(x.is_floating_point()))
-            tensor = out if isinstance(out, torch.Tensor) else next(
-                v for v in (out.values() if hasattr(out, "values") else out) if isinstance(v, torch.Tensor))
+            from nnviz_report.capture.tensors import iter_tensors
+
+            tensor = next(t for _, t in iter_tensors(out) if t.requires_grad)
             t = time.perf_counter()
             source = make_dot(tensor, params=dict(model.named_parameters())).source
     except RecursionError:

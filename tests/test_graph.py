@@ -559,3 +559,12 @@ def test_a_batch_that_runs_over_is_retried_view_by_view(monkeypatch):
     monkeypatch.setattr(dot, "render_svgs", batch_with_one_slow_view)
     results = graph_section._layout([(v.id, v, f"g{i}-") for i, v in enumerate(views)], run.forward.calls, 5.0)
     assert [results[v.id].svg is not None for v in views] == [True, False, True]
+
+
+def test_recurrent_weights_skip_the_full_view_at_once():
+    """A weight used at every step tangles torchviz's full graph beyond any layout budget:
+    the full view is not tried (no waiting for a timeout), the module views are drawn."""
+    report = nnviz_report.build_report(UnrolledGRU(20), torch.randn(2, 5, 8))
+    views = report.data["graph"]["views"]
+    assert "full" not in {v["id"] for v in views} and all(v["rendered"] for v in views)
+    assert "a parameter is used by 20 operations" in report.html

@@ -20,6 +20,7 @@ FULL_DEFAULT_MAX = 100  # graphs up to this many nodes open on torchviz's full g
 BATCH_NODES = 1500  # module views laid out by one dot process, at most this many nodes in all
 NICE = 10  # dot's priority below ours: it yields the CPU to the rest of the report
 FULL_SHARE = 0.4  # of the layout budget for torchviz's full graph: the module views show it all too
+REUSE_LIMIT = 8  # a parameter used by more ops than this (a recurrent weight) tangles the full view
 MAX_MEMBERS = 40  # names listed for a fold or group box
 
 
@@ -180,9 +181,15 @@ def build(run: CapturedRun) -> Section:
         hierarchy = build_hierarchy(g, calls, run.model.class_name)
         todo = [(v.id, v, f"g{i}-") for i, v in enumerate(hierarchy.views)]
         full = None
-        if len(g.nodes) <= FULL_MAX_NODES and not g.truncated:
+        reuse = _parameter_reuse(g)
+        if len(g.nodes) <= FULL_MAX_NODES and not g.truncated and reuse <= REUSE_LIMIT:
             full = full_view(g, calls)
             todo.append(("full", full, "gf-"))
+        elif reuse > REUSE_LIMIT:
+            notices.append(Notice("info", f"torchviz's full graph is not drawn: a parameter is used by {reuse} "
+                                          "operations (a recurrent weight at every step), and the edges from it "
+                                          "cross the whole graph, more than a layout can untangle in its budget; "
+                                          "the module views show every step", ID))
         else:
             notices.append(Notice("info", f"torchviz's full graph has {len(g.nodes):,} nodes, more than "
                                           f"{FULL_MAX_NODES:,}; it is not drawn as one picture: the module views "
@@ -234,6 +241,17 @@ def build(run: CapturedRun) -> Section:
         notices=tuple(notices),
         summary=summary,
     )
+
+
+def _parameter_reuse(g: Any) -> int:
+    """The most operations one parameter feeds (through its accumulator): 1 in most models,
+    the number of time steps for a recurrent weight."""
+    feeds: dict[int, int] = {}
+    accumulators = {n.id for n in g.nodes if n.op == "AccumulateGrad"}
+    for e in g.edges:
+        if e.kind == "data" and e.src in accumulators:
+            feeds[e.src] = feeds.get(e.src, 0) + 1
+    return max(feeds.values(), default=0)
 
 
 def failed(exc: Exception) -> Section:
