@@ -1,6 +1,8 @@
 # make demo: set up (Graphviz + .venv) and write report.html from the built-in demo.
-# make test: set up (Graphviz, Chromium + .venv) and run the whole test suite.
-.PHONY: demo test setup bench bench-cuda bench-memory clean
+# make test: set up (Graphviz, Chromium + .venv), check lint and format, and run the whole test suite.
+.PHONY: demo test lint setup bench bench-cuda bench-memory clean
+
+PYTHON_SOURCES = nnviz_report tests benchmarks examples scripts
 
 demo:
 	scripts/setup.sh
@@ -8,7 +10,13 @@ demo:
 
 test:
 	scripts/setup.sh --browser
+	$(MAKE) lint
 	.venv/bin/python -m pytest
+
+# ruff (lint and format) on every Python file (settings in pyproject.toml).
+lint:
+	.venv/bin/ruff check $(PYTHON_SOURCES)
+	.venv/bin/ruff format --check $(PYTHON_SOURCES)
 
 bench:
 	.venv/bin/python benchmarks/bench_build.py
@@ -21,4 +29,4 @@ bench-memory:
 	.venv/bin/python benchmarks/bench_memory.py
 
 clean:
-	rm -rf .venv build dist .pytest_cache report.html examples/*.html benchmarks/out
+	rm -rf .venv build dist .pytest_cache .mypy_cache .ruff_cache report.html examples/*.html benchmarks/out

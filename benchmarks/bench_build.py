@@ -51,8 +51,10 @@ def summary(times: list[float], base: list[float]) -> str:
     """min / median seconds, and the ratios to ``base``: of the minimums (noise only ever
     adds time), and the median of the per-round ratios."""
     ratios = [t / b for t, b in zip(times, base)]
-    return (f"{min(times):5.2f} / {statistics.median(times):5.2f} s   ratio {min(times) / min(base):.2f}x "
-            f"(of the minimums) / {statistics.median(ratios):.2f}x (median per round)")
+    return (
+        f"{min(times):5.2f} / {statistics.median(times):5.2f} s   ratio {min(times) / min(base):.2f}x "
+        f"(of the minimums) / {statistics.median(ratios):.2f}x (median per round)"
+    )
 
 
 def unavoidable(model, x) -> None:
@@ -68,9 +70,9 @@ def unavoidable(model, x) -> None:
 
 def trained_resnet50():
     import torch
-    from models import ResNet50
 
     import nnviz_report
+    from models import ResNet50
 
     torch.manual_seed(0)
     model = ResNet50()
@@ -94,8 +96,11 @@ def tensorboard_same_content(model, x, out_dir: str) -> float:
     for name, p in model.named_parameters():
         writer.add_histogram(f"param/{name}", p.detach(), 0)
     outputs = []
-    hooks = [m.register_forward_hook(lambda m, i, o, n=n: outputs.append((n, o.detach())))
-             for n, m in model.named_modules() if not list(m.children())]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o, n=n: outputs.append((n, o.detach())))
+        for n, m in model.named_modules()
+        if not list(m.children())
+    ]
     with torch.no_grad():
         model(x)
     for h in hooks:
@@ -171,19 +176,24 @@ def main() -> None:
     unavoidable(model, x)  # warm up
     nnviz_report.build_report(model, x)
     reports = []
-    times = timed_rounds({
-        "base": lambda: unavoidable(model, x),
-        "plain": lambda: nnviz_report.build_report(model, x),
-        "before": lambda: reports.append(nnviz_report.build_report(model, x, before=snap)),
-    }, repeats)
+    times = timed_rounds(
+        {
+            "base": lambda: unavoidable(model, x),
+            "plain": lambda: nnviz_report.build_report(model, x),
+            "before": lambda: reports.append(nnviz_report.build_report(model, x, before=snap)),
+        },
+        repeats,
+    )
     report = reports[-1]
     path = report.save(tmp / "resnet50.html")
     size = path.stat().st_size
     base, base_med = min(times["base"]), statistics.median(times["base"])
     print(f"\nResNet-50, 224x224 (min / median of {repeats} interleaved rounds)")
     print(f"  unavoidable work (forward with grad + make_dot + dot -Tsvg): {base:5.2f} / {base_med:5.2f} s")
-    print(f"  nnviz build_report, no before-state:                         {summary(times['plain'], times['base'])}"
-          " (goal <= 2)")
+    print(
+        f"  nnviz build_report, no before-state:                         {summary(times['plain'], times['base'])}"
+        " (goal <= 2)"
+    )
     print(f"  nnviz build_report, with before-state (compares 25.6M values): {summary(times['before'], times['base'])}")
     build_med = statistics.median(times["before"])
     stages = ", ".join(f"{k} {v:.2f}" for k, v in report.timings.items() if k != "total")
@@ -202,8 +212,10 @@ def main() -> None:
         sys.modules.setdefault("torchvision_free_grid", _grid_module())
         tb_dir = str(tmp / "tb")
         tb = tensorboard_same_content(model, x, tb_dir)
-        print(f"  TensorBoard, same content:                                   {tb:5.2f} s (one run)"
-              f"   {tb / build_med:.1f}x nnviz's median; {folder_size(tb_dir) / 1e6:.1f} MB of event files")
+        print(
+            f"  TensorBoard, same content:                                   {tb:5.2f} s (one run)"
+            f"   {tb / build_med:.1f}x nnviz's median; {folder_size(tb_dir) / 1e6:.1f} MB of event files"
+        )
 
     # --- peak memory -----------------------------------------------------------------------
     out = str(tmp / "peak.html")
@@ -211,13 +223,20 @@ def main() -> None:
     fw = peak_rss("forward", out)
     rep = peak_rss("report", out)
     print("\nPeak RSS, fresh process each (ResNet-50, 224x224, no before-state), measured from the moment")
-    print("torch, the model and the input exist (peak reset through /proc/self/clear_refs; setup itself "
-          f"peaked at {max(r['setup_peak'] for r in (fw, fb, rep)) / 1024:.0f} MB)")
+    print(
+        "torch, the model and the input exist (peak reset through /proc/self/clear_refs; setup itself "
+        f"peaked at {max(r['setup_peak'] for r in (fw, fb, rep)) / 1024:.0f} MB)"
+    )
     for label, r in (("forward only (no grad)", fw), ("forward + backward", fb), ("nnviz build_report", rep)):
         print(f"  {label:24s} peak {r['self'] / 1024:6.0f} MB, growth {(r['self'] - r['base']) / 1024:6.0f} MB")
-    growth = lambda r: max(r["self"] - r["base"], 1)
-    print(f"  ratio of growth, report / forward+backward: {growth(rep) / growth(fb):.2f}x (goal <= 1.3); "
-          f"peak ratio {rep['self'] / fb['self']:.2f}x; the dot child process peaked at {rep['children'] / 1024:.0f} MB")
+
+    def growth(r: dict) -> int:
+        return max(r["self"] - r["base"], 1)
+
+    print(
+        f"  ratio of growth, report / forward+backward: {growth(rep) / growth(fb):.2f}x (goal <= 1.3); "
+        f"peak ratio {rep['self'] / fb['self']:.2f}x; the dot child process peaked at {rep['children'] / 1024:.0f} MB"
+    )
 
     # --- demo size, ResNet-152 graph ------------------------------------------------------
     model_d, example, before, _ = train_demo(steps=60)
@@ -225,7 +244,6 @@ def main() -> None:
     print(f"\nDemo report: {demo.stat().st_size / 1e6:.2f} MB (goal <= 2.5 MB)")
 
     from models import ResNet152
-
     from nnviz_report.capture.forward import CaptureOptions
     from nnviz_report.capture.run import capture
     from nnviz_report.sections import graph as graph_section
@@ -243,11 +261,13 @@ def main() -> None:
         full = next((v for v in views if v["id"] == "full"), None)
         timings = section.view["timings"]
         module_dot = sum(s for k, s in timings.items() if k != "full")
-        print(f"{name} graph: capture (forward + hooks + graph walk) {t_capture:.2f} s, graph section "
-              f"{t_layout:.2f} s; {len(modules)} module views ({sum(v['nodes'] for v in modules)} nodes, "
-              f"dot {module_dot:.2f} s)" + (f", full view {full['nodes']} nodes (dot {timings['full']:.2f} s)"
-                                            if full else "")
-              + f"; {section.data['residual_connections']} residual connections")
+        print(
+            f"{name} graph: capture (forward + hooks + graph walk) {t_capture:.2f} s, graph section "
+            f"{t_layout:.2f} s; {len(modules)} module views ({sum(v['nodes'] for v in modules)} nodes, "
+            f"dot {module_dot:.2f} s)"
+            + (f", full view {full['nodes']} nodes (dot {timings['full']:.2f} s)" if full else "")
+            + f"; {section.data['residual_connections']} residual connections"
+        )
     print(f"\nreports written to {tmp}")
 
 
@@ -265,7 +285,7 @@ def _grid_module():
         grid = torch.zeros(1, rows * h, cols * w)
         for i in range(k):
             r, c = divmod(i, cols)
-            grid[0, r * h:(r + 1) * h, c * w:(c + 1) * w] = maps[i]
+            grid[0, r * h : (r + 1) * h, c * w : (c + 1) * w] = maps[i]
         return grid
 
     mod = types.ModuleType("torchvision_free_grid")

@@ -32,6 +32,7 @@ def synced(fn):
     def run():
         fn()
         torch.cuda.synchronize()
+
     return run
 
 
@@ -55,9 +56,9 @@ def main() -> None:
     repeats = 3 if args.quick else 11
 
     import torch
-    from models import ResNet50
 
     import nnviz_report
+    from models import ResNet50
 
     if not torch.cuda.is_available():
         sys.exit("bench_cuda.py: this torch sees no CUDA GPU")
@@ -70,42 +71,53 @@ def main() -> None:
             p.add_(torch.randn_like(p) * 0.01)
 
     for batch in (1, 32):
-        x = torch.randn(batch, 3, 224, 224, device="cuda")
+        measure(model, snap, torch.randn(batch, 3, 224, 224, device="cuda"), repeats)
 
-        def forward_with_grad():
-            model(x.clone().requires_grad_(True))
 
-        fns = {
-            "base": synced(lambda: unavoidable(model, x)),
-            "forward": synced(forward_with_grad),
-            "plain": synced(lambda: nnviz_report.build_report(model, x)),
-            "no-graph": synced(lambda: nnviz_report.build_report(model, x, graph=False)),
-            "before": synced(lambda: nnviz_report.build_report(model, x, before=snap)),
-        }
-        for fn in fns.values():  # warm-up: cuDNN algorithms, lazy initialisation
-            fn()
-        times = timed_rounds(fns, repeats)
-        report = nnviz_report.build_report(model, x, before=snap)
-        print(f"\nResNet-50 on the GPU, batch {batch}, 224x224 (min / median of {repeats} interleaved rounds)")
-        print(f"  unavoidable work (forward with grad + make_dot + dot -Tsvg): "
-              f"{min(times['base']):5.3f} / {statistics.median(times['base']):5.3f} s")
-        print(f"  forward with grad alone:                                    {summary(times['forward'], times['base'])}")
-        print(f"  nnviz build_report, no before-state:                        {summary(times['plain'], times['base'])}")
-        print(f"  nnviz build_report, no graph:                               {summary(times['no-graph'], times['base'])}")
-        print(f"  nnviz build_report, with before-state:                      {summary(times['before'], times['base'])}")
-        print("  stages of the last build (s): " + ", ".join(f"{k} {v:.3f}" for k, v in report.timings.items()))
-        del report
+def measure(model, snap, x, repeats: int) -> None:
+    """The timings and GPU memory of one batch size."""
+    import nnviz_report
 
-        def train_step():
-            model(x).sum().backward()
-            for p in model.parameters():
-                p.grad = None
+    batch = x.shape[0]
 
-        fb = peak_growth(train_step)
-        rep = peak_growth(lambda: nnviz_report.build_report(model, x, before=snap))
-        print(f"  GPU memory, peak growth: forward+backward {fb / 2**20:7.1f} MiB, report {rep / 2**20:7.1f} MiB "
-              f"({rep / fb:.2f}x)")
-        assert {p.device.type for p in model.parameters()} == {"cuda"}
+    def forward_with_grad():
+        model(x.clone().requires_grad_(True))
+
+    fns = {
+        "base": synced(lambda: unavoidable(model, x)),
+        "forward": synced(forward_with_grad),
+        "plain": synced(lambda: nnviz_report.build_report(model, x)),
+        "no-graph": synced(lambda: nnviz_report.build_report(model, x, graph=False)),
+        "before": synced(lambda: nnviz_report.build_report(model, x, before=snap)),
+    }
+    for fn in fns.values():  # warm-up: cuDNN algorithms, lazy initialisation
+        fn()
+    times = timed_rounds(fns, repeats)
+    report = nnviz_report.build_report(model, x, before=snap)
+    print(f"\nResNet-50 on the GPU, batch {batch}, 224x224 (min / median of {repeats} interleaved rounds)")
+    print(
+        f"  unavoidable work (forward with grad + make_dot + dot -Tsvg): "
+        f"{min(times['base']):5.3f} / {statistics.median(times['base']):5.3f} s"
+    )
+    print(f"  forward with grad alone:                                    {summary(times['forward'], times['base'])}")
+    print(f"  nnviz build_report, no before-state:                        {summary(times['plain'], times['base'])}")
+    print(f"  nnviz build_report, no graph:                               {summary(times['no-graph'], times['base'])}")
+    print(f"  nnviz build_report, with before-state:                      {summary(times['before'], times['base'])}")
+    print("  stages of the last build (s): " + ", ".join(f"{k} {v:.3f}" for k, v in report.timings.items()))
+    del report
+
+    def train_step():
+        model(x).sum().backward()
+        for p in model.parameters():
+            p.grad = None
+
+    fb = peak_growth(train_step)
+    rep = peak_growth(lambda: nnviz_report.build_report(model, x, before=snap))
+    print(
+        f"  GPU memory, peak growth: forward+backward {fb / 2**20:7.1f} MiB, report {rep / 2**20:7.1f} MiB "
+        f"({rep / fb:.2f}x)"
+    )
+    assert {p.device.type for p in model.parameters()} == {"cuda"}
 
 
 if __name__ == "__main__":

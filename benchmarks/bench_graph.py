@@ -57,31 +57,61 @@ def transformers_cases() -> list[Case]:
         import transformers as tf
     except ImportError:
         return []
-    ids = lambda *shape: (lambda: {"input_ids": torch.randint(0, 1000, shape)})  # noqa: E731
+    ids = lambda *shape: lambda: {"input_ids": torch.randint(0, 1000, shape)}  # noqa: E731
     image = lambda: {"pixel_values": torch.randn(1, 3, 224, 224)}  # noqa: E731
     return [
         Case("BERT-base (transformers)", lambda: tf.BertModel(tf.BertConfig()), ids(1, 32), 24, 0),
         Case("GPT-2, 4 blocks (transformers)", lambda: tf.GPT2Model(tf.GPT2Config(n_layer=4)), ids(1, 32), 8, 0),
-        Case("Llama, 2 layers (transformers)", lambda: tf.LlamaModel(tf.LlamaConfig(
-            hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=1000)), ids(1, 32), 4, 0),
-        Case("T5-small (transformers)", lambda: tf.T5Model(tf.T5Config()), lambda: {
-            "input_ids": torch.randint(0, 1000, (1, 32)), "decoder_input_ids": torch.randint(0, 1000, (1, 16))}, 30, 0),
+        Case(
+            "Llama, 2 layers (transformers)",
+            lambda: tf.LlamaModel(
+                tf.LlamaConfig(
+                    hidden_size=256,
+                    intermediate_size=512,
+                    num_hidden_layers=2,
+                    num_attention_heads=4,
+                    num_key_value_heads=2,
+                    vocab_size=1000,
+                )
+            ),
+            ids(1, 32),
+            4,
+            0,
+        ),
+        Case(
+            "T5-small (transformers)",
+            lambda: tf.T5Model(tf.T5Config()),
+            lambda: {
+                "input_ids": torch.randint(0, 1000, (1, 32)),
+                "decoder_input_ids": torch.randint(0, 1000, (1, 16)),
+            },
+            30,
+            0,
+        ),
         Case("ViT-B/16 (transformers)", lambda: tf.ViTModel(tf.ViTConfig()), image, 24, 0),
         Case("Swin-T (transformers)", lambda: tf.SwinModel(tf.SwinConfig()), image, 24, 0),
         Case("ConvNeXt-T (transformers)", lambda: tf.ConvNextModel(tf.ConvNextConfig()), image, 18, 0),
-        Case("ResNet-50 (transformers)", lambda: tf.ResNetModel(tf.ResNetConfig(
-            layer_type="bottleneck", depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048])), image, 16, 0),
+        Case(
+            "ResNet-50 (transformers)",
+            lambda: tf.ResNetModel(
+                tf.ResNetConfig(layer_type="bottleneck", depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048])
+            ),
+            image,
+            16,
+            0,
+        ),
     ]
 
 
 def huge_cases() -> list[Case]:
-    from zoo import ChainedAdds
-
     import torch
 
-    return [Case(f"{n:,} chained additions", lambda n=n: ChainedAdds(n), lambda: torch.randn(2, 4), 0, 0)
-            for n in (100_000, 1_000_000)]
+    from zoo import ChainedAdds
+
+    return [
+        Case(f"{n:,} chained additions", lambda n=n: ChainedAdds(n), lambda: torch.randn(2, 4), 0, 0)
+        for n in (100_000, 1_000_000)
+    ]
 
 
 def forward_with_grad(model, x) -> float:
@@ -102,7 +132,6 @@ def forward_with_grad(model, x) -> float:
 
 def torchviz_baseline(model, x, budget: float) -> str:
     """make_dot + dot -Tsvg within the same budget: the previous way (recursive; no limits)."""
-    import torch
     from torchviz import make_dot
 
     try:
@@ -148,8 +177,10 @@ def main() -> None:
         cases = [c for c in cases if args.only.lower() in c.name.lower()]
     out_dir = Path(tempfile.mkdtemp(prefix="nnviz-graph-bench-"))
     rows = []
-    header = (f"{'model':34s} {'nodes':>9s} {'views':>11s} {'dot max/sum s':>14s} {'full view':>10s} "
-              f"{'fwd s':>6s} {'build s':>8s} {'x fwd':>6s}  skips (found/true)")
+    header = (
+        f"{'model':34s} {'nodes':>9s} {'views':>11s} {'dot max/sum s':>14s} {'full view':>10s} "
+        f"{'fwd s':>6s} {'build s':>8s} {'x fwd':>6s}  skips (found/true)"
+    )
     print(header)
     for case in cases:
         torch.manual_seed(0)
@@ -171,10 +202,13 @@ def main() -> None:
         found = (g["residual_connections"], g["concat_skips"], g["branch_merges"])
         truth = (case.residual, case.concat, case.branches)
         ok = "ok " if found == truth else "BAD"
-        print(f"{case.name:34s} {g['nodes']:9,d} {drawn:>5d}/{len(modules):<5d} "
-              f"{max(dot_times, default=0):6.2f}/{sum(dot_times):<7.2f} {full_text:>10s} {fwd:6.2f} {build:8.2f} "
-              f"{build / max(fwd, 1e-3):6.1f}  {ok} {found[0]}+{found[1]}c+{found[2]}b / {truth[0]}+{truth[1]}c+{truth[2]}b",
-              flush=True)
+        print(
+            f"{case.name:34s} {g['nodes']:9,d} {drawn:>5d}/{len(modules):<5d} "
+            f"{max(dot_times, default=0):6.2f}/{sum(dot_times):<7.2f} {full_text:>10s} {fwd:6.2f} {build:8.2f} "
+            f"{build / max(fwd, 1e-3):6.1f}  {ok} {found[0]}+{found[1]}c+{found[2]}b / "
+            f"{truth[0]}+{truth[1]}c+{truth[2]}b",
+            flush=True,
+        )
         if args.per_view:
             sizes = {v["id"]: (v["nodes"], v["edges"]) for v in views}
             for key, seconds in sorted(_view_times(report).items(), key=lambda kv: -kv[1]):
@@ -186,15 +220,26 @@ def main() -> None:
         rows.append((case, report, path, build, times))
         del report, model
         gc.collect()
-    bad = [c.name for c, r, *_ in rows if (r.data["graph"]["residual_connections"], r.data["graph"]["concat_skips"],
-                                           r.data["graph"]["branch_merges"]) != (c.residual, c.concat, c.branches)]
-    undrawn = [c.name for c, r, *_ in rows if not all(v["rendered"] for v in r.data["graph"]["views"] if v["id"] != "full")]
-    print(f"\n{len(rows)} models; skip counts exact on {len(rows) - len(bad)}"
-          + (f" (not: {', '.join(bad)})" if bad else "")
-          + f"; every module view drawn on {len(rows) - len(undrawn)}" + (f" (not: {', '.join(undrawn)})" if undrawn else ""))
+    bad = [
+        c.name
+        for c, r, *_ in rows
+        if (r.data["graph"]["residual_connections"], r.data["graph"]["concat_skips"], r.data["graph"]["branch_merges"])
+        != (c.residual, c.concat, c.branches)
+    ]
+    undrawn = [
+        c.name for c, r, *_ in rows if not all(v["rendered"] for v in r.data["graph"]["views"] if v["id"] != "full")
+    ]
+    print(
+        f"\n{len(rows)} models; skip counts exact on {len(rows) - len(bad)}"
+        + (f" (not: {', '.join(bad)})" if bad else "")
+        + f"; every module view drawn on {len(rows) - len(undrawn)}"
+        + (f" (not: {', '.join(undrawn)})" if undrawn else "")
+    )
     worst = max(max(_view_times(r).values(), default=0) for _, r, *_ in rows)
-    print(f"slowest single layout: {worst:.2f} s (budget {report_budget(rows[0][1]):g} s); median build "
-          f"{statistics.median(b for *_, b, _ in rows):.2f} s; reports in {out_dir}")
+    print(
+        f"slowest single layout: {worst:.2f} s (budget {report_budget(rows[0][1]):g} s); median build "
+        f"{statistics.median(b for *_, b, _ in rows):.2f} s; reports in {out_dir}"
+    )
     if args.screenshots:
         shoot(rows, Path(args.screenshots))
 
@@ -216,14 +261,14 @@ def shoot(rows, folder: Path) -> None:
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
-        for i, (case, _, path, *_ ) in enumerate(rows):
+        for i, (case, _, path, *_) in enumerate(rows):
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(path.as_uri())
             page.wait_for_function("window.nnviz !== undefined")
             page.evaluate("document.getElementById('graph').scrollIntoView()")
             try:
                 page.wait_for_selector("#graph .graph-canvas svg", timeout=20000)
-            except Exception:  # noqa: BLE001 - a report without a drawn graph
+            except Exception:
                 page.close()
                 continue
             page.wait_for_timeout(300)

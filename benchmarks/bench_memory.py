@@ -92,8 +92,9 @@ print(json.dumps(result))
 
 
 def child(task: str, dtype: str, layers: int, path: str) -> dict:
-    code = CHILD.format(examples=str(ROOT / "examples"), root=str(ROOT), dtype=dtype, layers=layers,
-                        task=task, path=path)
+    code = CHILD.format(
+        examples=str(ROOT / "examples"), root=str(ROOT), dtype=dtype, layers=layers, task=task, path=path
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise SystemExit(f"{task} {dtype} failed:\n{done.stderr[-3000:]}")
@@ -116,22 +117,32 @@ def main() -> None:
             path = os.path.join(tmp, f"before-{dtype}")
             written = child("write", dtype, args.layers, path)
             alone = child("alone", dtype, args.layers, path)
-            print(f"\n{dtype}: {alone['parameters'] / 1e9:.3f}e9 parameters, {gb(alone['model_bytes'])}; largest "
-                  f"tensor {gb(alone['largest'])} ({gb(alone['largest_float32'])} as float32)")
-            print(f"  snapshot(model, path=...): {written['snapshot_seconds']:.1f} s, peak +{gb(written['snapshot_extra'])}"
-                  " over the model")
-            print(f"  build_report, model alone:        peak {gb(alone['peak'])} ({gb(alone['peak'] - alone['model_rss'])}"
-                  f" over the process before it), {alone['seconds']:.1f} s")
+            print(
+                f"\n{dtype}: {alone['parameters'] / 1e9:.3f}e9 parameters, {gb(alone['model_bytes'])}; largest "
+                f"tensor {gb(alone['largest'])} ({gb(alone['largest_float32'])} as float32)"
+            )
+            print(
+                f"  snapshot(model, path=...): {written['snapshot_seconds']:.1f} s, "
+                f"peak +{gb(written['snapshot_extra'])}"
+                " over the model"
+            )
+            print(
+                f"  build_report, model alone:        peak {gb(alone['peak'])} "
+                f"({gb(alone['peak'] - alone['model_rss'])}"
+                f" over the process before it), {alone['seconds']:.1f} s"
+            )
             row = {"dtype": dtype, "write": written, "alone": alone}
             for fmt in ("safetensors", "pt"):
                 got = child(fmt, dtype, args.layers, path)
                 assert got["compared"] == got["tensors"] and not got["warnings"], got
                 extra = got["peak"] - alone["peak"]
-                print(f"  build_report, before=.{fmt:<12} peak {gb(got['peak'])} ({gb(got['peak'] - got['model_rss'])} "
-                      f"over the process before it), {got['seconds']:.1f} s, {got['compared']} tensors compared\n"
-                      f"    comparison memory (peak - peak of the model alone): {gb(extra)} = "
-                      f"{extra / alone['largest']:.2f}x the largest tensor ({extra / alone['largest_float32']:.2f}x "
-                      "its float32 size)")
+                print(
+                    f"  build_report, before=.{fmt:<12} peak {gb(got['peak'])} ({gb(got['peak'] - got['model_rss'])} "
+                    f"over the process before it), {got['seconds']:.1f} s, {got['compared']} tensors compared\n"
+                    f"    comparison memory (peak - peak of the model alone): {gb(extra)} = "
+                    f"{extra / alone['largest']:.2f}x the largest tensor ({extra / alone['largest_float32']:.2f}x "
+                    "its float32 size)"
+                )
                 row[fmt] = got
             rows.append(row)
             for suffix in (".safetensors", ".pt"):

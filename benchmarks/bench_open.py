@@ -27,8 +27,16 @@ sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT))
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-quic"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
 
 
 def naive_variant(html: str) -> str:
@@ -49,7 +57,14 @@ def mark(page, name: str) -> float | None:
 def open_page(browser, path: Path, naive: bool) -> dict:
     context = browser.new_context(offline=True, viewport={"width": 1400, "height": 900})
     requests, errors = [], []
-    context.route("**/*", lambda r: (requests.append(r.request.url), r.abort()) if not r.request.url.startswith(("file:", "data:", "blob:")) else r.continue_())
+    context.route(
+        "**/*",
+        lambda r: (
+            (requests.append(r.request.url), r.abort())
+            if not r.request.url.startswith(("file:", "data:", "blob:"))
+            else r.continue_()
+        ),
+    )
     page = context.new_page()
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -121,14 +136,23 @@ def main() -> None:
     print(f"  first screen drawn            {med(ours, 'first_screen') / 1000:6.2f} s   (goal <= 1.5 s)")
     print(f"  plotly.js ready               {med(ours, 'plotly_ready') / 1000:6.2f} s")
     print(f"  load event                    {med(ours, 'load') / 1000:6.2f} s")
-    print(f"  per figure when scrolled to   median {med(ours, 'figure_ms_median'):.0f} ms, max {med(ours, 'figure_ms_max'):.0f} ms")
-    print(f"  scrolling through everything  {med(ours, 'scroll_through'):6.2f} s ({ours[0]['figures_drawn']} figures drawn)")
+    print(
+        f"  per figure when scrolled to   median {med(ours, 'figure_ms_median'):.0f} ms, "
+        f"max {med(ours, 'figure_ms_max'):.0f} ms"
+    )
+    print(
+        f"  scrolling through everything  {med(ours, 'scroll_through'):6.2f} s "
+        f"({ours[0]['figures_drawn']} figures drawn)"
+    )
     print(f"naive page (full plotly.js in <head>, everything drawn at load): {naive.stat().st_size / 1e6:.2f} MB")
     print(f"  first contentful paint        {med(theirs, 'fcp') / 1000:6.2f} s")
     print(f"  everything drawn              {med(theirs, 'all_drawn') / 1000:6.2f} s")
     print(f"ratio: the naive page shows a complete first screen {med(theirs, 'all_drawn') / first:.1f}x later")
     problems = [r for r in ours + theirs if r["errors"] or r["requests"]]
-    print("console errors / requests:", "none" if not problems else problems[0]["errors"][:3] + problems[0]["requests"][:3])
+    print(
+        "console errors / requests:",
+        "none" if not problems else problems[0]["errors"][:3] + problems[0]["requests"][:3],
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a source checkout
 
-import nnviz_report  # noqa: E402
+import nnviz_report
 
 
 def run_example(
@@ -46,6 +46,8 @@ def run_example(
     started = time.perf_counter()
     report = nnviz_report.build_report(model, example, before=before, title=f"{name} after {args.steps} steps")
     path = report.save(args.output)
-    print(f"{name}: final loss {value.item():.3f}; wrote {path} ({path.stat().st_size / 1e6:.1f} MB) "
-          f"in {time.perf_counter() - started:.1f} s")
+    print(
+        f"{name}: final loss {value.item():.3f}; wrote {path} ({path.stat().st_size / 1e6:.1f} MB) "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
     return path

@@ -1,6 +1,6 @@
 """Train with FSDP2 under torchrun and write one report, on rank 0.
 
-    torchrun --standalone --nproc_per_node=2 examples/distributed.py --output report.html
+torchrun --standalone --nproc_per_node=2 examples/distributed.py --output report.html
 """
 
 import argparse

@@ -177,13 +177,22 @@ def ResNet152(num_classes: int = 1000) -> BottleneckResNet:
 class TransformerClassifier(nn.Module):
     """Token ids -> embeddings + learned positions -> nn.TransformerEncoder -> class logits."""
 
-    def __init__(self, vocab: int = 1000, d_model: int = 64, heads: int = 4, layers: int = 6,
-                 max_len: int = 128, num_classes: int = 4, norm_first: bool = False):
+    def __init__(
+        self,
+        vocab: int = 1000,
+        d_model: int = 64,
+        heads: int = 4,
+        layers: int = 6,
+        max_len: int = 128,
+        num_classes: int = 4,
+        norm_first: bool = False,
+    ):
         super().__init__()
         self.embed = nn.Embedding(vocab, d_model)
         self.pos = nn.Parameter(torch.zeros(1, max_len, d_model))
-        layer = nn.TransformerEncoderLayer(d_model, heads, 4 * d_model, dropout=0.1, activation="gelu",
-                                           batch_first=True, norm_first=norm_first)
+        layer = nn.TransformerEncoderLayer(
+            d_model, heads, 4 * d_model, dropout=0.1, activation="gelu", batch_first=True, norm_first=norm_first
+        )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.head = nn.Linear(d_model, num_classes)
 
@@ -214,8 +223,14 @@ class UNet(nn.Module):
         super().__init__()
 
         def double(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                                 nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            )
 
         w = width
         self.enc1, self.enc2, self.enc3 = double(channels, w), double(w, 2 * w), double(2 * w, 4 * w)
@@ -295,8 +310,15 @@ class LlamaConfig:
 
 
 # About Llama 3.2 1B: 1.24 billion parameters (262.7 million in the tied embedding).
-LLAMA_1B = LlamaConfig(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                       num_attention_heads=32, num_key_value_heads=8, rope_theta=500000.0)
+LLAMA_1B = LlamaConfig(
+    vocab_size=128256,
+    hidden_size=2048,
+    intermediate_size=8192,
+    num_hidden_layers=16,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    rope_theta=500000.0,
+)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

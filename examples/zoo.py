@@ -60,8 +60,9 @@ class DenseNet(nn.Module):
     """torchvision's DenseNet: each dense layer concatenates every earlier map of its block
     (a concatenation skip per layer but the block's first), and each block ends with one."""
 
-    def __init__(self, blocks: tuple[int, ...] = (6, 12, 24, 16), growth: int = 32, init: int = 64,
-                 num_classes: int = 1000):
+    def __init__(
+        self, blocks: tuple[int, ...] = (6, 12, 24, 16), growth: int = 32, init: int = 64, num_classes: int = 1000
+    ):
         super().__init__()
         self.features = nn.Sequential()
         self.features.add_module("conv0", nn.Conv2d(3, init, 7, 2, 3, bias=False))
@@ -342,7 +343,7 @@ class DataclassOutput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Prediction:
         e = self.body(x)
-        return Prediction(logits=self.head(e) , embedding=e + x.repeat(1, 2))
+        return Prediction(logits=self.head(e), embedding=e + x.repeat(1, 2))
 
 
 # --- an encoder-decoder transformer ----------------------------------------------------------
@@ -416,8 +417,13 @@ ZOO: tuple[ZooModel, ...] = (
     ZooModel("2000 chained additions", ChainedAdds, _image(4, 16), 0, 0),
     ZooModel("Encoder (6 layers)", _encoder, _tokens(1000, 2, 16), 12, 0),
     ZooModel("Decoder (tanh-GELU, rotary)", TinyDecoder, _tokens(256, 2, 16), 8, 0),
-    ZooModel("Encoder-decoder (nn.Transformer)", Seq2Seq, lambda: (torch.randint(0, 200, (2, 12)),
-                                                                  torch.randint(0, 200, (2, 9))), 10, 0),
+    ZooModel(
+        "Encoder-decoder (nn.Transformer)",
+        Seq2Seq,
+        lambda: (torch.randint(0, 200, (2, 12)), torch.randint(0, 200, (2, 9))),
+        10,
+        0,
+    ),
     ZooModel("Detector (box decoding)", TinyDetector, _image(1, 3, 32, 32), 2, 0),
     ZooModel("Dataclass output", DataclassOutput, _image(2, 8), 1, 0),
 )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import NNVizError
 
 __version__ = "0.1.0"
-__all__ = ["build_report", "snapshot", "Snapshot", "Report", "NNVizError", "__version__"]
+__all__ = ["NNVizError", "Report", "Snapshot", "__version__", "build_report", "snapshot"]
 
 # The names that need torch are imported on first use: `nnviz-report --help` or a usage
 # error then answers at once instead of after torch's ~2.5 s import.

@@ -29,7 +29,9 @@ def require(module: str, pip: str) -> Any:
         raise NNVizError(f"{module} is not installed ({exc}); install it with: pip install {pip}") from None
 
 
-def check_build_kwargs(kwargs: Mapping[str, Any], taken: tuple[str, ...] = ("model", "example_input", "before")) -> dict:
+def check_build_kwargs(
+    kwargs: Mapping[str, Any], taken: tuple[str, ...] = ("model", "example_input", "before")
+) -> dict:
     """``build_report`` keyword arguments given to a callback, checked when the callback is
     made instead of at the end of training."""
     from .report import build_report
@@ -44,9 +46,17 @@ def check_build_kwargs(kwargs: Mapping[str, Any], taken: tuple[str, ...] = ("mod
 
 
 def check_filename(filename: Any) -> str:
-    if not isinstance(filename, str) or not filename.endswith(".html") or filename != filename.strip() \
-            or "/" in filename or "\\" in filename or filename.startswith("."):
-        raise NNVizError(f"filename must be a plain file name ending in .html, such as 'nnviz-report.html', not {filename!r}")
+    if (
+        not isinstance(filename, str)
+        or not filename.endswith(".html")
+        or filename != filename.strip()
+        or "/" in filename
+        or "\\" in filename
+        or filename.startswith(".")
+    ):
+        raise NNVizError(
+            f"filename must be a plain file name ending in .html, such as 'nnviz-report.html', not {filename!r}"
+        )
     return filename
 
 
@@ -69,7 +79,9 @@ def input_from_batch(batch: Any, drop_keys: tuple[str, ...] = LABEL_KEYS) -> Any
     if isinstance(batch, Mapping):
         kept = {k: v for k, v in batch.items() if k not in drop_keys}
         if not kept:
-            raise NNVizError(f"the training batch has only label keys ({', '.join(map(str, batch))}); pass example_input=")
+            raise NNVizError(
+                f"the training batch has only label keys ({', '.join(map(str, batch))}); pass example_input="
+            )
         return kept
     if isinstance(batch, (list, tuple)) and batch and not hasattr(batch, "_fields"):
         return batch[0]
@@ -114,7 +126,7 @@ def cpu_group() -> Any:
     same point (the integrations do at the start of training). On an NCCL group a barrier's
     ``wait(timeout)`` only makes the GPU stream wait; on gloo it blocks the CPU, with the
     timeout kept."""
-    rank, world = distributed()
+    _rank, world = distributed()
     if world == 1:
         return None
     dist = torch.distributed
@@ -134,8 +146,11 @@ def barrier(timeout: float, what: str = "the report") -> bool:
         work = torch.distributed.barrier(group=cpu_group(), async_op=True)
         work.wait(timeout=_dt.timedelta(seconds=timeout))
     except Exception as exc:  # a timed-out or broken collective must not end training
-        warnings.warn(f"nnviz-report: rank {rank} stopped waiting for {what} after {timeout:g} s ({exc})",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"nnviz-report: rank {rank} stopped waiting for {what} after {timeout:g} s ({exc})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return False
     return True
 

@@ -44,11 +44,18 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
         ``layers``, ``max_channels``, ...).
         """
 
-        def __init__(self, example_input: Any = None, every_n_epochs: int | None = None,
-                     filename: str = "nnviz-report.html", timeout: float = 600.0, **build_kwargs: Any) -> None:
+        def __init__(
+            self,
+            example_input: Any = None,
+            every_n_epochs: int | None = None,
+            filename: str = "nnviz-report.html",
+            timeout: float = 600.0,
+            **build_kwargs: Any,
+        ) -> None:
             super().__init__()
-            if every_n_epochs is not None and (isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int)
-                                               or every_n_epochs < 1):
+            if every_n_epochs is not None and (
+                isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1
+            ):
                 raise NNVizError(f"every_n_epochs must be a positive integer or None, not {every_n_epochs!r}")
             if not (isinstance(timeout, (int, float)) and timeout > 0):
                 raise NNVizError(f"timeout must be a positive number of seconds, not {timeout!r}")
@@ -76,7 +83,11 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             from .capture.snapshot import snapshot
 
             self._snapshots = [snapshot(pl_module, label="start")]
-            given = self.example_input if self.example_input is not None else getattr(pl_module, "example_input_array", None)
+            given = (
+                self.example_input
+                if self.example_input is not None
+                else getattr(pl_module, "example_input_array", None)
+            )
             if given is not None:
                 self._example = integ.cpu_copy(given)
 
@@ -116,8 +127,10 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             from .report import build_report
 
             if self._example is None:
-                raise NNVizError(f"no example input ({self._no_example or 'no training batch was seen'}): pass "
-                                 "NNVizCallback(example_input=...) or set example_input_array on the LightningModule")
+                raise NNVizError(
+                    f"no example input ({self._no_example or 'no training batch was seen'}): pass "
+                    "NNVizCallback(example_input=...) or set example_input_array on the LightningModule"
+                )
             report = build_report(pl_module, self._example, before=list(self._snapshots), **self.build_kwargs)
             html, data = trackers.write_files(report, folder, filename[: -len(".html")])
             self.saved.append(html)

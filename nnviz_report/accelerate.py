@@ -20,8 +20,9 @@ __all__ = ["report"]
 _SHARDED = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
 
 
-def report(accelerator: Any, model: Any, example_input: Any, *, before: Any = None,
-           timeout: float = 600.0, **build_kwargs: Any) -> Any:
+def report(
+    accelerator: Any, model: Any, example_input: Any, *, before: Any = None, timeout: float = 600.0, **build_kwargs: Any
+) -> Any:
     """Build the report of ``model`` on the main process; call it on every process.
 
     The model is unwrapped first (``accelerator.unwrap_model``: DDP, torch.compile), so

@@ -19,9 +19,18 @@ from .errors import NNVizError
 from .output import check_output_path
 
 DTYPES = {
-    "float32": "float32", "float": "float32", "float64": "float64", "double": "float64",
-    "float16": "float16", "half": "float16", "bfloat16": "bfloat16",
-    "int64": "int64", "long": "int64", "int32": "int32", "int": "int32", "bool": "bool",
+    "float32": "float32",
+    "float": "float32",
+    "float64": "float64",
+    "double": "float64",
+    "float16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "int64": "int64",
+    "long": "int64",
+    "int32": "int32",
+    "int": "int32",
+    "bool": "bool",
 }
 
 
@@ -38,42 +47,78 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=60, help="training steps (default: 60)")
 
     b = sub.add_parser("build", help="write the report of your model")
-    b.add_argument("spec", metavar="MODULE:CALLABLE",
-                   help="importable module (the current folder is on the path) or .py file, and the class "
-                        "or factory in it that returns the nn.Module, e.g. examples/models.py:ResNet18")
-    b.add_argument("--input-shape", action="append", default=[], metavar="SHAPE",
-                   help="shape of a random example input, e.g. 1,3,64,64; repeat for models with several inputs")
-    b.add_argument("--input-dtype", default="float32", choices=sorted(DTYPES),
-                   help="dtype of the random inputs (default: float32)")
-    b.add_argument("--input-high", type=int, default=10,
-                   help="integer inputs are drawn from [0, HIGH) (default: 10)")
-    b.add_argument("--input", dest="input_file", metavar="FILE",
-                   help="example input saved with torch.save: a tensor, a tuple/list or a dict of tensors")
-    b.add_argument("--before", nargs="+", default=[], metavar="CKPT",
-                   help="checkpoint(s) from before/during training, oldest first: .pt/.pth/.bin/.ckpt/.safetensors "
-                        "files, Hugging Face folders or *.index.json, torch.distributed.checkpoint folders")
+    b.add_argument(
+        "spec",
+        metavar="MODULE:CALLABLE",
+        help="importable module (the current folder is on the path) or .py file, and the class "
+        "or factory in it that returns the nn.Module, e.g. examples/models.py:ResNet18",
+    )
+    b.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="SHAPE",
+        help="shape of a random example input, e.g. 1,3,64,64; repeat for models with several inputs",
+    )
+    b.add_argument(
+        "--input-dtype", default="float32", choices=sorted(DTYPES), help="dtype of the random inputs (default: float32)"
+    )
+    b.add_argument("--input-high", type=int, default=10, help="integer inputs are drawn from [0, HIGH) (default: 10)")
+    b.add_argument(
+        "--input",
+        dest="input_file",
+        metavar="FILE",
+        help="example input saved with torch.save: a tensor, a tuple/list or a dict of tensors",
+    )
+    b.add_argument(
+        "--before",
+        nargs="+",
+        default=[],
+        metavar="CKPT",
+        help="checkpoint(s) from before/during training, oldest first: .pt/.pth/.bin/.ckpt/.safetensors "
+        "files, Hugging Face folders or *.index.json, torch.distributed.checkpoint folders",
+    )
     b.add_argument("--after", metavar="CKPT", help="trained weights to load into the model")
-    b.add_argument("--trust-checkpoint-metadata", action="store_true",
-                   help="read torch.distributed.checkpoint folders, whose .metadata file is a plain pickle "
-                        "(it can run code): only for folders you trust")
-    b.add_argument("--model-kwargs", default="{}", metavar="JSON",
-                   help="keyword arguments for CALLABLE, as JSON, e.g. '{\"num_classes\": 10}'")
+    b.add_argument(
+        "--trust-checkpoint-metadata",
+        action="store_true",
+        help="read torch.distributed.checkpoint folders, whose .metadata file is a plain pickle "
+        "(it can run code): only for folders you trust",
+    )
+    b.add_argument(
+        "--model-kwargs",
+        default="{}",
+        metavar="JSON",
+        help="keyword arguments for CALLABLE, as JSON, e.g. '{\"num_classes\": 10}'",
+    )
     b.add_argument("--title", help="report title")
     b.add_argument("-o", "--output", default="report.html", help="output file (default: report.html)")
-    b.add_argument("--layers", nargs="+", metavar="PATTERN",
-                   help="feature maps only for modules whose name matches a glob, e.g. 'layer1.*'")
+    b.add_argument(
+        "--layers",
+        nargs="+",
+        metavar="PATTERN",
+        help="feature maps only for modules whose name matches a glob, e.g. 'layer1.*'",
+    )
     b.add_argument("--layer-types", nargs="+", metavar="TYPE", help="feature maps only for these classes, e.g. Conv2d")
     b.add_argument("--max-channels", type=int, default=16, help="channels drawn per conv map (default: 16)")
     b.add_argument("--example", type=int, default=0, help="which example of the batch is drawn (default: 0)")
-    b.add_argument("--device", default="cpu",
-                   help="device the model runs on, e.g. cuda or cuda:1 (default: cpu); checkpoints load "
-                        "on the CPU and are moved there")
-    b.add_argument("--mode", default="eval", choices=["eval", "train", "as-is"],
-                   help="mode of the forward pass (default: eval)")
+    b.add_argument(
+        "--device",
+        default="cpu",
+        help="device the model runs on, e.g. cuda or cuda:1 (default: cpu); checkpoints load "
+        "on the CPU and are moved there",
+    )
+    b.add_argument(
+        "--mode", default="eval", choices=["eval", "train", "as-is"], help="mode of the forward pass (default: eval)"
+    )
     b.add_argument("--seed", type=int, default=0, help="seed of the random example input (default: 0)")
     b.add_argument("--no-graph", action="store_true", help="skip the autograd graph")
-    b.add_argument("--dot-timeout", type=float, default=5.0,
-                   help="seconds Graphviz may take per layout; a view that takes longer is not drawn (default: 5)")
+    b.add_argument(
+        "--dot-timeout",
+        type=float,
+        default=5.0,
+        help="seconds Graphviz may take per layout; a view that takes longer is not drawn (default: 5)",
+    )
     return p
 
 
@@ -201,14 +246,14 @@ def parse_device(text: str) -> Any:
     if device.type == "meta":
         raise NNVizError("--device meta holds no values to draw; use cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise NNVizError(f"--device {text}: this torch build ({torch.__version__}) sees no CUDA GPU; "
-                         "drop --device to run on the CPU")
+        raise NNVizError(
+            f"--device {text}: this torch build ({torch.__version__}) sees no CUDA GPU; drop --device to run on the CPU"
+        )
     try:
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError) as exc:
         reason = str(exc).splitlines()[0].split(". ")[0][:120]
-        raise NNVizError(f"--device {text} cannot be used here ({reason}); "
-                         "drop --device to run on the CPU") from None
+        raise NNVizError(f"--device {text} cannot be used here ({reason}); drop --device to run on the CPU") from None
     return device
 
 
@@ -252,7 +297,9 @@ def _load_input(path: Path) -> Any:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise NNVizError(f"refused to load {path}: it needs code to unpickle; save plain tensors with torch.save") from exc
+        raise NNVizError(
+            f"refused to load {path}: it needs code to unpickle; save plain tensors with torch.save"
+        ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise NNVizError(f"{path} is not a torch.save file or is corrupt ({str(exc).splitlines()[0][:160]})") from exc
     if isinstance(obj, (torch.Tensor, tuple, list, dict)):
@@ -266,11 +313,16 @@ def load_model(spec: str, kwargs: dict[str, Any]) -> Any:
 
     module_part, sep, attr = spec.rpartition(":")
     if not sep or not module_part or not attr:
-        raise NNVizError(f"{spec!r} is not MODULE:CALLABLE; write it like examples/models.py:ResNet18 or mypkg.models:Net")
+        raise NNVizError(
+            f"{spec!r} is not MODULE:CALLABLE; write it like examples/models.py:ResNet18 or mypkg.models:Net"
+        )
     module = _import(module_part)
     if not hasattr(module, attr):
-        classes = sorted(n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module)
-                         and getattr(v, "__module__", None) == module.__name__)
+        classes = sorted(
+            n
+            for n, v in vars(module).items()
+            if isinstance(v, type) and issubclass(v, nn.Module) and getattr(v, "__module__", None) == module.__name__
+        )
         hint = f" (it defines {', '.join(classes)})" if classes else ""
         raise NNVizError(f"{module_part} has no attribute {attr!r}{hint}")
     factory = getattr(module, attr)
@@ -281,7 +333,8 @@ def load_model(spec: str, kwargs: dict[str, Any]) -> Any:
     except Exception as exc:
         raise NNVizError(
             f"calling {spec}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; pass its arguments with --model-kwargs"
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+            "pass its arguments with --model-kwargs"
         ) from exc
     if not isinstance(model, nn.Module):
         raise NNVizError(f"{spec} returned {type(model).__name__!r}, not a torch.nn.Module")
@@ -311,8 +364,12 @@ def _import(module_part: str) -> Any:
         raise
     except ModuleNotFoundError as exc:
         raise NNVizError(
-            f"cannot import {module_part}: {exc}; run from the folder that contains it, or give the path to the .py file"
+            f"cannot import {module_part}: {exc}; run from the folder that contains it, "
+            "or give the path to the .py file"
         ) from exc
     except Exception as exc:
         where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
-        raise NNVizError(f"importing {module_part} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{where}") from exc
+        raise NNVizError(
+            f"importing {module_part} failed: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}{where}"
+        ) from exc

@@ -121,8 +121,13 @@ def render_svgs(sources: list[str], timeout: float, nice: int = 0) -> list[SvgRe
         return [SvgResult(None, error, time.perf_counter() - started)] * len(sources)
 
     try:
-        proc = subprocess.Popen(["dot", "-Tsvg"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=layout_environment())
+        proc = subprocess.Popen(
+            ["dot", "-Tsvg"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=layout_environment(),
+        )
     except OSError as exc:
         return failed(f"dot could not be run ({exc})")
     with _running_lock:
@@ -154,7 +159,7 @@ def render_svgs(sources: list[str], timeout: float, nice: int = 0) -> list[SvgRe
 
 
 def _clean_svg(svg: str, seconds: float) -> SvgResult:
-    svg = svg[svg.find("<svg"):]
+    svg = svg[svg.find("<svg") :]
     svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
     head_end = svg.find(">") + 1
     svg = re.sub(r'\s(width|height)="[^"]*"', "", svg[:head_end]) + svg[head_end:]
@@ -185,8 +190,7 @@ def _plugin_environment(dot: str) -> dict[str, str] | None:
         if not m:
             return None
         libdir = m.group(1)
-        wanted = [f for f in sorted(os.listdir(libdir))
-                  if re.match(r"(lib)?gvplugin_(core|dot_layout)\b", f)]
+        wanted = [f for f in sorted(os.listdir(libdir)) if re.match(r"(lib)?gvplugin_(core|dot_layout)\b", f)]
         if not any("core" in f for f in wanted) or not any("dot_layout" in f for f in wanted):
             return None
         folder = tempfile.mkdtemp(prefix="nnviz-report-graphviz-")
@@ -195,8 +199,9 @@ def _plugin_environment(dot: str) -> dict[str, str] | None:
             os.symlink(os.path.join(libdir, f), os.path.join(folder, f))
         env = dict(os.environ, GVBINDIR=folder)
         subprocess.run([dot, "-c"], env=env, capture_output=True, timeout=10, check=True)
-        check = subprocess.run([dot, "-Tsvg"], input=b'digraph{a[label="ok"]}', env=env,
-                               capture_output=True, timeout=10)
+        check = subprocess.run(
+            [dot, "-Tsvg"], input=b'digraph{a[label="ok"]}', env=env, capture_output=True, timeout=10
+        )
         if check.returncode != 0 or b"<svg" not in check.stdout:
             return None
         return env

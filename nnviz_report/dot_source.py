@@ -49,7 +49,8 @@ def _cluster_chain(call_id: int | None, calls: Sequence[ModuleCall], clusters: d
 
 
 _HEAD = """digraph {name} {{
-\tgraph [bgcolor=transparent fontname=Helvetica fontsize=11 labeljust=l newrank=true nodesep=0.18 rankdir=TB ranksep=0.22{extra}]
+\tgraph [bgcolor=transparent fontname=Helvetica fontsize=11 labeljust=l newrank=true nodesep=0.18 \
+rankdir=TB ranksep=0.22{extra}]
 \tnode [color="#555555" fillcolor={fill} fontname=Courier fontsize=10 height=0.2 shape=box style=filled]
 \tedge [arrowsize=0.6 color="#666666"]
 """
@@ -79,8 +80,13 @@ def source(view: View, calls: Sequence[ModuleCall], prefix: str, extra: str = ""
 
     rows = _parameter_rows(view)
     row_of = {nid: i for i, row in enumerate(rows) for nid in row}
-    out = [_HEAD.format(name=_ident(view.id.replace(".", "_").replace("-", "_")), fill=FILL["op"],
-                        extra=(" " + extra) if extra else "")]
+    out = [
+        _HEAD.format(
+            name=_ident(view.id.replace(".", "_").replace("-", "_")),
+            fill=FILL["op"],
+            extra=(" " + extra) if extra else "",
+        )
+    ]
 
     def emit(cluster: int | None, indent: str) -> None:
         local_rows: dict[int, list[str]] = {}
@@ -93,11 +99,15 @@ def source(view: View, calls: Sequence[ModuleCall], prefix: str, extra: str = ""
             if n.kind == "fold":
                 extra_attrs += " peripheries=2"
             if n.kind == "junction":  # a point where edges join: its label is in the page's info
-                out.append(f'{indent}{_ident(n.id)} [label="" shape=point width=0.09 fillcolor="#666666" '
-                           f'id="{prefix}{_ident(n.id)}"]\n')
+                out.append(
+                    f'{indent}{_ident(n.id)} [label="" shape=point width=0.09 fillcolor="#666666" '
+                    f'id="{prefix}{_ident(n.id)}"]\n'
+                )
                 continue
-            out.append(f'{indent}{_ident(n.id)} [label={_label(n.label)} fillcolor="{fill}" '
-                       f'id="{prefix}{_ident(n.id)}"{extra_attrs}]\n')
+            out.append(
+                f'{indent}{_ident(n.id)} [label={_label(n.label)} fillcolor="{fill}" '
+                f'id="{prefix}{_ident(n.id)}"{extra_attrs}]\n'
+            )
             if n.id in row_of:
                 local_rows.setdefault(row_of[n.id], []).append(n.id)
         for row in local_rows.values():

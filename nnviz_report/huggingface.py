@@ -40,8 +40,14 @@ class NNVizTrainerCallback(_transformers.TrainerCallback):
     to :func:`nnviz_report.build_report`.
     """
 
-    def __init__(self, example_input: Any = None, drop_keys: tuple[str, ...] = ("labels",),
-                 filename: str = "nnviz-report.html", timeout: float = 600.0, **build_kwargs: Any) -> None:
+    def __init__(
+        self,
+        example_input: Any = None,
+        drop_keys: tuple[str, ...] = ("labels",),
+        filename: str = "nnviz-report.html",
+        timeout: float = 600.0,
+        **build_kwargs: Any,
+    ) -> None:
         if isinstance(drop_keys, str) or not all(isinstance(k, str) for k in drop_keys):
             raise NNVizError(f"drop_keys must be a tuple of key names, not {drop_keys!r}")
         if not (isinstance(timeout, (int, float)) and timeout > 0):
@@ -56,8 +62,9 @@ class NNVizTrainerCallback(_transformers.TrainerCallback):
         self._example: Any = None
         self._targets: list[Any] = []
 
-    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
-                       train_dataloader: Any = None, **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: Any, state: Any, control: Any, model: Any = None, train_dataloader: Any = None, **kwargs: Any
+    ) -> None:
         if getattr(args, "fsdp", None) or getattr(args, "deepspeed", None):
             raise integ.sharded_strategy("FSDP" if getattr(args, "fsdp", None) else "DeepSpeed")
         integ.cpu_group()  # a collective: every process makes the barrier's group now
@@ -129,8 +136,10 @@ def _check_dataset(loader: Any) -> None:
             raise TypeError
         len(dataset)
     except TypeError:
-        raise NNVizError("the training set is not a sized, indexable dataset (an IterableDataset?); pass "
-                         "NNVizTrainerCallback(example_input=...)") from None
+        raise NNVizError(
+            "the training set is not a sized, indexable dataset (an IterableDataset?); pass "
+            "NNVizTrainerCallback(example_input=...)"
+        ) from None
 
 
 def _active_runs() -> list[trackers.Target]:

@@ -51,8 +51,10 @@ def caption_text(report: Report) -> str:
     parts = [f"nnviz-report: {data.get('title', 'report')}"]
     if model.get("class_name"):
         parts.append(f"{model['class_name']}" + (f", {params:,} parameters" if isinstance(params, int) else ""))
-    parts.append(f"{len(findings)} finding{'s' if len(findings) != 1 else ''}"
-                 + (f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else ""))
+    parts.append(
+        f"{len(findings)} finding{'s' if len(findings) != 1 else ''}"
+        + (f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else "")
+    )
     if created:
         parts.append(f"created {created}")
     return " · ".join(parts)
@@ -85,7 +87,8 @@ def frame_html(report: Report, *, height: int | str | None = None, link: str | N
         f'<p id="{fid}-caption" style="margin:0 0 .4em;font:13px/1.4 system-ui,-apple-system,sans-serif">{caption}</p>'
         f'<iframe id="{fid}" title="{esc(str(report.data.get("title", "nnviz-report")))}" '
         f'sandbox="allow-scripts allow-downloads" '
-        f'style="display:block;width:100%;height:{_height(height)};min-height:420px;border:1px solid #c8ccd0;border-radius:4px" '
+        f'style="display:block;width:100%;height:{_height(height)};min-height:420px;'
+        'border:1px solid #c8ccd0;border-radius:4px" '
         f'srcdoc="{esc(report.html, quote=True)}"></iframe>'
         f"<script>{_OPEN_SCRIPT % {'id': fid}}</script>"
         f"</div>"
@@ -98,8 +101,10 @@ def show(report: Report, path: str | os.PathLike | None = None, *, height: int |
     try:
         from IPython.display import HTML, display
     except ImportError:
-        raise NNVizError("show() needs IPython (a notebook); install it with: pip install ipython, "
-                         "or save the report with report.save('report.html')") from None
+        raise NNVizError(
+            "show() needs IPython (a notebook); install it with: pip install ipython, "
+            "or save the report with report.save('report.html')"
+        ) from None
     saved = None
     link = None
     if path is not None:

@@ -39,7 +39,9 @@ def check_output_path(target: Path) -> str:
         if stat.S_ISDIR(mode):
             raise NNVizError(f"output {target} is a folder; give a file name such as {target / 'report.html'}")
         if stat.S_ISBLK(mode):
-            raise NNVizError(f"output {target} is a block device; a report is never written onto a disk; give a file name")
+            raise NNVizError(
+                f"output {target} is a block device; a report is never written onto a disk; give a file name"
+            )
         if stat.S_ISSOCK(mode):
             raise NNVizError(f"output {target} is a socket; give a file name")
         if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or _through_descriptor(target):
@@ -54,8 +56,10 @@ def check_output_path(target: Path) -> str:
     parent = real.parent
     if not parent.is_dir():
         if os.path.islink(target):
-            raise NNVizError(f"output {target} is a link to {real}, whose folder does not exist; "
-                             "create it or choose another output path")
+            raise NNVizError(
+                f"output {target} is a link to {real}, whose folder does not exist; "
+                "create it or choose another output path"
+            )
         raise NNVizError(f"output folder {target.parent} does not exist; create it or choose another output path")
     if not os.access(parent, os.W_OK):
         raise NNVizError(f"cannot write to {parent}: permission denied; choose another output path")
@@ -168,18 +172,21 @@ def _write_into(target: Path, data: bytes) -> None:
                 if time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue
-                raise NNVizError(f"no process reads from {target} (waited {READER_WAIT:g} s); "
-                                 "start the reader first, or give a file name") from None
+                raise NNVizError(
+                    f"no process reads from {target} (waited {READER_WAIT:g} s); "
+                    "start the reader first, or give a file name"
+                ) from None
             raise _error(target, exc) from exc
     try:
         view = memoryview(data)
         while view:
             try:
-                written = os.write(fd, view[:1 << 20])
+                written = os.write(fd, view[: 1 << 20])
             except BlockingIOError:
                 if not select.select([], [fd], [], READER_STALL)[1]:
-                    raise NNVizError(f"cannot write {target}: it took no data for {READER_STALL:g} s; "
-                                     "choose another output path") from None
+                    raise NNVizError(
+                        f"cannot write {target}: it took no data for {READER_STALL:g} s; choose another output path"
+                    ) from None
                 continue
             except OSError as exc:
                 raise _error(target, exc) from exc

@@ -244,15 +244,19 @@ def render_page(
             raise RuntimeError(f"figure ids used twice: {sorted(overlap)}")
         seen.update(s.figures)
     images = {s.id: s.images for s in sections if s.images}
-    return valid_text(environment().get_template("report.html.j2").render(
-        title=title,
-        data=data,
-        sections=sections,
-        bodies=bodies,
-        views=views,
-        notices=notices,
-        meta=meta,
-        data_json=_script_json(data),
-        images_json=_script_json(images),
-        assets=assets(),
-    ))
+    return valid_text(
+        environment()
+        .get_template("report.html.j2")
+        .render(
+            title=title,
+            data=data,
+            sections=sections,
+            bodies=bodies,
+            views=views,
+            notices=notices,
+            meta=meta,
+            data_json=_script_json(data),
+            images_json=_script_json(images),
+            assets=assets(),
+        )
+    )

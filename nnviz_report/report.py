@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, dot
 from .capture import distributed
 from .capture.forward import MODES, CaptureOptions
 from .capture.parameters import compare
@@ -30,7 +30,6 @@ from .capture.run import (
     finish_images,
     resolve_before,
 )
-from . import dot
 from .errors import NNVizError
 from .output import write_output
 from .render import PLOTLY_VERSION, pack_view, render_page, render_section
@@ -128,6 +127,7 @@ def _collector_paused(fn: Any) -> Any:
         finally:
             if was_enabled:
                 gc.enable()
+
     return paused
 
 
@@ -175,7 +175,7 @@ def _one_kernel_thread() -> tuple[int, int] | None:
 def _kernel_threads(before: tuple[int, int] | None) -> None:
     """Undo :func:`_one_kernel_thread` in this thread."""
     if before is not None:
-        get, set_, mkl = _thread_settings()
+        _get, set_, mkl = _thread_settings()
         set_(before[0])
         if mkl is not None:
             mkl(before[1])  # 0: the process-wide setting again
@@ -190,6 +190,7 @@ def _autograd_on(fn: Any) -> Any:
     def on(*args: Any, **kwargs: Any) -> Any:
         with torch.inference_mode(False), torch.enable_grad():
             return fn(*args, **kwargs)
+
     return on
 
 
@@ -276,7 +277,7 @@ def build_report(
     def graph_lane() -> None:
         try:
             build_section(graph_section, run)
-        except Exception as exc:  # noqa: BLE001 - the graph section can fail, the report cannot
+        except Exception as exc:
             built[graph_section.ID] = graph_section.failed(exc)
         render_body(graph_section)  # its view holds most of the page's bytes (the SVG)
 
@@ -294,7 +295,8 @@ def build_report(
         run = capture(model, example_input, snapshots, options)
     else:
         run, weights = distributed.capture_sharded(
-            job, model, lambda opts: capture(model, example_input, snapshots, opts), options)
+            job, model, lambda opts: capture(model, example_input, snapshots, opts), options
+        )
         if run is None:
             return None
     run.timings["load"] = load_seconds
@@ -384,8 +386,9 @@ def build_report(
     # Warnings for the command line: the graph section's are about this machine (no dot, a
     # layout that timed out), and some are about the input (a checkpoint that fits only
     # partly); the others are findings, which the page shows.
-    warnings = tuple(n.text for n in notices
-                     if n.level == "warning" and (n.section == graph_section.ID or n.about_input))
+    warnings = tuple(
+        n.text for n in notices if n.level == "warning" and (n.section == graph_section.ID or n.about_input)
+    )
     if job is not None:
         distributed.settle()
     return Report(data=data, html=html, warnings=warnings, timings=timings)

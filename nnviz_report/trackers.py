@@ -55,8 +55,10 @@ def resolve(target: Any) -> Target:
         try:
             client.get_run(target)
         except mlflow.exceptions.MlflowException:
-            raise NNVizError(f"no MLflow run with id {target!r} at {mlflow.get_tracking_uri()}; pass a run id "
-                             "(run.info.run_id) and set the tracking URI the run was made with") from None
+            raise NNVizError(
+                f"no MLflow run with id {target!r} at {mlflow.get_tracking_uri()}; pass a run id "
+                "(run.info.run_id) and set the tracking URI the run was made with"
+            ) from None
         return Target("mlflow", client, target)
     if mod.startswith(_LIGHTNING):
         if cls == "MLFlowLogger":
@@ -67,8 +69,10 @@ def resolve(target: Any) -> Target:
             return resolve(target.experiment)
         if cls == "CSVLogger":
             return Target("folder", Path(target.log_dir) / ARTIFACT_DIR)
-        raise NNVizError(f"{cls} is not a logger nnviz-report can log to; it logs to MLFlowLogger, WandbLogger, "
-                         "TensorBoardLogger, CSVLogger and dvclive's DVCLiveLogger")
+        raise NNVizError(
+            f"{cls} is not a logger nnviz-report can log to; it logs to MLFlowLogger, WandbLogger, "
+            "TensorBoardLogger, CSVLogger and dvclive's DVCLiveLogger"
+        )
     if mod.startswith("mlflow"):
         info = getattr(target, "info", None)
         if info is not None and getattr(info, "run_id", None):
@@ -83,8 +87,10 @@ def resolve(target: Any) -> Target:
         live = target.experiment if cls == "DVCLiveLogger" else target
         return Target("folder", Path(live.dir) / ARTIFACT_DIR)
     if target is None:
-        raise NNVizError("log_to(None): pass an MLflow run (or its id), a W&B run, a SummaryWriter, "
-                         "a dvclive Live or a Lightning logger; mlflow.active_run() is None outside a run")
+        raise NNVizError(
+            "log_to(None): pass an MLflow run (or its id), a W&B run, a SummaryWriter, "
+            "a dvclive Live or a Lightning logger; mlflow.active_run() is None outside a run"
+        )
     raise NNVizError(
         f"cannot log to a {cls} ({mod}); pass an MLflow run or run id, a W&B run, a SummaryWriter, "
         "a dvclive Live or a Lightning logger"

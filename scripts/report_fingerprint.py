@@ -49,9 +49,8 @@ def _perturbed(model: torch.nn.Module, seed: int) -> None:
 
 def _cases() -> list[tuple[str, Callable[[], tuple[torch.nn.Module, Any, Any]]]]:
     from models import LSTMTagger, ResNet18, TransformerClassifier, UNet
-    from zoo import DataclassOutput, DenseNet, InceptionNet, R3D, Seq2Seq, TinyDecoder, TinyDetector
-
     from nnviz_report.demo import train_demo
+    from zoo import R3D, DataclassOutput, DenseNet, InceptionNet, Seq2Seq, TinyDecoder, TinyDetector
 
     def demo() -> tuple[torch.nn.Module, Any, Any]:
         model, example, before, _ = train_demo(steps=5, seed=0)
@@ -96,7 +95,7 @@ def _views(html: str) -> dict[str, Any]:
 
 
 def _script(html: str, element_id: str) -> Any:
-    m = re.search(r'<script[^>]*id="%s"[^>]*>(.*?)</script>' % re.escape(element_id), html, re.S)
+    m = re.search(rf'<script[^>]*id="{re.escape(element_id)}"[^>]*>(.*?)</script>', html, re.S)
     return json.loads(m.group(1)) if m else None
 
 
@@ -133,8 +132,7 @@ def main(argv: list[str]) -> int:
             report = nnviz_report.build_report(model, example, before=before, dot_timeout=120.0)
             out[key] = fingerprint(report)
             print(key, out[key]["page_sha256"][:12], file=sys.stderr)
-    text = json.dumps({k: v for k, v in out.items() if k != "package"}, sort_keys=True, indent=1,
-                      ensure_ascii=False)
+    text = json.dumps({k: v for k, v in out.items() if k != "package"}, sort_keys=True, indent=1, ensure_ascii=False)
     Path(argv[0]).write_text(text, encoding="utf-8")
     print(f"{out['package']}: {len(out) - 1} reports -> {argv[0]}", file=sys.stderr)
     return 0

@@ -15,8 +15,10 @@ sys.path.insert(0, str(ROOT / "examples"))
 # Tests that check numbers against an independent computation also run on a CUDA GPU where
 # there is one (they are skipped elsewhere; CI has none): the report reduces on the model's
 # device, so the GPU path has its own arithmetic to get right.
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                reason="needs a CUDA GPU"))]
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +28,7 @@ def _seed():
 
 def page_json(html: str, element_id: str):
     """The JSON a report embeds in ``<script id=element_id>``."""
-    m = re.search(r'<script[^>]*id="%s"[^>]*>(.*?)</script>' % re.escape(element_id), html, re.S)
+    m = re.search(rf'<script[^>]*id="{re.escape(element_id)}"[^>]*>(.*?)</script>', html, re.S)
     assert m, f"no #{element_id} in the page"
     return json.loads(m.group(1))
 
@@ -51,11 +53,17 @@ def state_of(model: torch.nn.Module) -> dict:
     """Everything about a model that a report must leave as it was."""
     return {
         "training": [(n, m.training) for n, m in model.named_modules()],
-        "params": {n: (p.detach().clone(), p.requires_grad, None if p.grad is None else p.grad.clone())
-                   for n, p in model.named_parameters()},
+        "params": {
+            n: (p.detach().clone(), p.requires_grad, None if p.grad is None else p.grad.clone())
+            for n, p in model.named_parameters()
+        },
         "buffers": {n: b.detach().clone() for n, b in model.named_buffers()},
-        "hooks": [(n, attr, list(getattr(m, attr).items()))
-                  for n, m in model.named_modules() for attr in vars(m) if "hooks" in attr and isinstance(getattr(m, attr), dict)],
+        "hooks": [
+            (n, attr, list(getattr(m, attr).items()))
+            for n, m in model.named_modules()
+            for attr in vars(m)
+            if "hooks" in attr and isinstance(getattr(m, attr), dict)
+        ],
     }
 
 
@@ -95,11 +103,19 @@ def offline_trackers(tmp_path, monkeypatch):
     W&B offline, Hugging Face without its hub."""
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    for name, value in {"MLFLOW_TRACKING_URI": uri, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-                        "WANDB_DIR": str(tmp_path), "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
-                        "WANDB_DATA_DIR": str(tmp_path / "wandb-data"), "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
-                        "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "DISABLE_MLFLOW_INTEGRATION": "FALSE",
-                        "TOKENIZERS_PARALLELISM": "false"}.items():
+    for name, value in {
+        "MLFLOW_TRACKING_URI": uri,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": str(tmp_path),
+        "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
+        "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "DISABLE_MLFLOW_INTEGRATION": "FALSE",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():
         monkeypatch.setenv(name, value)
     import sys
 

@@ -118,12 +118,14 @@ def main(out: Path) -> None:
         fully_shard(layer)
     fully_shard(llama)
     results["fsdp_snapshot"], snap = outcome(
-        lambda: nnviz_report.snapshot(llama, path=out / "fsdp_before.safetensors", dist_timeout=DIST_TIMEOUT))
+        lambda: nnviz_report.snapshot(llama, path=out / "fsdp_before.safetensors", dist_timeout=DIST_TIMEOUT)
+    )
     gen = torch.Generator().manual_seed(20 + rank)
     train(llama, [torch.randint(0, 128, (4, 8), generator=gen) for _ in range(3)])
     tokens = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(2))
     results["fsdp"], report = outcome(
-        lambda: nnviz_report.build_report(llama, tokens, before=snap, dist_timeout=DIST_TIMEOUT))
+        lambda: nnviz_report.build_report(llama, tokens, before=snap, dist_timeout=DIST_TIMEOUT)
+    )
     save_report("fsdp", report)
     full = get_model_state_dict(llama, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if rank == 0:
@@ -143,7 +145,9 @@ def main(out: Path) -> None:
     results["fsdp1_snapshot"], snap = outcome(lambda: nnviz_report.snapshot(fsdp1, dist_timeout=DIST_TIMEOUT))
     gen = torch.Generator().manual_seed(30 + rank)
     train(fsdp1, [torch.randn(16, 20, generator=gen) for _ in range(3)])
-    results["fsdp1"], report = outcome(lambda: nnviz_report.build_report(fsdp1, x, before=snap, dist_timeout=DIST_TIMEOUT))
+    results["fsdp1"], report = outcome(
+        lambda: nnviz_report.build_report(fsdp1, x, before=snap, dist_timeout=DIST_TIMEOUT)
+    )
     save_report("fsdp1", report)
     full = get_model_state_dict(fsdp1, options=StateDictOptions(full_state_dict=True))  # CPU: no offload
     if rank == 0:
@@ -151,8 +155,11 @@ def main(out: Path) -> None:
     train(fsdp1, [torch.randn(16, 20, generator=gen)], steps=1)
 
     # A failure on rank 0 before the forward pass (its before= checkpoint is missing).
-    results["missing_before"], _ = outcome(lambda: nnviz_report.build_report(
-        llama, tokens, before=out / "missing.pt", graph=False, dist_timeout=DIST_TIMEOUT))
+    results["missing_before"], _ = outcome(
+        lambda: nnviz_report.build_report(
+            llama, tokens, before=out / "missing.pt", graph=False, dist_timeout=DIST_TIMEOUT
+        )
+    )
 
     # A rank that does not call: the other gives up after dist_timeout; the first's next
     # call meets the failed step, fails too, and the ranks are in step again.
@@ -169,8 +176,9 @@ def main(out: Path) -> None:
     for m in (failing.first, failing.second, failing.third):
         fully_shard(m)
     fully_shard(failing)
-    results["forward_fails"], _ = outcome(lambda: nnviz_report.build_report(
-        failing, torch.randn(2, 8), graph=False, dist_timeout=DIST_TIMEOUT))
+    results["forward_fails"], _ = outcome(
+        lambda: nnviz_report.build_report(failing, torch.randn(2, 8), graph=False, dist_timeout=DIST_TIMEOUT)
+    )
     results["finished"] = time.time()
     (out / f"rank{rank}.json").write_text(json.dumps(results))
     # The process group may be broken now (rank 0 timed out in an all-gather): meet

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DEVICES
 import torch
 import torch.nn.functional as F
-from models import DeadReLUNet, FunctionalNet, LSTMTagger, SaturatedSigmoidNet, TransformerClassifier
 from torch import nn
 
 import nnviz_report
+from conftest import DEVICES
+from models import DeadReLUNet, FunctionalNet, LSTMTagger, SaturatedSigmoidNet, TransformerClassifier
 
 
 def activations(model, x, **kw):
@@ -20,7 +20,11 @@ def test_functional_tutorial_lists_relu_and_sigmoid_with_histograms():
     data = activations(FunctionalNet(), torch.randn(16, 20))
     assert data["used"] == ["ReLU", "Sigmoid"]
     calls = data["calls"]
-    assert [(c["function"], c["where"]) for c in calls] == [("torch.relu", ""), ("torch.relu", ""), ("torch.sigmoid", "")]
+    assert [(c["function"], c["where"]) for c in calls] == [
+        ("torch.relu", ""),
+        ("torch.relu", ""),
+        ("torch.sigmoid", ""),
+    ]
     for c in calls:
         h = c["input_histogram"]
         assert sum(h["counts"]) == c["shape"][0] * c["shape"][1] and h["lo"] < h["hi"]
@@ -82,12 +86,15 @@ def test_gallery_covers_every_torch_nn_activation_used_first():
     assert sorted(g["params"]["negative_slope"] for g in leaky) == [0.2, 0.3]
 
 
-@pytest.mark.parametrize("name,fn,deriv", [
-    ("Sigmoid", torch.sigmoid, lambda x: torch.sigmoid(x) * (1 - torch.sigmoid(x))),
-    ("Tanh", torch.tanh, lambda x: 1 - torch.tanh(x) ** 2),
-    ("ReLU", torch.relu, lambda x: (x > 0).double()),
-    ("Softplus", F.softplus, torch.sigmoid),
-])
+@pytest.mark.parametrize(
+    "name,fn,deriv",
+    [
+        ("Sigmoid", torch.sigmoid, lambda x: torch.sigmoid(x) * (1 - torch.sigmoid(x))),
+        ("Tanh", torch.tanh, lambda x: 1 - torch.tanh(x) ** 2),
+        ("ReLU", torch.relu, lambda x: (x > 0).double()),
+        ("Softplus", F.softplus, torch.sigmoid),
+    ],
+)
 def test_gallery_curves_match_analytic_derivatives(name, fn, deriv):
     data = activations(nn.Sequential(nn.Linear(2, 2)), torch.randn(1, 2))
     entry = next(g for g in data["gallery"] if g["name"] == name)
@@ -155,8 +162,12 @@ def test_non_finite_inputs_are_left_out_of_the_mean_derivative_and_never_saturat
     x = torch.randn(3, 50, 20) * 3
     x[1, 0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), float("nan")])
     calls = {(c["function"], c["call"]): c for c in activations(Net(), x)["calls"]}
-    for (function, i), row in [(("torch.sigmoid", 0), 0), (("torch.sigmoid", 1), 1), (("torch.tanh", 0), 2),
-                               (("torch.relu", 0), 1)]:
+    for (function, i), row in [
+        (("torch.sigmoid", 0), 0),
+        (("torch.sigmoid", 1), 1),
+        (("torch.tanh", 0), 2),
+        (("torch.relu", 0), 1),
+    ]:
         v = x[row].double().requires_grad_(True)
         f = {"torch.sigmoid": torch.sigmoid, "torch.tanh": torch.tanh, "torch.relu": torch.relu}[function]
         (d,) = torch.autograd.grad(f(v).sum(), v)
@@ -169,10 +180,14 @@ def test_non_finite_inputs_are_left_out_of_the_mean_derivative_and_never_saturat
 
 def test_rnn_internals_are_listed_and_said_to_be_unobservable():
     data = activations(LSTMTagger(), torch.randint(0, 500, (2, 6)))
-    assert data["internal"] == [{
-        "module": "lstm", "type": "LSTM", "activations": ["Sigmoid", "Tanh"],
-        "note": data["internal"][0]["note"],
-    }]
+    assert data["internal"] == [
+        {
+            "module": "lstm",
+            "type": "LSTM",
+            "activations": ["Sigmoid", "Tanh"],
+            "note": data["internal"][0]["note"],
+        }
+    ]
     assert "cannot see" in data["internal"][0]["note"]
     assert {"Sigmoid", "Tanh"} <= set(data["used"])
 

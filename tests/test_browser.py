@@ -8,14 +8,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from models import ResNet18
 
 import nnviz_report
+from models import ResNet18
 from nnviz_report.demo import train_demo
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-quic"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
 
 pytestmark = pytest.mark.browser
 
@@ -118,10 +126,16 @@ def test_controls(browser, reports):
     assert page.evaluate("document.querySelectorAll('.graph-canvas g.node').length") > 100
     # Tables sort; filters hide rows.
     page.click("#fm-table th:nth-child(5)")
-    means = page.evaluate("[...document.querySelectorAll('#fm-table tbody tr td:nth-child(5)')].map(td => td.dataset.v).filter(v => v !== '').map(Number)")
+    means = page.evaluate(
+        "[...document.querySelectorAll('#fm-table tbody tr td:nth-child(5)')]"
+        ".map(td => td.dataset.v).filter(v => v !== '').map(Number)"
+    )
     assert means == sorted(means)
     page.fill("#feature_maps input[data-filter]", "layers.3")
-    visible = page.evaluate("[...document.querySelectorAll('#fm-table tbody tr')].filter(r => r.offsetParent !== null).map(r => r.dataset.name)")
+    visible = page.evaluate(
+        "[...document.querySelectorAll('#fm-table tbody tr')]"
+        ".filter(r => r.offsetParent !== null).map(r => r.dataset.name)"
+    )
     assert visible and all("layers.3" in n for n in visible)
     # A parameter link opens its closed card.
     page.evaluate("location.hash = '#pm-layers.2.0.bn1'")

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from models import TwoLayerNet
 from safetensors.torch import save_file
 
 import nnviz_report
+from models import TwoLayerNet
 from nnviz_report import NNVizError
 from nnviz_report.capture.snapshot import load_checkpoint, load_into, normalise_state
 
@@ -23,15 +23,19 @@ def _state(seed: int = 0) -> dict[str, torch.Tensor]:
     return TwoLayerNet().state_dict()
 
 
-@pytest.mark.parametrize("layout", [
-    lambda s: s,
-    lambda s: {"state_dict": s, "epoch": 3},
-    lambda s: {"model_state_dict": s, "optimizer_state_dict": {"state": {}, "param_groups": []}},
-    lambda s: {"model": s, "step": 10},
-    lambda s: {"module." + k: v for k, v in s.items()},
-    lambda s: {"_orig_mod." + k: v for k, v in s.items()},
-    lambda s: {"state_dict": {"module._orig_mod." + k: v for k, v in s.items()}},
-], ids=["bare", "state_dict", "model_state_dict", "model", "ddp", "compile", "wrapped-ddp-compile"])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        lambda s: s,
+        lambda s: {"state_dict": s, "epoch": 3},
+        lambda s: {"model_state_dict": s, "optimizer_state_dict": {"state": {}, "param_groups": []}},
+        lambda s: {"model": s, "step": 10},
+        lambda s: {"module." + k: v for k, v in s.items()},
+        lambda s: {"_orig_mod." + k: v for k, v in s.items()},
+        lambda s: {"state_dict": {"module._orig_mod." + k: v for k, v in s.items()}},
+    ],
+    ids=["bare", "state_dict", "model_state_dict", "model", "ddp", "compile", "wrapped-ddp-compile"],
+)
 def test_pickle_layouts(tmp_path, layout):
     state = _state()
     path = tmp_path / "ckpt.pt"
@@ -98,15 +102,18 @@ def test_a_pickle_that_would_run_code_is_refused_and_does_not_run(tmp_path, monk
 def test_zip_checkpoint_with_a_custom_class_is_refused(tmp_path):
     path = tmp_path / "obj.pt"
     torch.save({"cfg": Path("x"), "w": torch.zeros(1)}, path)
-    with pytest.raises(NNVizError, match="refused to load .*run code"):
+    with pytest.raises(NNVizError, match=r"refused to load .*run code"):
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize("content,match", [
-    (None, "not found"),
-    (b"", "empty"),
-    (b"garbage that is not a checkpoint", "not a PyTorch checkpoint or is corrupt"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (None, "not found"),
+        (b"", "empty"),
+        (b"garbage that is not a checkpoint", "not a PyTorch checkpoint or is corrupt"),
+    ],
+)
 def test_missing_empty_corrupt(tmp_path, content, match):
     path = tmp_path / "bad.pt"
     if content is not None:
@@ -126,7 +133,7 @@ def test_truncated_zip(tmp_path):
 def test_not_a_state_dict(tmp_path):
     path = tmp_path / "x.pt"
     torch.save({"epoch": 3, "lr": 0.1}, path)
-    with pytest.raises(NNVizError, match="holds no tensors .*epoch, lr"):
+    with pytest.raises(NNVizError, match=r"holds no tensors .*epoch, lr"):
         load_checkpoint(path)
 
 
@@ -190,8 +197,10 @@ def save_hf_shards(model: torch.nn.Module, folder: Path, max_shard_bytes: int, s
             file = f"pytorch_model-{i:05d}-of-{len(shards):05d}.bin"
             torch.save(shard, folder / file)
         weight_map.update({k: file for k in shard})
-    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for s in shards for t in s.values())},
-             "weight_map": weight_map}
+    index = {
+        "metadata": {"total_size": sum(t.numel() * t.element_size() for s in shards for t in s.values())},
+        "weight_map": weight_map,
+    }
     name = "model.safetensors.index.json" if safetensors else "pytorch_model.bin.index.json"
     (folder / name).write_text(json.dumps(index))
     return index
@@ -257,7 +266,7 @@ def test_shard_names_must_stay_in_the_folder(tmp_path, shard):
     save_file(state, str(tmp_path / "outside.safetensors"))
     save_file(state, str(folder / "sub" / "model.safetensors"))
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {k: shard for k in state}}))
-    with pytest.raises(NNVizError, match="not a file in .*shards must sit beside their index"):
+    with pytest.raises(NNVizError, match=r"not a file in .*shards must sit beside their index"):
         load_checkpoint(folder)
 
 
@@ -283,17 +292,20 @@ def test_index_errors_are_one_line(tmp_path):
     folder = tmp_path / "hf"
     folder.mkdir()
     index = folder / "model.safetensors.index.json"
-    for text, match in (("{", "not a JSON checkpoint index"), ('{"weights": {}}', "no weight_map"),
-                        ('{"weight_map": {"a": "gone.safetensors"}}', "names shard gone.safetensors, which is missing")):
+    for text, match in (
+        ("{", "not a JSON checkpoint index"),
+        ('{"weights": {}}', "no weight_map"),
+        ('{"weight_map": {"a": "gone.safetensors"}}', "names shard gone.safetensors, which is missing"),
+    ):
         index.write_text(text)
         with pytest.raises(NNVizError, match=match):
             load_checkpoint(folder)
     save_file({"b": torch.zeros(2)}, str(folder / "one.safetensors"))
     index.write_text('{"weight_map": {"a": "one.safetensors"}}')
-    with pytest.raises(NNVizError, match="puts a in one.safetensors, which does not hold it"):
+    with pytest.raises(NNVizError, match=r"puts a in one.safetensors, which does not hold it"):
         load_checkpoint(folder)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(NNVizError, match="holds none of model.safetensors.index.json"):
+    with pytest.raises(NNVizError, match=r"holds none of model.safetensors.index.json"):
         load_checkpoint(tmp_path / "empty")
 
 
@@ -315,19 +327,25 @@ def test_distributed_checkpoint_folder_needs_trust_for_its_pickled_metadata(tmp_
     report = nnviz_report.build_report(model, TOKENS, before=tmp_path / "dcp", graph=False, trust_metadata=True)
     assert read
     expected = _report_params(nnviz_report.build_report(model, TOKENS, before=snap, graph=False))
-    assert {k: v["relative_change"] for k, v in _report_params(report).items()} == \
-           {k: v["relative_change"] for k, v in expected.items()}
+    assert {k: v["relative_change"] for k, v in _report_params(report).items()} == {
+        k: v["relative_change"] for k, v in expected.items()
+    }
 
 
 def lightning_checkpoint(state: dict, hyper_parameters: dict) -> dict:
     """The layout Lightning's Trainer.save_checkpoint writes (lightning 2.x): the
     LightningModule's state_dict (its network under the attribute's name) and extras."""
     return {
-        "epoch": 3, "global_step": 120, "pytorch-lightning_version": "2.5.1",
+        "epoch": 3,
+        "global_step": 120,
+        "pytorch-lightning_version": "2.5.1",
         "state_dict": {f"model.{k}": v for k, v in state.items()} | {"loss_fn.pos_weight": torch.ones(1)},
-        "loops": {"fit_loop": {"state_dict": {}}}, "callbacks": {},
+        "loops": {"fit_loop": {"state_dict": {}}},
+        "callbacks": {},
         "optimizer_states": [{"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1, 2, 3]}]}],
-        "lr_schedulers": [], "hparams_name": "kwargs", "hyper_parameters": hyper_parameters,
+        "lr_schedulers": [],
+        "hparams_name": "kwargs",
+        "hyper_parameters": hyper_parameters,
     }
 
 
@@ -337,8 +355,9 @@ def test_lightning_checkpoint_with_plain_hyper_parameters(tmp_path):
     state = _state()
     torch.save(lightning_checkpoint(state, {"lr": 0.1, "hidden": 32}), tmp_path / "epoch=3-step=120.ckpt")
     model = TwoLayerNet()
-    report = nnviz_report.build_report(model, torch.randn(2, 20), before=tmp_path / "epoch=3-step=120.ckpt",
-                                       graph=False)
+    report = nnviz_report.build_report(
+        model, torch.randn(2, 20), before=tmp_path / "epoch=3-step=120.ckpt", graph=False
+    )
     fc1 = _report_params(report)["fc1.bias"]
     assert np.array_equal(np.array(fc1["bias_before"], dtype=np.float32), state["fc1.bias"].numpy())
     assert "unexpected 1 (loss_fn.pos_weight)" in report.html
@@ -386,7 +405,7 @@ def test_every_damaged_file_is_one_line_error_and_runs_no_code(tmp_path, monkeyp
         data = bytearray(seeds[name])
         how = rng.choice(("flip", "flips", "cut", "insert"))
         if how == "cut":
-            data = data[:rng.randrange(1, len(data))]
+            data = data[: rng.randrange(1, len(data))]
         elif how == "insert":
             at = rng.randrange(len(data))
             data[at:at] = rng.randbytes(rng.randint(1, 16))

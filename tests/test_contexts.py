@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_same_state, state_of
 from torch import nn
 
 import nnviz_report
+from conftest import assert_same_state, state_of
 from nnviz_report import NNVizError
 
 
@@ -61,7 +61,7 @@ def test_a_model_made_in_inference_mode_gets_every_section_but_the_graph():
     assert "created under torch.inference_mode()" in note and "create the model outside inference mode" in note
     assert note in report.html
     # Training mode would update BatchNorm's statistics, which are inference tensors.
-    with pytest.raises(NNVizError, match="created under torch.inference_mode.*use mode='eval'"):
+    with pytest.raises(NNVizError, match=r"created under torch.inference_mode.*use mode='eval'"):
         nnviz_report.build_report(model, torch.randn(2, 3, 8, 8), mode="train")
     assert_same_state(before, state_of(model))
 
@@ -184,11 +184,21 @@ def test_text_that_is_not_unicode_shows_as_a_replacement_character(tmp_path):
 
 def test_cli_title_from_a_non_utf8_argument(tmp_path, capsys):
     from conftest import ROOT, page_json
-
     from nnviz_report.cli import main
 
     out = tmp_path / "r.html"
-    code = main(["build", f"{ROOT}/examples/models.py:TwoLayerNet", "--input-shape", "2,20", "--no-graph",
-                 "--title", b"run \xff".decode("utf-8", "surrogateescape"), "-o", str(out)])
+    code = main(
+        [
+            "build",
+            f"{ROOT}/examples/models.py:TwoLayerNet",
+            "--input-shape",
+            "2,20",
+            "--no-graph",
+            "--title",
+            b"run \xff".decode("utf-8", "surrogateescape"),
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert page_json(out.read_text(encoding="utf-8"), "nnviz-data")["title"] == "run \ufffd"

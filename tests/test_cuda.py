@@ -12,10 +12,10 @@ import math
 
 import pytest
 import torch
-from conftest import ROOT, page_json
-from models import ResNet18, ResNet50, TransformerClassifier
 
 import nnviz_report
+from conftest import ROOT, page_json
+from models import ResNet18, ResNet50, TransformerClassifier
 from nnviz_report.cli import main
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -50,10 +50,14 @@ def _close(a, b, path: str) -> None:
         assert a == b, f"{path}: cpu {a!r} cuda {b!r}"
 
 
-@pytest.mark.parametrize("model_fn,x", [
-    (ResNet18, torch.randn(2, 3, 32, 32)),
-    (lambda: TransformerClassifier(layers=2), torch.randint(0, 1000, (2, 12))),
-], ids=["resnet18", "transformer-encoder-2"])
+@pytest.mark.parametrize(
+    "model_fn,x",
+    [
+        (ResNet18, torch.randn(2, 3, 32, 32)),
+        (lambda: TransformerClassifier(layers=2), torch.randint(0, 1000, (2, 12))),
+    ],
+    ids=["resnet18", "transformer-encoder-2"],
+)
 def test_the_gpu_report_holds_the_cpu_reports_numbers(model_fn, x, exact_float32):
     torch.manual_seed(0)
     model = model_fn().eval()
@@ -72,7 +76,10 @@ def test_the_gpu_report_holds_the_cpu_reports_numbers(model_fn, x, exact_float32
     # backward nodes than the CPU's); the skip connections found in them must not.
     g_cpu, g_gpu = on_cpu["graph"], on_gpu["graph"]
     assert abs(g_gpu["nodes"] - g_cpu["nodes"]) <= 0.05 * g_cpu["nodes"]
-    assert (g_gpu["residual_connections"], g_gpu["concat_skips"]) == (g_cpu["residual_connections"], g_cpu["concat_skips"])
+    assert (g_gpu["residual_connections"], g_gpu["concat_skips"]) == (
+        g_cpu["residual_connections"],
+        g_cpu["concat_skips"],
+    )
     skips = lambda g: sorted((s["kind"], s["module"], s["source"], s["projection"]) for s in g["skips"])  # noqa: E731
     assert skips(g_gpu) == skips(g_cpu)
 
@@ -101,8 +108,11 @@ def test_only_small_results_leave_the_gpu(tmp_path):
     model = ResNet50().cuda().eval()
     x = torch.randn(8, 3, 224, 224, device="cuda")
     sizes = []
-    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel() * o.element_size()))
-             for m in model.modules() if not list(m.children())]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: sizes.append(o.numel() * o.element_size()))
+        for m in model.modules()
+        if not list(m.children())
+    ]
     with torch.no_grad():
         model(x)
     for h in hooks:
@@ -110,8 +120,10 @@ def test_only_small_results_leave_the_gpu(tmp_path):
     layer_bytes = sum(sizes)
     nnviz_report.build_report(model, x)  # warm-up: cuDNN, lazy modules
     copied = _device_to_host_bytes(lambda: nnviz_report.build_report(model, x), tmp_path)
-    print(f"\nlayer outputs {layer_bytes / 1e6:.0f} MB, copied to the host {copied / 1e6:.2f} MB "
-          f"({copied / layer_bytes:.2%})")
+    print(
+        f"\nlayer outputs {layer_bytes / 1e6:.0f} MB, copied to the host {copied / 1e6:.2f} MB "
+        f"({copied / layer_bytes:.2%})"
+    )
     assert copied < 0.02 * layer_bytes
 
 
@@ -129,8 +141,20 @@ def test_the_model_stays_on_its_device_in_its_dtype():
 def test_the_command_line_runs_the_model_on_the_gpu(tmp_path, capsys):
     torch.save(ResNet18().state_dict(), tmp_path / "epoch0.pt")
     out = tmp_path / "r.html"
-    code = main(["build", f"{ROOT / 'examples' / 'models.py'}:ResNet18", "--input-shape", "2,3,32,32",
-                 "--before", str(tmp_path / "epoch0.pt"), "--device", "cuda", "-o", str(out)])
+    code = main(
+        [
+            "build",
+            f"{ROOT / 'examples' / 'models.py'}:ResNet18",
+            "--input-shape",
+            "2,3,32,32",
+            "--before",
+            str(tmp_path / "epoch0.pt"),
+            "--device",
+            "cuda",
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     html = out.read_text(encoding="utf-8")
     data = page_json(html, "nnviz-data")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
-from distributed_job import PG_TIMEOUT, BatchNormNet
 
 import nnviz_report
+from conftest import ROOT
+from distributed_job import PG_TIMEOUT, BatchNormNet
 from nnviz_report import NNVizError
 
 JOB_TIMEOUT = 240  # seconds; the job takes ~20 s on 2 cores
@@ -28,7 +28,11 @@ def torchrun(script: Path, *args: str, cwd: Path | None = None) -> subprocess.Co
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), *args],
-        capture_output=True, text=True, timeout=JOB_TIMEOUT, env=env, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=JOB_TIMEOUT,
+        env=env,
+        cwd=cwd,
     )
 
 
@@ -91,8 +95,9 @@ def test_fsdp2_every_rank_runs_rank_0_builds_and_matches_a_single_process_build(
     saved = torch.load(job["out"] / "fsdp_weights.pt", weights_only=True)
     model = LlamaForCausalLM(num_hidden_layers=3)
     model.load_state_dict(saved["state"])
-    report = single_process(lambda: nnviz_report.build_report(
-        model, saved["tokens"], before=job["out"] / "fsdp_before.safetensors"))
+    report = single_process(
+        lambda: nnviz_report.build_report(model, saved["tokens"], before=job["out"] / "fsdp_before.safetensors")
+    )
     single = json.loads(json.dumps(report.data))
     sharded = json.loads((job["out"] / "fsdp.json").read_text())
     assert sharded["model"]["class_name"] == "LlamaForCausalLM"
@@ -141,12 +146,13 @@ def test_a_distributed_checkpoint_from_the_job_needs_trust_and_then_reads_exactl
     saved = torch.load(job["out"] / "fsdp_weights.pt", weights_only=True)
     model = LlamaForCausalLM(num_hidden_layers=3)
     model.load_state_dict(saved["state"])
-    with pytest.raises(NNVizError, match="torch.distributed.checkpoint folder.*--trust-checkpoint-metadata"):
+    with pytest.raises(NNVizError, match=r"torch.distributed.checkpoint folder.*--trust-checkpoint-metadata"):
         nnviz_report.build_report(model, saved["tokens"], before=job["out"] / "dcp", graph=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # reading it is quiet
-        report = nnviz_report.build_report(model, saved["tokens"], before=job["out"] / "dcp", graph=False,
-                                           trust_metadata=True)
+        report = nnviz_report.build_report(
+            model, saved["tokens"], before=job["out"] / "dcp", graph=False, trust_metadata=True
+        )
     # Saved as {"model": sharded state} after training: the same values as the model now.
     assert all(p["abs_change"] == 0.0 for p in report.data["parameters"])
     assert not report.warnings and "holds" not in " ".join(report.warnings)
@@ -168,5 +174,7 @@ def test_a_rank_that_fails_or_stays_away_does_not_hang_the_other(job):
     # and then names rank 1's failure.
     assert "RuntimeError: rank 1 broke" in rank1["forward_fails"]["error"] and rank1["forward_fails"]["seconds"] < 5
     error = rank0["forward_fails"]["error"]
-    assert error.startswith("rank 1 failed in the forward pass: NNVizError: the forward pass failed") and "\n" not in error
+    assert (
+        error.startswith("rank 1 failed in the forward pass: NNVizError: the forward pass failed") and "\n" not in error
+    )
     assert rank0["forward_fails"]["seconds"] < PG_TIMEOUT + 10

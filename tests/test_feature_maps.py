@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICES
-from models import LSTMTagger, ResNet50, SmallCNN, TransformerClassifier
 from torch import nn
 
 import nnviz_report
+from conftest import DEVICES
+from models import LSTMTagger, ResNet50, SmallCNN, TransformerClassifier
 from nnviz_report.capture.tensors import tensor_stats
 
 
@@ -73,10 +73,13 @@ class InPlaceNet(nn.Module):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("model_fn,x", [
-    (InPlaceNet, torch.randn(2, 3, 16, 16)),
-    (SmallCNN, torch.randn(4, 1, 28, 28)),
-])
+@pytest.mark.parametrize(
+    "model_fn,x",
+    [
+        (InPlaceNet, torch.randn(2, 3, 16, 16)),
+        (SmallCNN, torch.randn(4, 1, 28, 28)),
+    ],
+)
 def test_stats_match_an_independent_computation_at_hook_time(model_fn, x, device):
     model = model_fn().to(device).eval()
     x = x.to(device)
@@ -114,7 +117,7 @@ def test_lstm_outputs_every_tensor_of_the_nested_result():
     assert lstm["[0]"]["shape"] == [3, 7, 48]
     assert lstm["[1][0]"]["shape"] == [2, 3, 48]
     with torch.no_grad():
-        out, (h, c) = model.lstm(model.embed(ids))
+        _out, (_h, c) = model.lstm(model.embed(ids))
     assert_close(lstm["[1][1]"]["mean"], c.mean().item(), "c mean")
 
 
@@ -123,7 +126,10 @@ def test_attention_block_output_is_captured_although_out_proj_is_functional():
     report = nnviz_report.build_report(model, torch.randint(0, 1000, (2, 10)), graph=False)
     entries = report.data["feature_maps"]
     attn = [e for e in entries if e["name"].endswith("self_attn")]
-    assert [e["name"] for e in attn if e["output"] == "[0]"] == ["encoder.layers.0.self_attn", "encoder.layers.1.self_attn"]
+    assert [e["name"] for e in attn if e["output"] == "[0]"] == [
+        "encoder.layers.0.self_attn",
+        "encoder.layers.1.self_attn",
+    ]
     assert all("out_proj" in " ".join(e["notes"]) for e in attn)
     assert not any(e["name"].endswith("out_proj") for e in entries)
     assert "out_proj is applied functionally inside MultiheadAttention" in report.html
@@ -144,7 +150,13 @@ class OddOutputs(nn.Module):
     def forward(self, x):
         d = self.dict_out(x)
         self.none_out(x)
-        return d["a"].sum() + self.argmax(x).sum() + self.positive(x).sum() + self.spectrum(x).abs().sum() + self.to_bf16(x).float().sum()
+        return (
+            d["a"].sum()
+            + self.argmax(x).sum()
+            + self.positive(x).sum()
+            + self.spectrum(x).abs().sum()
+            + self.to_bf16(x).float().sum()
+        )
 
 
 class DictOut(nn.Module):
@@ -211,10 +223,13 @@ class TwoInputs(nn.Module):
         return self.a(x) * scale + self.b(y)
 
 
-@pytest.mark.parametrize("example", [
-    (torch.randn(2, 4), torch.randn(2, 5)),
-    {"x": torch.randn(2, 4), "y": torch.randn(2, 5), "scale": 2.0},
-])
+@pytest.mark.parametrize(
+    "example",
+    [
+        (torch.randn(2, 4), torch.randn(2, 5)),
+        {"x": torch.randn(2, 4), "y": torch.randn(2, 5), "scale": 2.0},
+    ],
+)
 def test_several_and_keyword_inputs(example):
     report = nnviz_report.build_report(TwoInputs(), example)
     assert [e["name"] for e in report.data["feature_maps"]] == ["a", "b"]
@@ -224,8 +239,9 @@ def test_several_and_keyword_inputs(example):
 def test_layer_selection_channels_and_example():
     model = SmallCNN()
     x = torch.randn(3, 1, 28, 28)
-    report = nnviz_report.build_report(model, x, layers="conv*", layer_types=["Linear"], max_channels=4,
-                                       example_index=2, graph=False)
+    report = nnviz_report.build_report(
+        model, x, layers="conv*", layer_types=["Linear"], max_channels=4, example_index=2, graph=False
+    )
     entries = report.data["feature_maps"]
     assert [e["name"] for e in entries] == ["conv1", "conv2", "fc"]
     assert entries[0]["channels"]["index"] == [0, 1, 2, 3]
@@ -275,8 +291,17 @@ def test_pictures_drawn_after_the_pass_equal_those_drawn_in_the_hook(dtype):
     from nnviz_report.capture.tensors import channel_parts, finish_images
 
     g = torch.Generator().manual_seed(0)
-    maps = [torch.randn(shape, generator=g).to(dtype) * 2 + 0.5 for shape in
-            [(2, 20, 56, 56), (1, 20, 56, 56), (2, 3, 9, 7), (1, 16, 112, 100), (2, 4, 6, 30, 40), (1, 16, 7, 7)]]
+    maps = [
+        torch.randn(shape, generator=g).to(dtype) * 2 + 0.5
+        for shape in [
+            (2, 20, 56, 56),
+            (1, 20, 56, 56),
+            (2, 3, 9, 7),
+            (1, 16, 112, 100),
+            (2, 4, 6, 30, 40),
+            (1, 16, 7, 7),
+        ]
+    ]
     maps.append(torch.relu(maps[0]))  # same shape as the first: stacked with it
     now = finish_images([channel_parts(m, m.shape[0] - 1, 16, 32) for m in maps])
     kept = [channel_parts(m, m.shape[0] - 1, 16, 32, full_copy=2**20) for m in maps]
@@ -289,7 +314,8 @@ def test_pictures_drawn_after_the_pass_equal_those_drawn_in_the_hook(dtype):
         assert a.vmin == pytest.approx(b.vmin, rel=1e-5) and a.vmax == pytest.approx(b.vmax, rel=1e-5)
         pa, pb = (torch.frombuffer(bytearray(p.pixels), dtype=torch.uint8).int() for p in (a, b))
         assert (pa - pb).abs().max() <= 1  # the same pixel, rounded either side of a level
-        flat_a, flat_b = sum(a.channel_stats, []), sum(b.channel_stats, [])  # 4 significant digits
+        flat_a = [v for row in a.channel_stats for v in row]  # 4 significant digits
+        flat_b = [v for row in b.channel_stats for v in row]
         assert flat_a == pytest.approx(flat_b, rel=1e-3, abs=1e-6)
         assert all(row[2] <= 0 < row[3] for row in b.channel_stats)  # min and max from before the zeroing
 
@@ -340,10 +366,14 @@ def assert_counts_up_to_edges(got: torch.Tensor, sample: torch.Tensor, lo: float
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("model_fn,x", [
-    (ResNet50, torch.randn(2, 3, 64, 64)),
-    (lambda: TransformerClassifier(layers=6), torch.randint(0, 1000, (2, 12))),
-], ids=["resnet50", "transformer-encoder-6"])
+@pytest.mark.parametrize(
+    "model_fn,x",
+    [
+        (ResNet50, torch.randn(2, 3, 64, 64)),
+        (lambda: TransformerClassifier(layers=6), torch.randint(0, 1000, (2, 12))),
+    ],
+    ids=["resnet50", "transformer-encoder-6"],
+)
 def test_big_models_match_independent_hooks(model_fn, x, device):
     """ResNet-50 (in-place ReLU, ``out += identity``, a ReLU module called 3 times per block)
     and a 6-layer TransformerEncoder: every entry matches stats taken by our own hooks."""
@@ -411,8 +441,13 @@ def test_picture_sheets_hold_every_picture_where_the_browser_looks():
     for key, image in images.items():
         p = packed["pictures"][key]
         sheet = sheets[p["sheet"]]
-        cut = np.concatenate([sheet[p["y"]:p["y"] + p["tile_h"], t * p["stride"]:t * p["stride"] + p["tile_w"]]
-                              for t in range(p["tiles"])], axis=1).astype(int)
+        cut = np.concatenate(
+            [
+                sheet[p["y"] : p["y"] + p["tile_h"], t * p["stride"] : t * p["stride"] + p["tile_w"]]
+                for t in range(p["tiles"])
+            ],
+            axis=1,
+        ).astype(int)
         want = np.frombuffer(image.pixels, dtype=np.uint8).reshape(image.tile_h, -1).astype(int)
         if packed["sheets"][p["sheet"]].startswith("data:image/png"):
             assert (cut == want).all(), key
@@ -429,7 +464,9 @@ def test_a_5d_map_says_which_slice_is_drawn():
     assert conv["shape"] == [2, 4, 4, 8, 8]
     drawn = outputs[0][0, :, 2]  # example 0, every channel, depth index 2
     assert conv["channels"]["mean"] == pytest.approx(drawn.mean(dim=(1, 2)).tolist(), rel=1e-3)
-    note = ("5-D output: each channel picture is its middle slice, dimension 2 (size 4): index 2 "
-            "(e.g. the middle frame or depth); the numbers cover the whole output")
+    note = (
+        "5-D output: each channel picture is its middle slice, dimension 2 (size 4): index 2 "
+        "(e.g. the middle frame or depth); the numbers cover the whole output"
+    )
     assert conv["notes"] == [note]
     assert note in report.html

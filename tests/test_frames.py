@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from chromium import chromium, draw_everything, offline_page, report_frame
-from models import SmallCNN, TransformerClassifier
 
 import nnviz_report
+from chromium import chromium, draw_everything, offline_page, report_frame
+from models import SmallCNN, TransformerClassifier
 
 pytestmark = pytest.mark.browser
 
@@ -85,20 +85,29 @@ def test_works_in_a_sandboxed_frame(browser, small_report, tmp_path, how):
     storage), from a Blob URL or srcdoc."""
     report = small_report
     host = tmp_path / "host.html"
-    host.write_text("<!DOCTYPE html><title>host</title><h1>artifact preview</h1><div id=slot></div>"
-                    "<div style='height:3000px'></div>", encoding="utf-8")
+    host.write_text(
+        "<!DOCTYPE html><title>host</title><h1>artifact preview</h1><div id=slot></div>"
+        "<div style='height:3000px'></div>",
+        encoding="utf-8",
+    )
     context, page, requests, errors = offline_page(browser)
     page.goto(host.as_uri())
-    page.evaluate("""([html, how]) => {
+    page.evaluate(
+        """([html, how]) => {
         const f = document.createElement('iframe');
         f.setAttribute('sandbox', 'allow-scripts');
         f.style.cssText = 'width: 1300px; height: 800px';
         if (how === 'blob') f.src = URL.createObjectURL(new Blob([html], {type: 'text/html'}));
         else f.srcdoc = html;
         document.getElementById('slot').appendChild(f);
-    }""", [report.html, how])
+    }""",
+        [report.html, how],
+    )
     frame = report_frame(page)
-    assert frame.evaluate("(() => { try { localStorage.length; return 'storage'; } catch (e) { return 'none'; } })()") == "none"
+    assert (
+        frame.evaluate("(() => { try { localStorage.length; return 'storage'; } catch (e) { return 'none'; } })()")
+        == "none"
+    )
     url = frame.url
     frame.evaluate("window.beforeClick = true")
     frame.click(".toc a[href='#parameters']")

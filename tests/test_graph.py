@@ -11,29 +11,29 @@ from collections import Counter
 
 import pytest
 import torch
+from torch import nn
+
+import nnviz_report
 from conftest import page_view
 from models import ResNet18, SmallCNN, TransformerClassifier, UNet
-from torch import nn
+from nnviz_report import dot, dot_source
+from nnviz_report.capture.forward import CaptureOptions
+from nnviz_report.capture.graph import capture_graph
+from nnviz_report.capture.run import capture
+from nnviz_report.sections import graph_views
 from zoo import (
+    R3D,
     ChainedAdds,
     DataclassOutput,
     DeepSequential,
     DenseNet,
     InceptionNet,
-    R3D,
     RecurrentStack,
     Seq2Seq,
     TinyDecoder,
     TinyDetector,
     UnrolledGRU,
 )
-
-import nnviz_report
-from nnviz_report import dot, dot_source
-from nnviz_report.capture.forward import CaptureOptions
-from nnviz_report.capture.graph import capture_graph
-from nnviz_report.capture.run import capture
-from nnviz_report.sections import graph_views
 
 
 def run_of(model, x):
@@ -70,9 +70,26 @@ SKIP_CASES = [
 ]
 
 
-@pytest.mark.parametrize("build,example,residual,concat,branches", SKIP_CASES, ids=[
-    "resnet18", "encoder-post-norm", "encoder-pre-norm", "plain-cnn", "unet", "densenet", "inception", "r3d",
-    "lstm-gru", "unrolled-gru", "decoder-gelu-rotary", "detector", "dataclass-output", "encoder-decoder"])
+@pytest.mark.parametrize(
+    "build,example,residual,concat,branches",
+    SKIP_CASES,
+    ids=[
+        "resnet18",
+        "encoder-post-norm",
+        "encoder-pre-norm",
+        "plain-cnn",
+        "unet",
+        "densenet",
+        "inception",
+        "r3d",
+        "lstm-gru",
+        "unrolled-gru",
+        "decoder-gelu-rotary",
+        "detector",
+        "dataclass-output",
+        "encoder-decoder",
+    ],
+)
 def test_skip_counts_are_exact(build, example, residual, concat, branches):
     """Skips go around layers; arithmetic inside one module (tanh-GELU's polynomial, rotary
     embeddings, GRU gates, box decoding) is not a skip; Inception's branches are merges."""
@@ -208,20 +225,30 @@ def _torchviz_counts(model, x):
     return labels, edges
 
 
-@pytest.mark.parametrize("build,example", [
-    (ResNet18, lambda: torch.randn(1, 3, 32, 32)),
-    (lambda: TransformerClassifier(layers=2), lambda: torch.randint(0, 1000, (2, 8))),
-    (lambda: RecurrentStack(50, 8, 8), lambda: torch.randint(0, 50, (2, 5))),
-    (CustomAndView, lambda: torch.randn(2, 4)),
-], ids=["resnet18", "transformer", "lstm-gru", "custom-function-and-view"])
+@pytest.mark.parametrize(
+    "build,example",
+    [
+        (ResNet18, lambda: torch.randn(1, 3, 32, 32)),
+        (lambda: TransformerClassifier(layers=2), lambda: torch.randint(0, 1000, (2, 8))),
+        (lambda: RecurrentStack(50, 8, 8), lambda: torch.randint(0, 50, (2, 5))),
+        (CustomAndView, lambda: torch.randn(2, 4)),
+    ],
+    ids=["resnet18", "transformer", "lstm-gru", "custom-function-and-view"],
+)
 def test_same_nodes_and_edges_as_torchviz_make_dot(build, example):
     torch.manual_seed(0)
     model, x = build().eval(), example()
     ours, _ = graph_of(model, x)
     torch.manual_seed(0)
     labels, edges = _torchviz_counts(model, x)
-    color = {"leaf": "lightblue", "param": "lightblue", "input": "lightblue", "saved": "orange",
-             "output": "darkolivegreen1", "view": "darkolivegreen3"}
+    color = {
+        "leaf": "lightblue",
+        "param": "lightblue",
+        "input": "lightblue",
+        "saved": "orange",
+        "output": "darkolivegreen1",
+        "view": "darkolivegreen3",
+    }
     mine = Counter(n.op if n.kind == "op" else color[n.kind] for n in ours.nodes)
     assert mine == labels
     assert Counter(e.kind for e in ours.edges) == edges
@@ -245,8 +272,10 @@ def test_a_graph_of_70000_nodes_is_released_without_a_crash():
 
     from conftest import ROOT
 
-    code = ("import sys, torch; sys.path.insert(0, 'examples'); from zoo import ChainedAdds; import nnviz_report; "
-            "nnviz_report.build_report(ChainedAdds(70_000), torch.randn(2, 4), graph=False); print('built')")
+    code = (
+        "import sys, torch; sys.path.insert(0, 'examples'); from zoo import ChainedAdds; import nnviz_report; "
+        "nnviz_report.build_report(ChainedAdds(70_000), torch.randn(2, 4), graph=False); print('built')"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "built" in done.stdout, done.stderr[-500:]
 
@@ -260,11 +289,15 @@ def test_the_walk_stops_at_its_limit_with_a_note():
     assert g.truncated and len(g.nodes) == 50 and "more than 50" in g.note
 
 
-@pytest.mark.parametrize("build,example,top", [
-    (DeepSequential, lambda: torch.randn(4, 16), "Linear → ReLU ×1000"),
-    (lambda: UnrolledGRU(400), lambda: torch.randn(2, 10, 8), "Select → GRUCell ×399"),
-    (ChainedAdds, lambda: torch.randn(4, 16), "AddBackward0 ×2000"),
-], ids=["sequential-1000", "unrolled-gru-400", "chained-adds-2000"])
+@pytest.mark.parametrize(
+    "build,example,top",
+    [
+        (DeepSequential, lambda: torch.randn(4, 16), "Linear → ReLU ×1000"),
+        (lambda: UnrolledGRU(400), lambda: torch.randn(2, 10, 8), "Select → GRUCell ×399"),
+        (ChainedAdds, lambda: torch.randn(4, 16), "AddBackward0 ×2000"),
+    ],
+    ids=["sequential-1000", "unrolled-gru-400", "chained-adds-2000"],
+)
 def test_deep_models_get_a_drawn_graph_with_their_repeats_folded(build, example, top):
     report = nnviz_report.build_report(build(), example())
     views = page_view(report.html)["assets"]["graph"]["views"]
@@ -314,8 +347,12 @@ def test_dense_connections_go_through_junctions():
     run = run_of(DenseNet((12,), growth=4, init=8, num_classes=2), torch.randn(1, 3, 16, 16))
     h = graph_views.build_hierarchy(run.graph, run.forward.calls, "DenseNet")
     block = next(v for v in h.views if v.title.startswith("features.denseblock1"))
-    layers = [n.id for n in sorted((n for n in block.nodes if n.kind == "module"),
-                                   key=lambda n: int(n.label[0].removeprefix("denselayer")))]
+    layers = [
+        n.id
+        for n in sorted(
+            (n for n in block.nodes if n.kind == "module"), key=lambda n: int(n.label[0].removeprefix("denselayer"))
+        )
+    ]
     assert len(layers) == 12
     assert len(block.edges) < 5 * len(layers)
     succ: dict[str, list[str]] = {}
@@ -333,7 +370,7 @@ def test_dense_connections_go_through_junctions():
                     todo.append(nxt)
         return False
 
-    assert all(reaches(a, b) for i, a in enumerate(layers) for b in layers[i + 1:])
+    assert all(reaches(a, b) for i, a in enumerate(layers) for b in layers[i + 1 :])
 
 
 def test_module_views_mark_the_skip_path():
@@ -342,7 +379,10 @@ def test_module_views_mark_the_skip_path():
     block = next(v for v in h.views if v.title.startswith("layers.1.0 ·"))
     nodes = {n.id: n for n in block.nodes}
     skip_edges = [(nodes[a], nodes[b]) for a, b, _, skip in block.edges if skip]
-    assert sorted((a.label[0], b.label[0]) for a, b in skip_edges) == [("from layers.0", "shortcut"), ("shortcut", "Add")]
+    assert sorted((a.label[0], b.label[0]) for a, b in skip_edges) == [
+        ("from layers.0", "shortcut"),
+        ("shortcut", "Add"),
+    ]
 
 
 def test_module_view_connects_the_input():
@@ -369,8 +409,15 @@ def test_the_svg_is_deterministic():
     assert not re.search(r"\d{9,}", first["full"]), "no memory addresses in ids"
 
 
-HOSTILE = ['<img src=x onerror=alert(1)>', 'javascript:alert(1)', 'a\\Nb\\G', 'q"uote',
-           '</script><script>alert(2)</script>', 'nul\x00byte', '\\"]; x -> y; //']
+HOSTILE = [
+    "<img src=x onerror=alert(1)>",
+    "javascript:alert(1)",
+    "a\\Nb\\G",
+    'q"uote',
+    "</script><script>alert(2)</script>",
+    "nul\x00byte",
+    '\\"]; x -> y; //',
+]
 
 
 class Hostile(nn.Module):
@@ -496,19 +543,25 @@ def test_the_autograd_graph_and_its_saved_activations_are_freed():
         handle.remove()
 
 
-@pytest.mark.parametrize("svg,safe", [
-    ('<svg viewBox="0 0 1 1"><g id="n1" class="node"><title>n1</title><polygon points="1"/>'
-     '<text x="1">x onload=1 &lt;script&gt; href=javascript:</text></g></svg>', True),
-    ("<svg><script>alert(1)</script></svg>", False),
-    ('<svg><a xlink:href="javascript:x"><text>t</text></a></svg>', False),
-    ('<svg><g onload="x"></g></svg>', False),
-    ('<svg><g\nonclick="x"></g></svg>', False),
-    ('<svg><image href="http://example.com/x.png"/></svg>', False),
-    ("<svg><foreignObject></foreignObject></svg>", False),
-    ('<svg><g id="a" ONMOUSEOVER = "x"></g></svg>', False),
-    ('<svg><text>a > b onclick=1</text><g id="n1"></g></svg>', True),
-    ('<svg><text>a &gt; b</text><g class="x" data-href="y"></g></svg>', False),
-])
+@pytest.mark.parametrize(
+    "svg,safe",
+    [
+        (
+            '<svg viewBox="0 0 1 1"><g id="n1" class="node"><title>n1</title><polygon points="1"/>'
+            '<text x="1">x onload=1 &lt;script&gt; href=javascript:</text></g></svg>',
+            True,
+        ),
+        ("<svg><script>alert(1)</script></svg>", False),
+        ('<svg><a xlink:href="javascript:x"><text>t</text></a></svg>', False),
+        ('<svg><g onload="x"></g></svg>', False),
+        ('<svg><g\nonclick="x"></g></svg>', False),
+        ('<svg><image href="http://example.com/x.png"/></svg>', False),
+        ("<svg><foreignObject></foreignObject></svg>", False),
+        ('<svg><g id="a" ONMOUSEOVER = "x"></g></svg>', False),
+        ('<svg><text>a > b onclick=1</text><g id="n1"></g></svg>', True),
+        ('<svg><text>a &gt; b</text><g class="x" data-href="y"></g></svg>', False),
+    ],
+)
 def test_only_drawing_svg_is_embedded(svg, safe):
     from nnviz_report.dot import _safe_svg
 
@@ -524,11 +577,37 @@ def test_the_svg_check_agrees_with_one_regex_over_random_markup():
     from nnviz_report.dot import _SVG_TAGS, _safe_svg
 
     space = "[ \t\n\r\f]"  # HTML's attribute separators
-    reference = re.compile(rf"<(?!/?(?:{_SVG_TAGS})[ \t\n\r\f/>])|<[^>]*{space}(?:on[\w.-]*|[\w.:-]*href){space}*=",
-                           re.I | re.A)
-    parts = ["<g ", "<text ", "</g>", "<polygon ", ">", "/>", " ", "\n", "=", '"', "x", ' id="n1"', "font",
-             " onload=", " ONCLICK =", " xlink:href=", " data-href=", " onload", " on", "href", "&lt;", "&gt;",
-             "\tonclick=", "\u00a0onclick=", "a\u00a0href=", "\fhref ="]
+    reference = re.compile(
+        rf"<(?!/?(?:{_SVG_TAGS})[ \t\n\r\f/>])|<[^>]*{space}(?:on[\w.-]*|[\w.:-]*href){space}*=", re.I | re.A
+    )
+    parts = [
+        "<g ",
+        "<text ",
+        "</g>",
+        "<polygon ",
+        ">",
+        "/>",
+        " ",
+        "\n",
+        "=",
+        '"',
+        "x",
+        ' id="n1"',
+        "font",
+        " onload=",
+        " ONCLICK =",
+        " xlink:href=",
+        " data-href=",
+        " onload",
+        " on",
+        "href",
+        "&lt;",
+        "&gt;",
+        "\tonclick=",
+        "\u00a0onclick=",
+        "a\u00a0href=",
+        "\fhref =",
+    ]
     rng = random.Random(0)
     outcomes = {True: 0, False: 0}
     for _ in range(5000):

@@ -6,11 +6,11 @@ import threading
 
 import pytest
 import torch
-from conftest import DEVICES, assert_same_state, state_of
-from models import ResNet18, TransformerClassifier
 from torch import nn
 
 import nnviz_report
+from conftest import DEVICES, assert_same_state, state_of
+from models import ResNet18, TransformerClassifier
 from nnviz_report import NNVizError
 
 
@@ -156,7 +156,6 @@ def test_parameters_the_forward_pass_writes_are_put_back():
     assert all(p is objects[n] for n, p in model.named_parameters())
 
 
-
 def test_gradients_a_backward_pass_inside_forward_sets_are_put_back():
     class SelfTraining(nn.Module):  # e.g. an energy model that differentiates in forward
         def __init__(self):
@@ -174,6 +173,7 @@ def test_gradients_a_backward_pass_inside_forward_sets_are_put_back():
     nnviz_report.build_report(model, torch.randn(3, 4), graph=False)
     assert_same_state(before, state_of(model))
     assert model.fc.weight.grad is None
+
 
 class Rendezvous(nn.Module):
     """The report's forward pass waits here while another thread trains the model."""
@@ -208,7 +208,7 @@ def test_a_thread_training_the_model_meanwhile_is_refused_not_undone(what):
             opt.step()
             drawn.append(torch.rand(16))
             trained.update({n: p.detach().clone() for n, p in model.named_parameters()})
-        except Exception as exc:  # noqa: BLE001 - reported by the main thread
+        except Exception as exc:
             errors.append(repr(exc))
 
     trained = {}

@@ -10,8 +10,8 @@ import warnings
 
 import pytest
 import torch
-from conftest import need
 
+from conftest import need
 from nnviz_report import NNVizError
 
 transformers = need("transformers")
@@ -28,16 +28,26 @@ class Tokens(torch.utils.data.Dataset):
 
 
 def tiny_bert():
-    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=64, num_labels=2)
+    config = transformers.BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=2
+    )
     return transformers.BertForSequenceClassification(config)
 
 
 def train(tmp_path, callback, report_to, dataset=None):
-    args = transformers.TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=4,
-                                          logging_steps=1, use_cpu=True, report_to=report_to, save_strategy="no",
-                                          disable_tqdm=True)
-    trainer = transformers.Trainer(model=tiny_bert(), args=args, train_dataset=dataset or Tokens(), callbacks=[callback])
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        use_cpu=True,
+        report_to=report_to,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    trainer = transformers.Trainer(
+        model=tiny_bert(), args=args, train_dataset=dataset or Tokens(), callbacks=[callback]
+    )
     trainer.train()
     return trainer
 

@@ -11,8 +11,8 @@ from collections import namedtuple
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
 
+from conftest import ROOT
 from nnviz_report import NNVizError
 from nnviz_report import _integration as integ
 
@@ -58,7 +58,7 @@ def test_bad_filenames(name):
 
 
 def test_unknown_build_options_are_named():
-    with pytest.raises(NNVizError, match="unknown build_report option.*colour.*choose from.*max_channels"):
+    with pytest.raises(NNVizError, match=r"unknown build_report option.*colour.*choose from.*max_channels"):
         integ.check_build_kwargs({"colour": 1, "title": "x"})
     with pytest.raises(NNVizError, match="before"):
         integ.check_build_kwargs({"before": None})  # the callback takes its own snapshots
@@ -77,7 +77,8 @@ def wait(rank, slow):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         met = barrier(timeout=1.0, what="rank zero")
-    print(f"slow={slow} rank={rank} met={met} waited={time.perf_counter() - start:.2f} warned={len(caught)}", flush=True)
+    waited = time.perf_counter() - start
+    print(f"slow={slow} rank={rank} met={met} waited={waited:.2f} warned={len(caught)}", flush=True)
 
 def main(rank, port):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
@@ -95,10 +96,17 @@ if __name__ == "__main__":
 def test_barrier_waits_for_rank_zero_but_not_forever(tmp_path):
     script = tmp_path / "barrier.py"
     script.write_text(BARRIER, encoding="utf-8")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90,
-                          cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
-    lines = [dict(part.split("=") for part in line.split()) for line in done.stdout.splitlines()
-             if line.startswith("slow=")]
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+    )
+    lines = [
+        dict(part.split("=") for part in line.split()) for line in done.stdout.splitlines() if line.startswith("slow=")
+    ]
     assert len(lines) == 4, done.stdout + done.stderr[-2000:]
     on_time = [r for r in lines if r["slow"] == "0.0"]
     assert all(r["met"] == "True" and r["warned"] == "0" for r in on_time)

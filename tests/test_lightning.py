@@ -13,8 +13,8 @@ import warnings
 
 import pytest
 import torch
-from conftest import ROOT, need, page_json
 
+from conftest import ROOT, need, page_json
 from nnviz_report import NNVizError
 
 pl = need("lightning.pytorch")
@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 
 from nnviz_report.lightning import NNVizCallback  # noqa: E402
 
-MODULE = '''
+MODULE = """
 import torch
 import lightning.pytorch as pl
 
@@ -51,17 +51,24 @@ def loader():
     g = torch.Generator().manual_seed(0)
     data = torch.utils.data.TensorDataset(torch.randn(64, 20, generator=g), torch.randint(0, 3, (64,), generator=g))
     return torch.utils.data.DataLoader(data, batch_size=8)
-'''
+"""
 namespace: dict = {}
 exec(compile(MODULE, "lightning_module", "exec"), namespace)  # the DDP test runs the same text
 Classifier, loader = namespace["Classifier"], namespace["loader"]
 
 
 def trainer(tmp_path, callbacks, loggers, **kwargs):
-    kwargs = {"accelerator": "cpu", "max_epochs": 1, "limit_train_batches": 2, "enable_progress_bar": False,
-              "enable_model_summary": False, "enable_checkpointing": False, "default_root_dir": str(tmp_path),
-              "log_every_n_steps": 1,
-              **kwargs}
+    kwargs = {
+        "accelerator": "cpu",
+        "max_epochs": 1,
+        "limit_train_batches": 2,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+        "default_root_dir": str(tmp_path),
+        "log_every_n_steps": 1,
+        **kwargs,
+    }
     return pl.Trainer(callbacks=callbacks, logger=loggers, **kwargs)
 
 
@@ -89,8 +96,9 @@ def test_one_report_logged_to_mlflow_wandb_and_tensorboard(offline_trackers, tmp
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
     mlflow = need("mlflow")
-    got = mlflow.artifacts.download_artifacts(run_id=mlf.run_id, artifact_path="nnviz-report",
-                                              tracking_uri=offline_trackers, dst_path=str(tmp_path / "mlf"))
+    got = mlflow.artifacts.download_artifacts(
+        run_id=mlf.run_id, artifact_path="nnviz-report", tracking_uri=offline_trackers, dst_path=str(tmp_path / "mlf")
+    )
     assert (tmp_path / "mlf" / "nnviz-report" / "nnviz-report.html").read_bytes() == html, got
     assert json.loads((tmp_path / "mlf" / "nnviz-report" / "nnviz-report.json").read_bytes()) == data
     assert mlflow.MlflowClient(offline_trackers).get_run(mlf.run_id).data.metrics  # the metrics' run
@@ -106,10 +114,15 @@ def test_one_report_logged_to_mlflow_wandb_and_tensorboard(offline_trackers, tmp
 
 def test_first_batch_every_n_epochs_and_csv_logger(tmp_path):
     callback = NNVizCallback(every_n_epochs=1, graph=False)
-    trainer(tmp_path, [callback], [CSVLogger(str(tmp_path))], max_epochs=2).fit(Classifier(with_example=False), loader())
+    trainer(tmp_path, [callback], [CSVLogger(str(tmp_path))], max_epochs=2).fit(
+        Classifier(with_example=False), loader()
+    )
     folder = tmp_path / "lightning_logs" / "version_0"
-    assert callback.saved == [folder / "nnviz-report-epoch1.html", folder / "nnviz-report-epoch2.html",
-                              folder / "nnviz-report.html"]
+    assert callback.saved == [
+        folder / "nnviz-report-epoch1.html",
+        folder / "nnviz-report-epoch2.html",
+        folder / "nnviz-report.html",
+    ]
     data = json.loads((folder / "nnviz-report.json").read_bytes())
     assert data["model"]["inputs"][0]["shape"] == [8, 20]  # (x, y) batch -> x
     labels = [point["label"] for point in data["parameters"][0]["history"]]
@@ -123,8 +136,7 @@ def test_a_failed_build_is_a_warning_and_training_ends(tmp_path):
         warnings.simplefilter("always")
         trainer(tmp_path, [callback], False).fit(Classifier(), loader())
     assert callback.saved == []
-    assert any("nnviz-report: the report was not built" in str(w.message) and "net.0" in str(w.message)
-               for w in caught)
+    assert any("nnviz-report: the report was not built" in str(w.message) and "net.0" in str(w.message) for w in caught)
     assert not list(tmp_path.rglob("*.html"))
 
 
@@ -137,8 +149,9 @@ def test_a_batch_without_an_input_is_a_warning_at_the_end(tmp_path):
     callback = NNVizCallback()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer(tmp_path, [callback], False).fit(OnlyLabels(with_example=False), torch.utils.data.DataLoader(
-            data, batch_size=None))
+        trainer(tmp_path, [callback], False).fit(
+            OnlyLabels(with_example=False), torch.utils.data.DataLoader(data, batch_size=None)
+        )
     assert callback.saved == []
     [message] = [str(w.message) for w in caught if "nnviz-report" in str(w.message)]
     assert "no example input (the training batch has only label keys (target)" in message
@@ -150,7 +163,7 @@ def test_arguments_are_checked_when_the_callback_is_made():
         NNVizCallback(every_n_epochs=0)
     with pytest.raises(NNVizError, match="filename"):
         NNVizCallback(filename="../report.html")
-    with pytest.raises(NNVizError, match="unknown build_report option.*max_chanels"):
+    with pytest.raises(NNVizError, match=r"unknown build_report option.*max_chanels"):
         NNVizCallback(max_chanels=4)
 
 
@@ -163,7 +176,9 @@ def test_one_class_per_package():
     assert OtherCallback.__module__ == "nnviz_report.pytorch_lightning"  # found again when pickled (ddp_spawn)
 
 
-DDP_SCRIPT = MODULE + '''
+DDP_SCRIPT = (
+    MODULE
+    + """
 import sys
 from pathlib import Path
 
@@ -174,18 +189,26 @@ if __name__ == "__main__":
     root = Path(sys.argv[1])
     loggers = [TensorBoardLogger(str(root / "tb")), MLFlowLogger(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")]
     trainer = pl.Trainer(accelerator="cpu", strategy="ddp_spawn", devices=2, max_epochs=1, limit_train_batches=2,
-                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=1,
-                         default_root_dir=str(root), logger=loggers, callbacks=[NNVizCallback(graph=False)])
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                         log_every_n_steps=1, default_root_dir=str(root), logger=loggers,
+                         callbacks=[NNVizCallback(graph=False)])
     trainer.fit(Classifier(), loader())
-'''
+"""
+)
 
 
 def test_ddp_spawn_two_processes_one_file_no_hang(tmp_path):
     need("mlflow"), need("tensorboard")
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT, encoding="utf-8")
-    done = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     pages = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.html") if "mlruns" not in p.parts)
     assert [str(p) for p in pages] == ["tb/lightning_logs/version_0/nnviz-report.html"]

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+
+import nnviz_report
 from chromium import chromium, draw_everything, offline_page, report_frame
 from conftest import ROOT, need
 from models import TwoLayerNet
-
-import nnviz_report
 from nnviz_report import NNVizError
 
 
@@ -81,7 +81,9 @@ def notebook(tmp_path_factory):
     nbformat, nbclient, nbconvert = need("nbformat"), need("nbclient"), need("nbconvert")
     folder = tmp_path_factory.mktemp("notebook")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in notebook_cells()])
-    nbclient.NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    ).execute()
     nbformat.write(nb, folder / "example.ipynb")
     exported, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
     (folder / "example.html").write_text(exported, encoding="utf-8")
@@ -91,14 +93,15 @@ def notebook(tmp_path_factory):
     for cell in short.cells:
         for out in cell.outputs:
             if "text/html" in out.get("data", {}):
-                out["data"]["text/html"] = re.sub(r'srcdoc="[^"]*"', 'srcdoc="&lt;p&gt;the page&lt;/p&gt;"',
-                                                  out["data"]["text/html"])
+                out["data"]["text/html"] = re.sub(
+                    r'srcdoc="[^"]*"', 'srcdoc="&lt;p&gt;the page&lt;/p&gt;"', out["data"]["text/html"]
+                )
     untrusted, _ = nbconvert.HTMLExporter(sanitize_html=True).from_notebook_node(short)
     return nb, folder, exported, untrusted
 
 
 def test_notebook_outputs(notebook):
-    nb, folder, exported, untrusted = notebook
+    nb, folder, _exported, untrusted = notebook
     first, second = (c.outputs for c in nb.cells)
     [html_output] = [o for o in first if "text/html" in o.get("data", {})]
     assert "srcdoc=" in html_output["data"]["text/html"]
@@ -113,13 +116,15 @@ def test_notebook_outputs(notebook):
 
 @pytest.mark.browser
 def test_exported_notebook_in_chromium(notebook, tmp_path):
-    nb, folder, exported, untrusted = notebook
+    _nb, folder, _exported, _untrusted = notebook
     with chromium() as browser:
         context, page, requests, errors = offline_page(browser)
         # nbconvert's page loads require.js, MathJax and Mermaid from CDNs: offline, those are
         # answered with an empty script, so that only the report's own behaviour is judged.
-        context.route(re.compile(r"^https://(cdnjs\.cloudflare\.com|cdn\.jsdelivr\.net|unpkg\.com)/"),
-                      lambda r: r.fulfill(status=200, content_type="text/javascript", body=""))
+        context.route(
+            re.compile(r"^https://(cdnjs\.cloudflare\.com|cdn\.jsdelivr\.net|unpkg\.com)/"),
+            lambda r: r.fulfill(status=200, content_type="text/javascript", body=""),
+        )
         page.goto((folder / "example.html").as_uri())
         frame = report_frame(page)
         assert frame.url == "about:srcdoc"

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import DEVICES, page_json, page_view
-from models import TwoLayerNet
 from torch import nn
 
 import nnviz_report
+from conftest import DEVICES, page_json, page_view
+from models import TwoLayerNet
 from nnviz_report.capture.parameters import compare
 
 
@@ -113,7 +113,9 @@ def test_trajectory_through_several_checkpoints(tmp_path):
     for values, t in zip(fc2["bias_history"], saved):
         assert np.array_equal(np.array(values, dtype=np.float32), t.numpy())
     first = saved[0].double()
-    assert fc2["history"][2]["relative_change"] == pytest.approx(((saved[2].double() - first).norm() / first.norm()).item(), rel=1e-5)
+    assert fc2["history"][2]["relative_change"] == pytest.approx(
+        ((saved[2].double() - first).norm() / first.norm()).item(), rel=1e-5
+    )
     assert "par-trajectory" in report.html
 
 
@@ -151,7 +153,7 @@ def test_a_live_state_dict_is_refused():
     model = TwoLayerNet()
     live = model.state_dict()  # shares storage with the parameters
     _train(model)
-    with pytest.raises(nnviz_report.NNVizError, match="live state_dict.*snapshot"):
+    with pytest.raises(nnviz_report.NNVizError, match=r"live state_dict.*snapshot"):
         nnviz_report.build_report(model, torch.randn(2, 20), before=live)
 
 
@@ -199,7 +201,7 @@ def test_histograms_and_scatter_match_the_sampled_values(device):
         after = dict(model.named_parameters())[rec.name].detach().cpu().reshape(-1)
         before = snap.tensors[rec.name].reshape(-1)
         for hist, values in ((rec.hist_before, before), (rec.hist_after, after)):
-            sample = values[::hist.every].double().numpy()
+            sample = values[:: hist.every].double().numpy()
             assert hist.lo == pytest.approx(min(before.min().item(), after.min().item()))
             assert hist.hi == pytest.approx(max(before.max().item(), after.max().item()))
             assert sum(hist.counts) == sample.size
@@ -219,7 +221,18 @@ def test_sampled_charts_say_which_values_they_count():
     from nnviz_report.sections._format import ordinal
 
     assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 93, 111, 112)] == [
-        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "93rd", "111th", "112th"]
+        "1st",
+        "2nd",
+        "3rd",
+        "4th",
+        "11th",
+        "12th",
+        "13th",
+        "21st",
+        "93rd",
+        "111th",
+        "112th",
+    ]
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(300, 200))  # 60 000 weights: sampled
     snap = nnviz_report.snapshot(model)
@@ -283,7 +296,8 @@ def test_a_snapshot_of_another_architecture_warns_about_the_keys_first():
     report = nnviz_report.build_report(model, torch.randn(2, 20), before=nnviz_report.snapshot(wider), graph=False)
     # fc1 is compared (and, untrained, unchanged); head has nothing to be compared with.
     assert report.warnings and report.warnings[0].startswith(
-        "snapshot() (before) holds 2 of the model's 4 parameters under the same name and shape")
+        "snapshot() (before) holds 2 of the model's 4 parameters under the same name and shape"
+    )
     assert "missing 2 (head.weight, head.bias)" in report.warnings[0]
     html = report.html
     assert html.index("holds 2 of the model&#39;s 4 parameters") < html.index("unchanged by training")
@@ -306,16 +320,20 @@ def test_numbers_do_not_depend_on_how_the_comparison_is_grouped(tmp_path, monkey
 
     from nnviz_report.capture import parameters
 
-    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3)).to(torch.bfloat16)
+    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3)).to(
+        torch.bfloat16
+    )
     save_file({k: v.clone() for k, v in model.state_dict().items()}, str(tmp_path / "before.safetensors"))
     torch.save(model.state_dict(), tmp_path / "before.pt")
     _train_any(model)
     x = torch.randn(4, 20, dtype=torch.bfloat16)
-    one = nnviz_report.build_report(model, x, before=[tmp_path / "before.safetensors", tmp_path / "before.pt"],
-                                    graph=False).data["parameters"]
+    one = nnviz_report.build_report(
+        model, x, before=[tmp_path / "before.safetensors", tmp_path / "before.pt"], graph=False
+    ).data["parameters"]
     monkeypatch.setattr(parameters, "MOVE_BUDGET", 1)  # every parameter a group of its own
-    each = nnviz_report.build_report(model, x, before=[tmp_path / "before.safetensors", tmp_path / "before.pt"],
-                                     graph=False).data["parameters"]
+    each = nnviz_report.build_report(
+        model, x, before=[tmp_path / "before.safetensors", tmp_path / "before.pt"], graph=False
+    ).data["parameters"]
     assert one == each and one[0]["history"] and one[0]["relative_change"] > 0
 
 
@@ -326,8 +344,9 @@ def _train_any(model: nn.Module) -> None:
 
 
 def test_snapshot_to_disk(tmp_path):
-    from models import LlamaForCausalLM
     from safetensors.torch import load_file
+
+    from models import LlamaForCausalLM
 
     torch.manual_seed(0)
     model = LlamaForCausalLM().to(torch.bfloat16)
@@ -405,5 +424,6 @@ def test_a_snapshot_label_reaches_plotly_as_text():
         for key in ("name", "hovertemplate", "text", "x", "y"):
             assert "<b>" not in str(t.get(key, "")) and "<a " not in str(t.get(key, "")), (key, t.get(key))
         assert "%{y} <" not in str(t.get("hovertemplate", "")), "the label is not part of a template"
-    assert all(t["name"] == "&lt;b&gt;epoch&lt;/b&gt; %{y} &lt;a href='javascript:alert(1)'&gt;x&lt;/a&gt;"
-               for t in named)
+    assert all(
+        t["name"] == "&lt;b&gt;epoch&lt;/b&gt; %{y} &lt;a href='javascript:alert(1)'&gt;x&lt;/a&gt;" for t in named
+    )

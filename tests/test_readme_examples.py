@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, need, page_json
 
 
@@ -47,14 +48,20 @@ def test_lightning(package, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = example("Lightning")
     if package == "pytorch_lightning":
-        code = code.replace("lightning.pytorch", "pytorch_lightning").replace("nnviz_report.lightning",
-                                                                              "nnviz_report.pytorch_lightning")
+        code = code.replace("lightning.pytorch", "pytorch_lightning").replace(
+            "nnviz_report.lightning", "nnviz_report.pytorch_lightning"
+        )
         assert "lightning.pytorch" not in code
     run(code, package)
     folder = tmp_path / "runs" / "lightning_logs" / "version_0"
     assert sorted(p.name for p in folder.glob("nnviz-report*")) == [
-        "nnviz-report-epoch1.html", "nnviz-report-epoch1.json", "nnviz-report-epoch2.html",
-        "nnviz-report-epoch2.json", "nnviz-report.html", "nnviz-report.json"]
+        "nnviz-report-epoch1.html",
+        "nnviz-report-epoch1.json",
+        "nnviz-report-epoch2.html",
+        "nnviz-report-epoch2.json",
+        "nnviz-report.html",
+        "nnviz-report.json",
+    ]
     data = json.loads((folder / "nnviz-report.json").read_bytes())
     assert data["title"] == "classifier" and data["model"]["inputs"][0]["shape"] == [8, 20]
     assert [p["label"] for p in data["parameters"][0]["history"]] == ["start", "epoch 1", "epoch 2", "after"]
@@ -73,7 +80,9 @@ def test_huggingface(offline_trackers, tmp_path):
     # The page is in the MLflow run that has the Trainer's metrics (ended before our callback ran).
     [metrics_run] = [r for r in mlflow_runs(offline_trackers) if "loss" in r.data.metrics]
     assert metrics_run.info.status == "FINISHED"
-    assert artifact(offline_trackers, metrics_run.info.run_id, "nnviz-report/nnviz-report.html", tmp_path / "dl") == page
+    assert (
+        artifact(offline_trackers, metrics_run.info.run_id, "nnviz-report/nnviz-report.html", tmp_path / "dl") == page
+    )
 
 
 def test_accelerate_one_process(tmp_path, monkeypatch):
@@ -96,8 +105,14 @@ def test_accelerate_two_processes(tmp_path):
     # ACCELERATE_USE_CPU: what `accelerate launch --cpu` sets; without it, accelerate under
     # torchrun on a machine without a GPU runs every process as its own main process.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "example.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["example.py", "report.html"]
     data = page_json((tmp_path / "report.html").read_text(encoding="utf-8"), "nnviz-data")

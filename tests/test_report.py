@@ -11,10 +11,10 @@ import zipfile
 import plotly.graph_objects as go
 import pytest
 import torch
-from conftest import ROOT, page_json, page_view
-from models import ResNet18, TwoLayerNet
 
 import nnviz_report
+from conftest import ROOT, page_json, page_view
+from models import ResNet18, TwoLayerNet
 from nnviz_report import NNVizError
 from nnviz_report.demo import train_demo
 from nnviz_report.render import to_json
@@ -56,8 +56,10 @@ def test_every_section_has_real_content(fixture, request):
     assert set(data) >= {"title", "model", "activations", "feature_maps", "parameters", "graph"}
     assert data["model"]["num_parameters"] > 0 and data["model"]["input_shape"]
     assert data["activations"]["used"] and data["activations"]["calls"]
-    assert all({"name", "call", "type", "shape", "mean", "std", "min", "max", "zero_fraction"} <= e.keys()
-               for e in data["feature_maps"])
+    assert all(
+        {"name", "call", "type", "shape", "mean", "std", "min", "max", "zero_fraction"} <= e.keys()
+        for e in data["feature_maps"]
+    )
     assert sum("channels" in e for e in data["feature_maps"]) >= 5
     biases = [p for p in data["parameters"] if p["name"].endswith("bias")]
     assert biases and all(p["bias_before"] and p["bias_after"] for p in biases)
@@ -66,14 +68,17 @@ def test_every_section_has_real_content(fixture, request):
     view = page_view(report.html)
     assert {"root", "full"} <= view["assets"]["graph"]["views"].keys()
     images = page_json(report.html, "nnviz-images")["feature_maps"]
-    assert images["sheets"] and all(s.startswith(("data:image/jpeg;base64,", "data:image/png;base64,"))
-                                    for s in images["sheets"])
+    assert images["sheets"] and all(
+        s.startswith(("data:image/jpeg;base64,", "data:image/png;base64,")) for s in images["sheets"]
+    )
     pictures = images["pictures"]
     assert pictures and all(0 <= v["sheet"] < len(images["sheets"]) for v in pictures.values())
 
 
 def test_the_page_embeds_the_data_exactly(demo_report):
-    assert page_json(demo_report.html, "nnviz-data") == page_json(f'<script id="x">{to_json(demo_report.data)}</script>', "x")
+    assert page_json(demo_report.html, "nnviz-data") == page_json(
+        f'<script id="x">{to_json(demo_report.data)}</script>', "x"
+    )
 
 
 def _resolve(value, roots):
@@ -119,7 +124,9 @@ def test_reports_are_deterministic_apart_from_their_date():
         model = TwoLayerNet()
         return nnviz_report.build_report(model, torch.ones(2, 20)).html
 
-    strip = lambda h: re.sub(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}\+00:00| UTC)", "DATE", h)
+    def strip(h: str) -> str:
+        return re.sub(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}\+00:00| UTC)", "DATE", h)
+
     a, b = build(), build()
     assert strip(a) == strip(b)
 
@@ -152,7 +159,7 @@ def test_bad_arguments_are_clear_errors():
     model = TwoLayerNet()
     with pytest.raises(NNVizError, match="pass a tensor"):
         nnviz_report.build_report(model, "not a tensor")
-    with pytest.raises(NNVizError, match="nn.Module"):
+    with pytest.raises(NNVizError, match=r"nn.Module"):
         nnviz_report.build_report(lambda x: x, torch.zeros(1))
     with pytest.raises(NNVizError, match="max_channels"):
         nnviz_report.build_report(model, torch.zeros(1, 20), max_channels=0)
@@ -164,8 +171,11 @@ def test_a_non_editable_wheel_renders_reports(tmp_path):
     """Templates and assets ship inside the wheel: install it (unpacked) and build a report
     from outside the source tree."""
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
     wheel = next(wheels.glob("nnviz_report-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "nnviz_report/templates/report.html.j2" in names

@@ -15,9 +15,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
 import nnviz_report
+from conftest import ROOT
 from nnviz_report import NNVizError
 from nnviz_report.cli import main
 
@@ -149,9 +149,20 @@ def test_cli_writes_the_page_to_stdout(tmp_path):
     """``-o /dev/fd/1`` (as ``-o /dev/stdout``; this path cannot be replaced by a broken
     build, not even as root): the page alone on stdout, the status line on stderr."""
     result = subprocess.run(
-        [sys.executable, "-m", "nnviz_report", "build", f"{MODELS}:TwoLayerNet", "--input-shape", "2,20",
-         "--no-graph", "-o", "/dev/fd/1"],
-        capture_output=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "nnviz_report",
+            "build",
+            f"{MODELS}:TwoLayerNet",
+            "--input-shape",
+            "2,20",
+            "--no-graph",
+            "-o",
+            "/dev/fd/1",
+        ],
+        capture_output=True,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(b"<!DOCTYPE html>") and result.stdout.rstrip().endswith(b"</html>")
@@ -195,14 +206,14 @@ INTERRUPTS = textwrap.dedent("""
 def test_an_interrupted_save_leaves_no_temporary_file(tmp_path):
     """Ctrl-C (or a notebook's interrupt) at any moment of a save: the target is the old or
     the new page, never a half-written one, and no temporary file is left."""
-    result = subprocess.run([sys.executable, "-c", INTERRUPTS, str(tmp_path), "3"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", INTERRUPTS, str(tmp_path), "3"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     saved, interrupted = map(int, result.stdout.split())
     assert _leftovers(tmp_path) == []
     assert interrupted > 50 and saved > 50, (saved, interrupted)
     assert (tmp_path / "report.html").read_text() == "<p>" + "x" * 200_000
-
 
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import need, page_json
-from models import DeadReLUNet
 
 import nnviz_report
+from conftest import need, page_json
+from models import DeadReLUNet
 from nnviz_report import NNVizError
 
 
@@ -41,15 +41,19 @@ def test_mlflow_run_and_run_id(report, offline_trackers, tmp_path):
     other = mlflow.MlflowClient().create_run(run.info.experiment_id).info.run_id
     report.log_to(other)
     assert where == f"runs:/{run.info.run_id}/nnviz-report/report.html"
-    with pytest.raises(NNVizError, match="no MLflow run with id 'report.html' at sqlite:"):
+    with pytest.raises(NNVizError, match=r"no MLflow run with id 'report.html' at sqlite:"):
         report.log_to("report.html")
     for run_id in (run.info.run_id, other):
-        folder = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="nnviz-report",
-                                                     dst_path=str(tmp_path / run_id))
+        folder = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="nnviz-report", dst_path=str(tmp_path / run_id)
+        )
         names = sorted(p.name for p in Path(folder).iterdir())
         assert names == ["report.html", "report.json"]
-        check_pair((tmp_path / run_id / "nnviz-report" / "report.html").read_bytes(),
-                   (tmp_path / run_id / "nnviz-report" / "report.json").read_bytes(), report)
+        check_pair(
+            (tmp_path / run_id / "nnviz-report" / "report.html").read_bytes(),
+            (tmp_path / run_id / "nnviz-report" / "report.json").read_bytes(),
+            report,
+        )
 
 
 def test_wandb_offline_run(report, offline_trackers, tmp_path):
@@ -64,7 +68,9 @@ def test_wandb_offline_run(report, offline_trackers, tmp_path):
     finally:
         run.finish()
     staged = [p for p in (tmp_path / "wandb-data").rglob("*") if p.is_file()]
-    assert report.html.encode("utf-8") in {p.read_bytes() for p in staged if p.stat().st_size == len(report.html.encode())}
+    assert report.html.encode("utf-8") in {
+        p.read_bytes() for p in staged if p.stat().st_size == len(report.html.encode())
+    }
 
 
 def test_summary_writer(report, tmp_path):
@@ -81,8 +87,11 @@ def test_summary_writer(report, tmp_path):
     text = event.tensor_proto.string_val[0].decode("utf-8")
     assert where in text and where == str((tmp_path / "tb" / "nnviz-report" / "report.html").resolve())
     assert "warning" in text and "fc1" in text
-    check_pair((tmp_path / "tb" / "nnviz-report" / "report.html").read_bytes(),
-               (tmp_path / "tb" / "nnviz-report" / "report.json").read_bytes(), report)
+    check_pair(
+        (tmp_path / "tb" / "nnviz-report" / "report.html").read_bytes(),
+        (tmp_path / "tb" / "nnviz-report" / "report.json").read_bytes(),
+        report,
+    )
 
 
 def test_dvclive(report, tmp_path, monkeypatch):
@@ -91,8 +100,11 @@ def test_dvclive(report, tmp_path, monkeypatch):
     with dvclive.Live(dir=str(tmp_path / "dvclive"), save_dvc_exp=False) as live:
         where = report.log_to(live)
     assert where == str(tmp_path / "dvclive" / "nnviz-report" / "report.html")
-    check_pair((tmp_path / "dvclive" / "nnviz-report" / "report.html").read_bytes(),
-               (tmp_path / "dvclive" / "nnviz-report" / "report.json").read_bytes(), report)
+    check_pair(
+        (tmp_path / "dvclive" / "nnviz-report" / "report.html").read_bytes(),
+        (tmp_path / "dvclive" / "nnviz-report" / "report.json").read_bytes(),
+        report,
+    )
 
 
 def test_dvclive_lightning_logger(report, tmp_path, monkeypatch):
@@ -102,15 +114,21 @@ def test_dvclive_lightning_logger(report, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     logger = DVCLiveLogger(dir=str(tmp_path / "live"), save_dvc_exp=False)
     assert report.log_to(logger) == str(tmp_path / "live" / "nnviz-report" / "report.html")
-    check_pair((tmp_path / "live" / "nnviz-report" / "report.html").read_bytes(),
-               (tmp_path / "live" / "nnviz-report" / "report.json").read_bytes(), report)
+    check_pair(
+        (tmp_path / "live" / "nnviz-report" / "report.html").read_bytes(),
+        (tmp_path / "live" / "nnviz-report" / "report.json").read_bytes(),
+        report,
+    )
 
 
-@pytest.mark.parametrize("target, message", [
-    (None, "mlflow.active_run() is None"),
-    (object(), "cannot log to a object"),
-    (3.5, "cannot log to a float"),
-])
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        (None, "mlflow.active_run() is None"),
+        (object(), "cannot log to a object"),
+        (3.5, "cannot log to a float"),
+    ],
+)
 def test_unknown_targets_are_refused(report, target, message):
     with pytest.raises(NNVizError, match=message.replace("(", r"\(").replace(")", r"\)")):
         report.log_to(target)
@@ -125,6 +143,6 @@ def test_markdown_escapes_the_title(report):
     text = findings_markdown(hostile, None)
     first = text.split("\n")[0]
     assert first.startswith("**nnviz-report: ") and first.endswith("**")
-    title = first[len("**nnviz-report: "):-2]
+    title = first[len("**nnviz-report: ") : -2]
     assert re.search(r"(?<!\\)[<>*]", title) is None  # every markup character escaped
     assert "\\<img" in text and "\\*bold\\*" in text

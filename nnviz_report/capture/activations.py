@@ -29,11 +29,21 @@ SOFTMAX = "softmax"  # normalises along a dimension; shown on a 2-class slice
 GATED = "gated"  # GLU: halves a dimension; shown as GLU([x, x])
 
 _KINDS = {
-    "ReLU": ZEROING, "ReLU6": ZEROING, "Threshold": ZEROING, "Hardshrink": ZEROING,
+    "ReLU": ZEROING,
+    "ReLU6": ZEROING,
+    "Threshold": ZEROING,
+    "Hardshrink": ZEROING,
     "Softshrink": ZEROING,
-    "Sigmoid": SATURATING, "Tanh": SATURATING, "Hardsigmoid": SATURATING,
-    "Hardtanh": SATURATING, "Softsign": SATURATING, "LogSigmoid": SATURATING,
-    "Softmax": SOFTMAX, "Softmin": SOFTMAX, "LogSoftmax": SOFTMAX, "Softmax2d": SOFTMAX,
+    "Sigmoid": SATURATING,
+    "Tanh": SATURATING,
+    "Hardsigmoid": SATURATING,
+    "Hardtanh": SATURATING,
+    "Softsign": SATURATING,
+    "LogSigmoid": SATURATING,
+    "Softmax": SOFTMAX,
+    "Softmin": SOFTMAX,
+    "LogSoftmax": SOFTMAX,
+    "Softmax2d": SOFTMAX,
     "GLU": GATED,
 }
 # Constructor arguments that are not part of the function (or are shown another way).
@@ -97,12 +107,12 @@ def classify_module(module: nn.Module) -> tuple[str, dict[str, Any]] | None:
 
 # --- functional calls --------------------------------------------------------------------
 
+
 def _functional_table() -> dict[Callable, tuple[str, tuple[str, ...]]]:
     T = torch.Tensor
     groups: list[tuple[str, tuple[str, ...], tuple[Any, ...]]] = [
         ("ReLU", (), (torch.relu, torch.relu_, F.relu, F.relu_, T.relu, T.relu_)),
-        ("Sigmoid", (), (torch.sigmoid, torch.sigmoid_, F.sigmoid, torch.special.expit,
-                         T.sigmoid, T.sigmoid_)),
+        ("Sigmoid", (), (torch.sigmoid, torch.sigmoid_, F.sigmoid, torch.special.expit, T.sigmoid, T.sigmoid_)),
         ("Tanh", (), (torch.tanh, torch.tanh_, F.tanh, T.tanh, T.tanh_)),
         ("GELU", ("approximate",), (F.gelu,)),
         ("SiLU", (), (F.silu,)),
@@ -121,8 +131,7 @@ def _functional_table() -> dict[Callable, tuple[str, tuple[str, ...]]]:
         ("Softshrink", ("lambd",), (F.softshrink,)),
         ("Hardshrink", ("lambd",), (F.hardshrink, torch.hardshrink, T.hardshrink)),
         ("Tanhshrink", (), (F.tanhshrink,)),
-        ("Threshold", ("threshold", "value"), (F.threshold, F.threshold_, torch.threshold,
-                                                torch.threshold_)),
+        ("Threshold", ("threshold", "value"), (F.threshold, F.threshold_, torch.threshold, torch.threshold_)),
         ("GLU", ("dim",), (F.glu,)),
         ("Softmax", ("dim",), (F.softmax, torch.softmax, T.softmax)),
         ("LogSoftmax", ("dim",), (F.log_softmax, torch.log_softmax, T.log_softmax)),
@@ -186,6 +195,7 @@ def rnn_internals(module: nn.Module) -> list[str] | None:
 
 
 # --- evaluating an activation as a 1-D function ------------------------------------------
+
 
 def params_key(params: Mapping[str, Any]) -> tuple:
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
@@ -291,8 +301,9 @@ def curve_info(name: str, params: Mapping[str, Any]) -> CurveInfo:
     return _curve_info(name, params_key(params))
 
 
-def curve_over(name: str, params: Mapping[str, Any], lo: float, hi: float,
-               custom: CustomActivation | None = None) -> tuple[list, list, list]:
+def curve_over(
+    name: str, params: Mapping[str, Any], lo: float, hi: float, custom: CustomActivation | None = None
+) -> tuple[list, list, list]:
     """Points of the curve dense around zero and covering ``[lo, hi]`` (observed inputs)."""
     grid = torch.arange(-8.0, 8.0 + 1e-9, 0.05, dtype=torch.float64)
     lo, hi = min(lo, -1.0), max(hi, 1.0)
@@ -306,8 +317,11 @@ def curve_over(name: str, params: Mapping[str, Any], lo: float, hi: float,
 
 # Class names of activations that are not torch.nn's (transformers' NewGELUActivation,
 # GELUActivation, SiLUActivation, timm's activation layers, a user's Swish or MyAct).
-_ACTIVATION_NAME = re.compile(r"gelu|silu|swish|mish|relu|elu(?![a-z])|sigmoid|tanh|softplus|softsign|squareplus"
-                              r"|activation", re.I)
+_ACTIVATION_NAME = re.compile(
+    r"gelu|silu|swish|mish|relu|elu(?![a-z])|sigmoid|tanh|softplus|softsign|squareplus"
+    r"|activation",
+    re.I,
+)
 _ACT_WORD = re.compile(r"(?:^|(?<=[a-z0-9_]))Act(?=[A-Z0-9_]|$)")
 CUSTOM_MAX_PARAMETERS = 64  # an activation holds at most a few learned numbers (a Swish's beta)
 
@@ -387,7 +401,7 @@ class CustomActivation:
                 self.elementwise, self.why = False, "its outputs are not one per input"
                 return
             info = self.info()
-        except Exception as exc:  # noqa: BLE001 - a module that cannot take a 1-D range is not measured
+        except Exception as exc:
             self.elementwise = False
             self.why = f"calling it on a range of inputs failed ({type(exc).__name__}: {str(exc)[:80]})"
             return
@@ -396,7 +410,9 @@ class CustomActivation:
         y, dy = self.curve(GALLERY_X)
         if bool((y[left] == 0).all()) and bool((dy[left] == 0).all()):
             self.kind = ZEROING
-        elif None not in info.output_range and float(self.curve(FAR_X)[1].abs().max()) < SATURATION * info.derivative_max:
+        elif (
+            None not in info.output_range and float(self.curve(FAR_X)[1].abs().max()) < SATURATION * info.derivative_max
+        ):
             self.kind = SATURATING
 
 
@@ -510,8 +526,9 @@ def measure_input(
         derivatives.run()
 
 
-def measure_output(call: ActivationCall, y: torch.Tensor, zero_fraction: float | None = None,
-                   non_negative: bool = False) -> None:
+def measure_output(
+    call: ActivationCall, y: torch.Tensor, zero_fraction: float | None = None, non_negative: bool = False
+) -> None:
     """Dead units (zeroing activations) or peaked rows (softmax) from the real output.
     ``zero_fraction``: that of ``y``, when the caller has it (it is the dead fraction of a
     batch of one); ``non_negative``: the caller knows ``y``'s minimum is >= 0 (a ReLU's)."""
@@ -577,8 +594,11 @@ class ActivationSummary:
     used: list[str]  # torch.nn class names, in order of first use
 
 
-def summarise(calls: list[ActivationCall], internals: list[tuple[str, str, list[str]]],
-              custom: Mapping[tuple, CustomActivation] | None = None) -> ActivationSummary:
+def summarise(
+    calls: list[ActivationCall],
+    internals: list[tuple[str, str, list[str]]],
+    custom: Mapping[tuple, CustomActivation] | None = None,
+) -> ActivationSummary:
     """The gallery (every torch.nn activation; the used ones first, with the parameters the
     model used) and, per used (activation, parameters), a curve dense enough to be read at
     any observed input. ``custom``: modules that are activations in practice, by (name,
@@ -590,8 +610,11 @@ def summarise(calls: list[ActivationCall], internals: list[tuple[str, str, list[
 
     # A custom module that is elementwise stands for the calls inside it; one that is not is
     # no activation, and the calls inside it are listed as they are.
-    calls = [c for c in calls if not ((c.custom and not own(c).elementwise)
-                                      or (c.inside is not None and own(c.inside).elementwise))]
+    calls = [
+        c
+        for c in calls
+        if not ((c.custom and not own(c).elementwise) or (c.inside is not None and own(c.inside).elementwise))
+    ]
     for c in calls:
         if c.custom:
             c.kind = own(c).kind
@@ -617,6 +640,7 @@ def summarise(calls: list[ActivationCall], internals: list[tuple[str, str, list[
 
     curves: dict[str, dict[str, Any]] = {}
     keys: dict[tuple[str, tuple], str] = {}
+
     def info(name: str, params: Mapping[str, Any]) -> CurveInfo:
         own = custom.get((name, params_key(params)))
         return own.info() if own is not None else curve_info(name, params)
@@ -628,13 +652,21 @@ def summarise(calls: list[ActivationCall], internals: list[tuple[str, str, list[
         x, y, dy = curve_over(k[0], params, lo, hi, custom.get(k))
         key = f"c{len(curves)}"
         keys[k] = key
-        curves[key] = {"activation": k[0], "params": params, "x": x, "y": y, "dy": dy,
-                       "derivative_max": info(k[0], params).derivative_max}
+        curves[key] = {
+            "activation": k[0],
+            "params": params,
+            "x": x,
+            "y": y,
+            "dy": dy,
+            "derivative_max": info(k[0], params).derivative_max,
+        }
     call_curves = [keys.get((c.activation, params_key(c.params))) for c in calls]
 
-    gallery = [GalleryEntry(k[0], p, True, info(k[0], p), kind=custom[k].kind if k in custom else "",
-                            custom=k in custom)
-               for k, p in variants.items() if k not in custom or k in drawable]
+    gallery = [
+        GalleryEntry(k[0], p, True, info(k[0], p), kind=custom[k].kind if k in custom else "", custom=k in custom)
+        for k, p in variants.items()
+        if k not in custom or k in drawable
+    ]
     shown = set(variants)
     for _, _, names in internals:
         for n in names:

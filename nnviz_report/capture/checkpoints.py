@@ -46,10 +46,22 @@ TRUST_HINT = "--trust-checkpoint-metadata (Python: trust_metadata=True)"
 SAFETENSORS_DTYPES = {
     name: getattr(torch, attr)
     for name, attr in (
-        ("F64", "float64"), ("F32", "float32"), ("F16", "float16"), ("BF16", "bfloat16"),
-        ("I64", "int64"), ("I32", "int32"), ("I16", "int16"), ("I8", "int8"), ("U8", "uint8"),
-        ("U16", "uint16"), ("U32", "uint32"), ("U64", "uint64"), ("BOOL", "bool"),
-        ("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2"), ("C64", "complex64"),
+        ("F64", "float64"),
+        ("F32", "float32"),
+        ("F16", "float16"),
+        ("BF16", "bfloat16"),
+        ("I64", "int64"),
+        ("I32", "int32"),
+        ("I16", "int16"),
+        ("I8", "int8"),
+        ("U8", "uint8"),
+        ("U16", "uint16"),
+        ("U32", "uint32"),
+        ("U64", "uint64"),
+        ("BOOL", "bool"),
+        ("F8_E4M3", "float8_e4m3fn"),
+        ("F8_E5M2", "float8_e5m2"),
+        ("C64", "complex64"),
     )
     if hasattr(torch, attr)
 }
@@ -84,8 +96,13 @@ class StoredTensors(Mapping):
     for a dict and reads one tensor.
     """
 
-    def __init__(self, specs: dict[str, TensorSpec], read: Callable[[list[str]], dict[str, torch.Tensor]],
-                 source: str, stored: dict[str, str] | None = None):
+    def __init__(
+        self,
+        specs: dict[str, TensorSpec],
+        read: Callable[[list[str]], dict[str, torch.Tensor]],
+        source: str,
+        stored: dict[str, str] | None = None,
+    ):
         self.specs = specs
         self.source = source
         self._read = read
@@ -114,21 +131,28 @@ class StoredTensors(Mapping):
         except NNVizError:
             raise
         except Exception as exc:
-            raise NNVizError(f"reading {self.source} failed ({_first_line(exc)}); the file is corrupt or "
-                             "changed since it was opened") from exc
+            raise NNVizError(
+                f"reading {self.source} failed ({_first_line(exc)}); the file is corrupt or changed since it was opened"
+            ) from exc
         out = {}
         for name, stored in zip(names, wanted):
             t = got.get(stored)
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != self.specs[name].shape:
-                raise NNVizError(f"{self.source} changed while it was read: {name} is no longer the "
-                                 f"{self.specs[name].shape} tensor its index names")
+                raise NNVizError(
+                    f"{self.source} changed while it was read: {name} is no longer the "
+                    f"{self.specs[name].shape} tensor its index names"
+                )
             out[name] = t
         return out
 
     def renamed(self, names: dict[str, str]) -> StoredTensors:
         """The same tensors under new names: ``names`` maps each new name to a current one."""
-        return StoredTensors({new: self.specs[old] for new, old in names.items()}, self._read, self.source,
-                             {new: self._stored.get(old, old) for new, old in names.items()})
+        return StoredTensors(
+            {new: self.specs[old] for new, old in names.items()},
+            self._read,
+            self.source,
+            {new: self._stored.get(old, old) for new, old in names.items()},
+        )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -148,7 +172,7 @@ def strip_prefixes(names: list[str]) -> dict[str, str]:
         changed = False
         for prefix in PREFIXES:
             if all(k.startswith(prefix) for k in mapping):
-                mapping = {k[len(prefix):]: v for k, v in mapping.items()}
+                mapping = {k[len(prefix) :]: v for k, v in mapping.items()}
                 changed = True
     return mapping
 
@@ -266,8 +290,10 @@ def _safetensors_specs(p: Path) -> tuple[dict[str, TensorSpec], dict[str, str]]:
                 view = f.get_slice(name)
                 dtype = SAFETENSORS_DTYPES.get(view.get_dtype())
                 if dtype is None:
-                    raise NNVizError(f"checkpoint {shown(p)}: tensor {name} has dtype {view.get_dtype()}, "
-                                     "which this torch cannot hold")
+                    raise NNVizError(
+                        f"checkpoint {shown(p)}: tensor {name} has dtype {view.get_dtype()}, "
+                        "which this torch cannot hold"
+                    )
                 specs[name] = TensorSpec(tuple(view.get_shape()), dtype)
             meta = f.metadata() or {}
     except NNVizError:
@@ -307,8 +333,9 @@ def _open_index(index: Path) -> StoredTensors:
     except (ValueError, UnicodeDecodeError) as exc:
         raise NNVizError(f"{where} is not a JSON checkpoint index ({_first_line(exc)})") from exc
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
-    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                   for k, v in weight_map.items()):
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
         raise NNVizError(f"{where} has no weight_map of tensor names to shard files; not a checkpoint index")
     folder = index.parent
     shards: dict[str, Path] = {}
@@ -317,8 +344,10 @@ def _open_index(index: Path) -> StoredTensors:
         # the Hugging Face cache links each file of a snapshot folder to ../../blobs/.)
         path = folder / shard
         if shard in ("", ".", "..") or "/" in shard or "\\" in shard or shard != Path(shard).name:
-            raise NNVizError(f"{where} names shard {shard!r}, which is not a file in {shown(folder)}; "
-                             "shards must sit beside their index")
+            raise NNVizError(
+                f"{where} names shard {shard!r}, which is not a file in {shown(folder)}; "
+                "shards must sit beside their index"
+            )
         if not path.is_file():
             raise NNVizError(f"{where} names shard {shard}, which is missing from {shown(folder)}")
         shards[shard] = path
@@ -413,7 +442,7 @@ def _is_lightning(p: Path) -> bool:
             if name is None or z.getinfo(name).file_size > MAX_INDEX_BYTES:
                 return False
             data = z.read(name)
-        for op, arg, _ in pickletools.genops(data):
+        for _, arg, _ in pickletools.genops(data):
             if isinstance(arg, str) and arg in ("pytorch-lightning_version", "hparams_name", "hyper_parameters"):
                 return True
     except Exception:
@@ -426,7 +455,8 @@ def _open_pickle(p: Path) -> StoredTensors:
     state = unwrap_state(_load_pickle(p), source)
     specs = {k: TensorSpec(tuple(v.shape), v.dtype) for k, v in state.items()}
     if not zipfile.is_zipfile(p):  # a legacy pickle: read whole, kept in memory
-        return StoredTensors(specs, lambda names: {n: state[n] for n in names}, source)
+        whole = state
+        return StoredTensors(specs, lambda names: {n: whole[n] for n in names}, source)
     del state  # memory-mapped tensors: opened again, and let go, for each group that is read
 
     def read(names: list[str]) -> dict[str, torch.Tensor]:
@@ -454,8 +484,11 @@ def _open_dcp(folder: Path, trust_metadata: bool) -> StoredTensors:
         with native_path(folder) as native:
             metadata = FileSystemReader(native).read_metadata()
         entries = metadata.state_dict_metadata.items()
-        specs = {str(k): TensorSpec(tuple(int(s) for s in m.size), m.properties.dtype)
-                 for k, m in entries if isinstance(m, TensorStorageMetadata)}
+        specs = {
+            str(k): TensorSpec(tuple(int(s) for s in m.size), m.properties.dtype)
+            for k, m in entries
+            if isinstance(m, TensorStorageMetadata)
+        }
     except Exception as exc:
         raise NNVizError(f"{where} is not a readable torch.distributed.checkpoint folder ({_first_line(exc)})") from exc
 

@@ -93,17 +93,23 @@ class Job:
             raise
         there = self.store.compare_set(f"{base}/what", "", what).decode("utf-8", "replace")
         if there != what:
-            self._decide(base, f"rank {self.rank} reached {what} while another rank was in {there}: "
-                               "every rank must make the same nnviz_report calls in the same order")
+            self._decide(
+                base,
+                f"rank {self.rank} reached {what} while another rank was in {there}: "
+                "every rank must make the same nnviz_report calls in the same order",
+            )
         elif self.store.add(f"{base}/arrived", 1) == self.world:
             self._decide(base, "ok")
         try:
             self.store.wait([f"{base}/done"], datetime.timedelta(seconds=self.timeout))
         except Exception:  # the store's timeout (DistStoreError, RuntimeError)
             arrived = self.store.add(f"{base}/arrived", 0)
-            self._decide(base, f"rank {self.rank} gave up after {self.timeout:g} s in {what}: only {arrived} of "
-                               f"{self.world} ranks arrived; call it on every rank of the job (a sharded model "
-                               "needs all of them), or raise dist_timeout")
+            self._decide(
+                base,
+                f"rank {self.rank} gave up after {self.timeout:g} s in {what}: only {arrived} of "
+                f"{self.world} ranks arrived; call it on every rank of the job (a sharded model "
+                "needs all of them), or raise dist_timeout",
+            )
         outcome = self.store.get(f"{base}/done").decode("utf-8", "replace")
         if outcome != "ok":
             raise NNVizError(outcome)
@@ -149,8 +155,7 @@ def is_sharded(model: nn.Module) -> bool:
         kinds = (FSDPModule, FullyShardedDataParallel)
     except ImportError:  # pragma: no cover - a torch built without FSDP
         pass
-    return (any(isinstance(m, kinds) for m in model.modules())
-            or any(isinstance(p, DTensor) for p in model.parameters()))
+    return any(isinstance(m, kinds) for m in model.modules()) or any(isinstance(p, DTensor) for p in model.parameters())
 
 
 def clean_name(name: str) -> str:
@@ -164,8 +169,7 @@ def gather_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
     # FSDP1 on the CPU cannot offload to the CPU (torch 2.13 frees the storage it reads:
     # "setStorage ... out of bounds for storage of size 0"); there every rank gathers.
-    fsdp1_cpu = any(isinstance(m, FullyShardedDataParallel) and m.compute_device.type == "cpu"
-                    for m in model.modules())
+    fsdp1_cpu = any(isinstance(m, FullyShardedDataParallel) and m.compute_device.type == "cpu" for m in model.modules())
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=not fsdp1_cpu))
     if torch.distributed.get_rank() != 0:
         return {}
@@ -188,7 +192,7 @@ def full_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:
     for n, p in named_params:  # FSDP1's flat parameters: one flag for the parameters they hold
         if n.endswith("_flat_param"):
             for fqn in getattr(p, "_fqns", None) or ():
-                trainable[n[:-len("_flat_param")] + fqn] = p.requires_grad
+                trainable[n[: -len("_flat_param")] + fqn] = p.requires_grad
     return Weights(
         named=[(k, state[k]) for k in firsts],
         shapes={k: tuple(v.shape) for k, v in state.items()},
@@ -208,8 +212,10 @@ def capture_sharded(job: Job, model: nn.Module, capture: Callable[[Any], Any], o
         return None, None
     weights = full_weights(model, state)
     run.model = dataclasses.replace(  # FSDP1's flat parameters hold this rank's shard
-        run.model, num_parameters=sum(t.numel() for _, t in weights.named),
-        trainable_parameters=sum(t.numel() for n, t in weights.named if weights.trainable.get(n, True)))
+        run.model,
+        num_parameters=sum(t.numel() for _, t in weights.named),
+        trainable_parameters=sum(t.numel() for n, t in weights.named if weights.trainable.get(n, True)),
+    )
     return run, weights
 
 

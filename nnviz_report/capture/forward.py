@@ -172,8 +172,9 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def prepare_inputs(example_input: Any, device: torch.device,
-                   autograd: bool = True) -> tuple[tuple, dict, list[tuple[str, torch.Tensor]]]:
+def prepare_inputs(
+    example_input: Any, device: torch.device, autograd: bool = True
+) -> tuple[tuple, dict, list[tuple[str, torch.Tensor]]]:
     """Copies of the example input on the model's device: a tensor is called as
     ``model(x)``, a tuple or list as ``model(*x)``, a dict (any mapping) as ``model(**x)``.
 
@@ -207,8 +208,11 @@ def prepare_inputs(example_input: Any, device: torch.device,
                 return type(value)(*(copy(getattr(value, f), f"{label}.{f}") for f in value._fields))
             if isinstance(value, Mapping):
                 return _same_kind(value, {k: copy(v, f"{label}[{k!r}]") for k, v in value.items()}, dict)
-            return _same_kind(value, [copy(v, f"{label}[{i}]") for i, v in enumerate(value)],
-                              tuple if isinstance(value, tuple) else list)
+            return _same_kind(
+                value,
+                [copy(v, f"{label}[{i}]") for i, v in enumerate(value)],
+                tuple if isinstance(value, tuple) else list,
+            )
         finally:
             path.discard(id(value))
 
@@ -231,7 +235,7 @@ def _same_kind(original: Any, items: Any, plain: type) -> Any:
     subclass whose constructor wants something else gets the plain type)."""
     try:
         return type(original)(items)
-    except Exception:  # noqa: BLE001 - any constructor; the plain container does the job
+    except Exception:
         return plain(items)
 
 
@@ -253,7 +257,7 @@ class _Paused:
     """:meth:`_Recorder.pause`, as a class: entered twice per module call, where a
     generator-based context manager costs twice as much."""
 
-    __slots__ = ("recorder", "previous", "modes", "grad")
+    __slots__ = ("grad", "modes", "previous", "recorder")
 
     def __init__(self, recorder: _Recorder):
         self.recorder = recorder
@@ -379,10 +383,21 @@ class _Recorder:
                     shape=list(inputs[0].shape) if inputs else [],
                 )
                 if inputs:
-                    act.measure_input(frame.activation, inputs[0], self.options.bins,
-                                      self.known_histogram(inputs[0]), self.derivatives, self.histograms)
-            elif (module in self.custom_modules and len(args) == 1 and not kwargs
-                  and isinstance(args[0], torch.Tensor) and args[0].is_floating_point()):
+                    act.measure_input(
+                        frame.activation,
+                        inputs[0],
+                        self.options.bins,
+                        self.known_histogram(inputs[0]),
+                        self.derivatives,
+                        self.histograms,
+                    )
+            elif (
+                module in self.custom_modules
+                and len(args) == 1
+                and not kwargs
+                and isinstance(args[0], torch.Tensor)
+                and args[0].is_floating_point()
+            ):
                 frame.activation = self._custom_call(module, call, args[0])
             self.stack.append(frame)
 
@@ -395,9 +410,17 @@ class _Recorder:
         key = (name, act.params_key(params))
         if key not in self.derivatives.custom:
             self.derivatives.custom[key] = act.CustomActivation(module, x.dtype, x.device)
-        record = act.ActivationCall(activation=name, params=params, where=call.name, source="module",
-                                    function=f"{name} (custom)", call=call.call, shape=list(x.shape),
-                                    kind=act.ZEROING, custom=True)
+        record = act.ActivationCall(
+            activation=name,
+            params=params,
+            where=call.name,
+            source="module",
+            function=f"{name} (custom)",
+            call=call.call,
+            shape=list(x.shape),
+            kind=act.ZEROING,
+            custom=True,
+        )
         act.measure_input(record, x, self.options.bins, self.known_histogram(x), self.derivatives, self.histograms)
         return record
 
@@ -422,8 +445,12 @@ class _Recorder:
                 if tensors:
                     y = tensors[0][1]
                     known = self.known_stats(y)
-                    act.measure_output(frame.activation, y, known.zero_fraction if known else None,
-                                       known is not None and known.min is not None and known.min >= 0)
+                    act.measure_output(
+                        frame.activation,
+                        y,
+                        known.zero_fraction if known else None,
+                        known is not None and known.min is not None and known.min >= 0,
+                    )
                 self.activation_calls.append(frame.activation)
 
     def _attribute(self, call_id: int, tensors: list[tuple[str, torch.Tensor]], boundary: set[int]) -> None:
@@ -503,15 +530,23 @@ class _Recorder:
             # h_n / c_n are (layers x directions, batch, hidden) whatever batch_first says.
             return matrix_parts(t[:, self._example(t, 1)], o.max_rows, o.max_cols, "layer", "feature")
         if t.dim() >= 4:
-            parts = channel_parts(t, self._example(t, 0), o.max_channels, o.tile,
-                                  full_copy=min(FULL_COPY_VALUES, self.full_copy_budget))
+            parts = channel_parts(
+                t, self._example(t, 0), o.max_channels, o.tile, full_copy=min(FULL_COPY_VALUES, self.full_copy_budget)
+            )
             if parts.tile:
                 self.full_copy_budget -= parts.values.numel()
             return parts
         if t.dim() == 3:
-            if isinstance(module, (nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd,
-                                   nn.modules.pooling._AvgPoolNd, nn.modules.batchnorm._BatchNorm,
-                                   nn.modules.pooling._AdaptiveAvgPoolNd)):
+            if isinstance(
+                module,
+                (
+                    nn.modules.conv._ConvNd,
+                    nn.modules.pooling._MaxPoolNd,
+                    nn.modules.pooling._AvgPoolNd,
+                    nn.modules.batchnorm._BatchNorm,
+                    nn.modules.pooling._AdaptiveAvgPoolNd,
+                ),
+            ):
                 m = t[self._example(t, 0)]
                 return matrix_parts(m, o.max_rows, o.max_cols * 2, "channel", "position")
             batch_first = getattr(module, "batch_first", True)
@@ -544,8 +579,9 @@ class _Recorder:
                 inside=owner.activation,
             )
             self.functional_counts[key] += 1
-            act.measure_input(call, args[0], self.options.bins, self.known_histogram(args[0]),
-                              self.derivatives, self.histograms)
+            act.measure_input(
+                call, args[0], self.options.bins, self.known_histogram(args[0]), self.derivatives, self.histograms
+            )
         out = func(*args, **kwargs)
         with self.pause():
             if isinstance(out, torch.Tensor):
@@ -553,12 +589,11 @@ class _Recorder:
             self.activation_calls.append(call)
         return out
 
-
     def follow_input(self, args: tuple, kwargs: dict, out: Any) -> None:
         """Follow the input's data through ops outside the autograd graph."""
         carriers = self.carriers
         label = None
-        for a in (*args, *kwargs.values(), *(x for a in args if isinstance(a, (list, tuple)) for x in a)):
+        for a in (*args, *kwargs.values(), *(x for seq in args if isinstance(seq, (list, tuple)) for x in seq)):
             found = carriers.get(id(a))
             if found is not None and found[0]() is a:
                 label = found[1]
@@ -613,8 +648,10 @@ def _uncalled(model: nn.Module, counts: Counter[str]) -> list[tuple[str, str, st
         if isinstance(module, torch.jit.ScriptModule):
             if isinstance(parent, torch.jit.ScriptModule):
                 continue  # said of the outermost TorchScript module
-            why = ("TorchScript (torch.jit.script/trace): runs as compiled code, which forward hooks "
-                   "and the functional-activation view cannot see into")
+            why = (
+                "TorchScript (torch.jit.script/trace): runs as compiled code, which forward hooks "
+                "and the functional-activation view cannot see into"
+            )
         elif isinstance(parent, nn.MultiheadAttention) and name.endswith("out_proj"):
             why = "applied functionally by MultiheadAttention; its output is the attention block's entry"
         elif any(counts[n] for n in modules if n.startswith(name + ".")):
@@ -675,12 +712,19 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
             raise _forward_error(exc, rec, inputs, no_autograd, example_input) from exc
     notes = []
     modules = dict(model.named_modules())
-    scripted = [n or "(root)" for n, m in modules.items() if isinstance(m, torch.jit.ScriptModule)
-                and not (n and isinstance(modules.get(n.rpartition(".")[0]), torch.jit.ScriptModule))]
+    scripted = [
+        n or "(root)"
+        for n, m in modules.items()
+        if isinstance(m, torch.jit.ScriptModule)
+        and not (n and isinstance(modules.get(n.rpartition(".")[0]), torch.jit.ScriptModule))
+    ]
     if scripted:
         notes.append(
-            (f"the model is a TorchScript module ({model.original_name})" if scripted == ["(root)"] else
-             f"TorchScript modules: {', '.join(scripted[:4])}{' and more' if len(scripted) > 4 else ''}")
+            (
+                f"the model is a TorchScript module ({model.original_name})"
+                if scripted == ["(root)"]
+                else f"TorchScript modules: {', '.join(scripted[:4])}{' and more' if len(scripted) > 4 else ''}"
+            )
             + ": compiled code runs without Python hooks, so the layer outputs and activation calls "
             "inside it are not in this report (its output, parameters and autograd graph are); pass "
             "the module as it was before torch.jit.script/trace to see them"
@@ -718,13 +762,16 @@ def _inference_tensors(model: nn.Module) -> str | None:
     names = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_inference()]
     if not names:
         return None
-    return (f"the model's parameters and buffers ({names[0]}{' and more' if len(names) > 1 else ''}) were "
-            "created under torch.inference_mode(), and autograd cannot record them; create the model "
-            "outside inference mode (load_state_dict copies the weights) to see the graph")
+    return (
+        f"the model's parameters and buffers ({names[0]}{' and more' if len(names) > 1 else ''}) were "
+        "created under torch.inference_mode(), and autograd cannot record them; create the model "
+        "outside inference mode (load_state_dict copies the weights) to see the graph"
+    )
 
 
-def _forward_error(exc: Exception, rec: _Recorder, inputs: list, no_autograd: str | None = None,
-                   example_input: Any = None) -> NNVizError:
+def _forward_error(
+    exc: Exception, rec: _Recorder, inputs: list, no_autograd: str | None = None, example_input: Any = None
+) -> NNVizError:
     message = (str(exc).strip().splitlines() or [""])[0]
     where = "the model's forward"
     if rec.stack:
@@ -734,12 +781,17 @@ def _forward_error(exc: Exception, rec: _Recorder, inputs: list, no_autograd: st
     return NNVizError(
         f"the forward pass failed in {where} after {done} module calls: "
         f"{type(exc).__name__}: {message} (example input: {shape_text(inputs) or 'none'}); "
-        + ("the model's tensors were created under torch.inference_mode() and cannot be updated "
-           "outside it: use mode='eval', or create the model outside inference mode"
-           if no_autograd and "inference" in message.lower() else
-           "check the input shape and dtype the model expects")
-        + (f" (a list is passed as positional arguments, model(*x), here {len(example_input)} of them; "
-           "a model that takes one list of tensors, as torchvision's detectors do, needs it wrapped "
-           "in a tuple: ([img1, img2],))"
-           if type(example_input) is list else "")
+        + (
+            "the model's tensors were created under torch.inference_mode() and cannot be updated "
+            "outside it: use mode='eval', or create the model outside inference mode"
+            if no_autograd and "inference" in message.lower()
+            else "check the input shape and dtype the model expects"
+        )
+        + (
+            f" (a list is passed as positional arguments, model(*x), here {len(example_input)} of them; "
+            "a model that takes one list of tensors, as torchvision's detectors do, needs it wrapped "
+            "in a tuple: ([img1, img2],))"
+            if type(example_input) is list
+            else ""
+        )
     )

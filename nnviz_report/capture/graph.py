@@ -88,8 +88,14 @@ def _size(t: torch.Tensor) -> str:
 class _Walk:
     """torchviz's ``make_dot(outputs, params)``, node for node, as a loop."""
 
-    def __init__(self, params: Mapping[str, torch.Tensor], inputs: Mapping[int, str],
-                 owner: Mapping[int, int], entries: Mapping[int, str], limit: int):
+    def __init__(
+        self,
+        params: Mapping[str, torch.Tensor],
+        inputs: Mapping[int, str],
+        owner: Mapping[int, int],
+        entries: Mapping[int, str],
+        limit: int,
+    ):
         self.param_names = {id(p): n for n, p in params.items()}
         self.input_names = inputs
         self.owner = owner
@@ -101,8 +107,15 @@ class _Walk:
         self.seen: set[int] = set()
         self.truncated = False
 
-    def node(self, obj: Any, kind: str, op: str | None = None, name: str | None = None,
-             shape: str | None = None, call: int | None = None) -> int:
+    def node(
+        self,
+        obj: Any,
+        kind: str,
+        op: str | None = None,
+        name: str | None = None,
+        shape: str | None = None,
+        call: int | None = None,
+    ) -> int:
         key = id(obj)
         i = self.index.get(key)
         if i is None:
@@ -214,21 +227,29 @@ def capture_graph(
     """
     roots = [(path, t) for path, t in iter_tensors(output) if t.requires_grad]
     if not roots:
-        return GraphCapture(note="the output does not depend on anything that requires grad, "
-                                 "so there is no autograd graph to draw")
+        return GraphCapture(
+            note="the output does not depend on anything that requires grad, so there is no autograd graph to draw"
+        )
     walk = _Walk(params, {id(t): label for label, t in inputs}, owner, entries or {}, limit)
     for path, t in roots:
         walk.add_base_tensor(t, "output", "output" + path)
-    graph = GraphCapture(walk.nodes, walk.edges, truncated=walk.truncated,
-                         data_inputs={label: f"{_size(t)} {str(t.dtype).replace('torch.', '')}"
-                                      for label, t in inputs if not t.requires_grad})
+    graph = GraphCapture(
+        walk.nodes,
+        walk.edges,
+        truncated=walk.truncated,
+        data_inputs={
+            label: f"{_size(t)} {str(t.dtype).replace('torch.', '')}" for label, t in inputs if not t.requires_grad
+        },
+    )
     _fold_input_clones(graph)
     _attribute_tensors(graph)
     if calls is not None and not graph.truncated:
         graph.skips, graph.merges = find_skips(graph, calls)
     if graph.truncated:
-        graph.note = (f"the autograd graph has more than {limit:,} nodes; it was walked up to there, "
-                      "and skip connections were not searched")
+        graph.note = (
+            f"the autograd graph has more than {limit:,} nodes; it was walked up to there, "
+            "and skip connections were not searched"
+        )
     return graph
 
 

@@ -16,11 +16,7 @@ def _hook_dicts(module: nn.Module) -> list[tuple[str, dict]]:
     # Every per-module hook registry (_forward_hooks, _forward_pre_hooks_with_kwargs,
     # _forward_hooks_always_called, _backward_hooks, state-dict hooks, ...), found by name so a
     # registry added by a later torch release is covered too.
-    return [
-        (name, value)
-        for name, value in vars(module).items()
-        if "hooks" in name and isinstance(value, dict)
-    ]
+    return [(name, value) for name, value in vars(module).items() if "hooks" in name and isinstance(value, dict)]
 
 
 def _storage_ptr(t: torch.Tensor) -> int:
@@ -135,8 +131,11 @@ class ModelState:
         if not versions:
             return None
         written = [
-            self.names.get(id(p), "?") for p, _, version, alias in self.params
-            if version is not None and p._version != version and _same_tensor(p, alias)
+            self.names.get(id(p), "?")
+            for p, _, version, alias in self.params
+            if version is not None
+            and p._version != version
+            and _same_tensor(p, alias)
             and _storage_ptr(alias) not in self.saved
         ]
         if written:
@@ -191,8 +190,13 @@ class ModelState:
 
 
 def _same_tensor(p: torch.Tensor, alias: torch.Tensor) -> bool:
-    return (_storage_ptr(p) == _storage_ptr(alias) and p.shape == alias.shape and p.stride() == alias.stride()
-            and p.storage_offset() == alias.storage_offset() and p.dtype == alias.dtype)
+    return (
+        _storage_ptr(p) == _storage_ptr(alias)
+        and p.shape == alias.shape
+        and p.stride() == alias.stride()
+        and p.storage_offset() == alias.storage_offset()
+        and p.dtype == alias.dtype
+    )
 
 
 def _names(items: list[str], limit: int = 4) -> str:
@@ -200,8 +204,9 @@ def _names(items: list[str], limit: int = 4) -> str:
 
 
 @contextlib.contextmanager
-def preserve_model_state(model: nn.Module,
-                         add_hooks: Callable[[ModelState], None] | None = None) -> Iterator[ModelState]:
+def preserve_model_state(
+    model: nn.Module, add_hooks: Callable[[ModelState], None] | None = None
+) -> Iterator[ModelState]:
     """Restore train/eval mode, hooks, parameters, buffers, ``requires_grad``, ``.grad`` and
     the RNG.
 
@@ -270,8 +275,8 @@ def _restore_values(saved: list[tuple[list[torch.Tensor], torch.Tensor]]) -> Non
             at = 0
             for t in ts:
                 n = t.numel()
-                values = flat[at:at + n].view(t.shape)
-                if not _same_bits(t.detach().reshape(-1), flat[at:at + n]):
+                values = flat[at : at + n].view(t.shape)
+                if not _same_bits(t.detach().reshape(-1), flat[at : at + n]):
                     with torch.inference_mode(t.is_inference()):  # only writable in there
                         t.copy_(values)
                 at += n

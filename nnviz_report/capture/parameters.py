@@ -89,7 +89,7 @@ def _large(t: torch.Tensor) -> bool:
 
 def _slices(t: torch.Tensor) -> Iterator[torch.Tensor]:
     flat = t.detach().reshape(-1)
-    return (flat[i:i + SLICE] for i in range(0, flat.numel(), SLICE))
+    return (flat[i : i + SLICE] for i in range(0, flat.numel(), SLICE))
 
 
 def _summary_large(t: torch.Tensor) -> Summary:
@@ -106,8 +106,7 @@ def _summary_large(t: torch.Tensor) -> Summary:
         std = math.sqrt(m2 / (n - 1))
         norm = math.sqrt(max(m2 + n * mean**2, 0.0))
         return Summary(mean, std, lo, hi, finite_or_none(norm), nan, inf)
-    norm = math.sqrt(math.fsum(v**2 for v in read_scalars([torch.linalg.vector_norm(as_float(x))
-                                                           for x in _slices(t)])))
+    norm = math.sqrt(math.fsum(v**2 for v in read_scalars([torch.linalg.vector_norm(as_float(x)) for x in _slices(t)])))
     return Summary(None, None, lo, hi, finite_or_none(norm), nan, inf)
 
 
@@ -137,8 +136,10 @@ def _histograms(items: list[tuple[torch.Tensor, float, float, int, bool]]) -> li
         samples.append(sample if finite else sample[torch.isfinite(sample)])
     binned = [(s, lo, hi) for s, (_, lo, hi, _, _) in zip(samples, items) if hi > lo]
     counts = iter(bin_counts_many(binned, BINS))
-    return [Histogram(lo, hi, next(counts) if hi > lo else [int(s.numel())], every)
-            for s, (_, lo, hi, every, _) in zip(samples, items)]
+    return [
+        Histogram(lo, hi, next(counts) if hi > lo else [int(s.numel())], every)
+        for s, (_, lo, hi, every, _) in zip(samples, items)
+    ]
 
 
 @dataclass
@@ -287,8 +288,9 @@ def _chunks(named: list[tuple[str, torch.Tensor]], states: list[Any], keys: list
         yield chunk
 
 
-def _records(named: list[tuple[str, torch.Tensor]], snapshots: list[Snapshot],
-             states: list[dict], trainable: dict[str, bool]) -> list[ParamRecord]:
+def _records(
+    named: list[tuple[str, torch.Tensor]], snapshots: list[Snapshot], states: list[dict], trainable: dict[str, bool]
+) -> list[ParamRecord]:
     """All parameters at once, stage by stage, so that each stage's numbers are read back
     together (a model has hundreds of small tensors: BatchNorm weights and biases)."""
     large = [_large(p) for _, p in named]
@@ -310,16 +312,18 @@ def _records(named: list[tuple[str, torch.Tensor]], snapshots: list[Snapshot],
     summaries = _summaries(afters + [befores[i] for i in paired], large + [large[i] for i in paired])
     records = []
     for (name, p), s in zip(named, summaries):
-        records.append(ParamRecord(
-            name=name,
-            module=name.rpartition(".")[0],
-            shape=list(p.shape),
-            numel=p.numel(),
-            requires_grad=trainable.get(name, p.requires_grad),
-            is_bias=name.rpartition(".")[2].endswith("bias") and p.dim() == 1,
-            after=s,
-        ))
-    for i, s in zip(paired, summaries[len(named):]):
+        records.append(
+            ParamRecord(
+                name=name,
+                module=name.rpartition(".")[0],
+                shape=list(p.shape),
+                numel=p.numel(),
+                requires_grad=trainable.get(name, p.requires_grad),
+                is_bias=name.rpartition(".")[2].endswith("bias") and p.dim() == 1,
+                after=s,
+            )
+        )
+    for i, s in zip(paired, summaries[len(named) :]):
         records[i].before = s
 
     # How far each parameter moved: ||after - before|| and max |after - before|. (Through
@@ -373,8 +377,8 @@ def _records(named: list[tuple[str, torch.Tensor]], snapshots: list[Snapshot],
         scattered = [rec for rec, b in zip(records, befores) if b is not None and not rec.is_bias]
         for rec, k in zip(scattered, range(0, len(scatter), 2)):
             n_before, n_after = scatter[k].numel(), scatter[k + 1].numel()
-            rec.scatter_before = values[at:at + n_before]
-            rec.scatter_after = values[at + n_before:at + n_before + n_after]
+            rec.scatter_before = values[at : at + n_before]
+            rec.scatter_after = values[at + n_before : at + n_before + n_after]
             at += n_before + n_after
     for (rec, field_name, _), values in zip(biases, float32_lists([as_float(t) for _, _, t in biases])):
         setattr(rec, field_name, values)
@@ -409,9 +413,7 @@ def _trajectory(rec: ParamRecord, points: list, after: torch.Tensor, first: torc
             x = as_float(t)
             s = summarise(x)
             change = float(torch.linalg.vector_norm(x - first))
-        rec.history.append(
-            HistoryPoint(label, s.norm, s.mean, s.std, finite_or_none(change / base) if base else None)
-        )
+        rec.history.append(HistoryPoint(label, s.norm, s.mean, s.std, finite_or_none(change / base) if base else None))
         if rec.bias_history is not None:
             rec.bias_history.append(float32_lists([as_float(x if index is None else x[index.to(x.device)])])[0])
 
@@ -428,4 +430,11 @@ def _flag(rec: ParamRecord) -> None:
     rel = rec.relative_change
     big = max(abs(rec.after.min or 0.0), abs(rec.after.max or 0.0))
     if (rel is not None and rel > EXPLODED_RELATIVE) or big > EXPLODED_ABS:
-        rec.flags.append("exploded" + (f": moved {rel:.3g}x its initial norm" if rel and rel > EXPLODED_RELATIVE else f": |value| up to {big:.3g}"))
+        rec.flags.append(
+            "exploded"
+            + (
+                f": moved {rel:.3g}x its initial norm"
+                if rel and rel > EXPLODED_RELATIVE
+                else f": |value| up to {big:.3g}"
+            )
+        )

@@ -13,10 +13,10 @@ from torch import nn
 
 from ..errors import NNVizError
 from . import activations as act
+from .distributed import class_name
 from .forward import CaptureOptions, ForwardCapture, run_forward
 from .graph import GraphCapture, capture_graph
 from .parameters import ParameterComparison
-from .distributed import class_name
 from .snapshot import Snapshot, load_checkpoint, unwrap_model
 
 
@@ -91,8 +91,9 @@ def check_model(model: Any) -> nn.Module:
     return model
 
 
-def capture(model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] | None,
-            options: CaptureOptions) -> CapturedRun:
+def capture(
+    model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] | None, options: CaptureOptions
+) -> CapturedRun:
     """The forward pass and the autograd graph. Steps follow that can run while Graphviz
     lays the graph out (the graph section needs none of them): :func:`count_histograms`,
     :func:`finish_activations`, :func:`finish_images` and the comparison of the parameters
@@ -135,7 +136,7 @@ def _graph_or_note(fwd: ForwardCapture, model: nn.Module) -> GraphCapture:
     params = fwd.gathered if fwd.gathered is not None else dict(model.named_parameters())
     try:
         return capture_graph(fwd.output, params, fwd.inputs, fwd.owner, fwd.calls, fwd.entries)
-    except Exception as exc:  # noqa: BLE001 - any failure here must not cost the other sections
+    except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         return GraphCapture(note=f"the autograd graph could not be captured ({type(exc).__name__}: {first})")
 
@@ -167,4 +168,3 @@ def finish_images(run: CapturedRun) -> None:
     t = time.perf_counter()
     run.forward.draw_images()
     run.timings["pictures"] = time.perf_counter() - t
-

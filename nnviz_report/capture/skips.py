@@ -185,14 +185,21 @@ def find_skips(graph: GraphCapture, calls: Sequence[ModuleCall]) -> tuple[list[S
             if found is None:
                 continue
             key, source, chain_i, chain_j = found
-            paths = [(operands[i], chain_i, *layers_on(chain_i, n.call)),
-                     (operands[j], chain_j, *layers_on(chain_j, n.call))]
+            paths = [
+                (operands[i], chain_i, *layers_on(chain_i, n.call)),
+                (operands[j], chain_j, *layers_on(chain_j, n.call)),
+            ]
             for (operand, chain, layers, home_param), (_, _, other, _) in (paths, paths[::-1]):
                 if other == 0 or home_param:
                     continue  # the other operand went through no layer, or this one is not a shortcut
                 if layers == 0 or (is_add and layers <= PROJECTION_LAYERS and layers < other):
-                    cand = (key, layers, SkipConnection(n.id, "residual" if is_add else "concat", n.call, source,
-                                                        operand, chain, layers > 0, other))
+                    cand = (
+                        key,
+                        layers,
+                        SkipConnection(
+                            n.id, "residual" if is_add else "concat", n.call, source, operand, chain, layers > 0, other
+                        ),
+                    )
                     if skip is None or cand[:2] < skip[:2]:
                         skip = cand
             if skip is None and branch is None and min(paths[0][2], paths[1][2]) > 0:

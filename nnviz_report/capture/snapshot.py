@@ -30,8 +30,19 @@ from .checkpoints import (
 )
 
 __all__ = [
-    "PREFIXES", "WRAPPER_KEYS", "Snapshot", "StateMatch", "Weights", "align", "load_checkpoint", "load_into",
-    "match_state", "normalise_state", "snapshot", "unwrap_model", "weights_of",
+    "PREFIXES",
+    "WRAPPER_KEYS",
+    "Snapshot",
+    "StateMatch",
+    "Weights",
+    "align",
+    "load_checkpoint",
+    "load_into",
+    "match_state",
+    "normalise_state",
+    "snapshot",
+    "unwrap_model",
+    "weights_of",
 ]
 
 READ_BUDGET = 256 * 2**20  # bytes of checkpoint tensors load_into reads at once
@@ -63,8 +74,9 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def snapshot(model: nn.Module, label: str = "before", *, path: str | os.PathLike | None = None,
-             dist_timeout: float = 300.0) -> Snapshot | None:
+def snapshot(
+    model: nn.Module, label: str = "before", *, path: str | os.PathLike | None = None, dist_timeout: float = 300.0
+) -> Snapshot | None:
     """Copy every parameter and buffer of ``model`` to the CPU, by name.
 
     Take one before training (``snap = nnviz_report.snapshot(model)``) and pass it as
@@ -90,8 +102,9 @@ def snapshot(model: nn.Module, label: str = "before", *, path: str | os.PathLike
     if job is not None and job.rank != 0:
         return None  # every rank holds the whole model: rank 0's copy is the snapshot
     with torch.no_grad():
-        state = {name: t.detach() for name, t in model.state_dict(keep_vars=True).items()
-                 if isinstance(t, torch.Tensor)}
+        state = {
+            name: t.detach() for name, t in model.state_dict(keep_vars=True).items() if isinstance(t, torch.Tensor)
+        }
         if path is None:
             state = {name: t.to("cpu", copy=True) for name, t in state.items()}
     return _snapshot_of(state, label, path)
@@ -107,8 +120,15 @@ def _snapshot_of(state: dict[str, torch.Tensor], label: str, path: str | os.Path
 
 
 SAFETENSORS_NAMES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
     torch.bool: "BOOL",
 }
 
@@ -130,8 +150,9 @@ def write_safetensors(state: dict[str, torch.Tensor], target: Path) -> None:
     offset = 0
     for name, t in state.items():
         if t.dtype not in SAFETENSORS_NAMES:
-            raise NNVizError(f"cannot write {name} ({t.dtype}) to a snapshot file; take snapshot(model) "
-                             "without path= for this model")
+            raise NNVizError(
+                f"cannot write {name} ({t.dtype}) to a snapshot file; take snapshot(model) without path= for this model"
+            )
         key = (t.device, t.data_ptr(), t.dtype, tuple(t.shape), t.stride()) if t.numel() else None
         if key is not None and key in written:
             tied[name] = written[key]
@@ -139,8 +160,11 @@ def write_safetensors(state: dict[str, torch.Tensor], target: Path) -> None:
         if key is not None:
             written[key] = name
         size = t.numel() * t.element_size()
-        header[name] = {"dtype": SAFETENSORS_NAMES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + size]}
+        header[name] = {
+            "dtype": SAFETENSORS_NAMES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + size],
+        }
         order.append((name, t))
         offset += size
     header["__metadata__"] = {"format": "pt", "nnviz_report_tied": json.dumps(tied)}
@@ -166,8 +190,10 @@ def write_safetensors(state: dict[str, torch.Tensor], target: Path) -> None:
 
 def _check_target(target: Path) -> None:
     if target.is_dir():
-        raise NNVizError(f"snapshot path {shown(target)} is a folder; give a file name such as "
-                         f"{shown(target / 'before.safetensors')}")
+        raise NNVizError(
+            f"snapshot path {shown(target)} is a folder; give a file name such as "
+            f"{shown(target / 'before.safetensors')}"
+        )
     if not target.parent.is_dir():
         raise NNVizError(f"snapshot folder {shown(target.parent)} does not exist; create it first")
 
@@ -239,7 +265,7 @@ def align(weights: Weights, state: Mapping[str, torch.Tensor]) -> Mapping[str, t
     if hits <= direct:
         return state
     mapping = {n: n for n in names if not n.startswith(prefix)}
-    mapping.update({n[len(prefix):]: n for n in names if n.startswith(prefix)})
+    mapping.update({n[len(prefix) :]: n for n in names if n.startswith(prefix)})
     if isinstance(state, StoredTensors):
         return state.renamed(mapping)
     return {new: state[old] for new, old in mapping.items()}
@@ -296,8 +322,15 @@ def match_state(model: nn.Module | Weights, state: Mapping[str, torch.Tensor]) -
         if k in state and _shape(state, k) != expected[k]
     ]
     comparable = sum(1 for n, _ in weights.named if pick(weights, state, n) is not None)
-    return StateMatch(missing, unexpected, mismatched, len(expected) - len(missing) - len(tied) - len(mismatched),
-                      tied, comparable, len(weights.named))
+    return StateMatch(
+        missing,
+        unexpected,
+        mismatched,
+        len(expected) - len(missing) - len(tied) - len(mismatched),
+        tied,
+        comparable,
+        len(weights.named),
+    )
 
 
 def pick(weights: Weights, state: Mapping[str, torch.Tensor], name: str) -> str | None:
@@ -325,7 +358,7 @@ def load_into(model: nn.Module, snap: Snapshot) -> None:
     group: list[str] = []
     size = 0
     with torch.no_grad():
-        for i, name in enumerate(names + [None]):
+        for name in [*names, None]:
             if name is not None:
                 spec = state.specs[name] if isinstance(state, StoredTensors) else None
                 group.append(name)

@@ -128,7 +128,7 @@ def float32_lists(tensors: list[torch.Tensor]) -> list[list[float | None]]:
         values = [v if ok else None for v, ok in zip(values, finite.tolist())]
     lists, at = [], 0
     for p in parts:
-        lists.append(values[at:at + p.numel()])
+        lists.append(values[at : at + p.numel()])
         at += p.numel()
     return lists
 
@@ -148,8 +148,9 @@ def by_device(tensors: Iterable[torch.Tensor]) -> list[list[int]]:
 BIN_CHUNK = 2**20  # values binned per bincount: bounds the temporaries (a few MB)
 
 
-def bin_counts_many(items: list[tuple[torch.Tensor, float, float]], bins: int,
-                    overwrite: bool = False) -> list[list[int]]:
+def bin_counts_many(
+    items: list[tuple[torch.Tensor, float, float]], bins: int, overwrite: bool = False
+) -> list[list[int]]:
     """Counts of ``bins`` equal bins over ``[lo, hi]`` (the last one closed, as histc) of
     each ``(sample, lo, hi)`` (``lo < hi``), by one bincount per device and chunk of about
     BIN_CHUNK values (~2x faster than torch.histc on CPU): sample ``k`` of a chunk has bins
@@ -239,8 +240,9 @@ def read_scalars(values: list[torch.Tensor]) -> list[float]:
     return out
 
 
-def tensor_stats(t: torch.Tensor, bins: int = 0, zeros: bool = True,
-                 later: HistogramCounts | None = None) -> TensorStats:
+def tensor_stats(
+    t: torch.Tensor, bins: int = 0, zeros: bool = True, later: HistogramCounts | None = None
+) -> TensorStats:
     """Mean, std (unbiased, like ``Tensor.std``), min, max, fraction of exact zeros and counts
     of NaN/Inf over the whole tensor as given, plus an optional histogram of its finite
     values (exact range, counts from a strided sample of at most 16 384 values; with
@@ -320,16 +322,18 @@ def stats_many(tensors: list[torch.Tensor], zeros: bool = True) -> list[TensorSt
         nan_v = inf_v = 0
         if not finite:
             nan_v, inf_v = (int(v) for v in torch.stack([torch.isnan(x).sum(), torch.isinf(x).sum()]).tolist())
-        stats.append(TensorStats(
-            numel=n,
-            mean=finite_or_none(mean_v),
-            std=finite_or_none(math.sqrt(var)) if math.isfinite(var) else None,
-            min=finite_or_none(lo_v),
-            max=finite_or_none(hi_v),
-            zero_fraction=(n - nonzero_v) / n if zeros else None,
-            nan_count=nan_v,
-            inf_count=inf_v,
-        ))
+        stats.append(
+            TensorStats(
+                numel=n,
+                mean=finite_or_none(mean_v),
+                std=finite_or_none(math.sqrt(var)) if math.isfinite(var) else None,
+                min=finite_or_none(lo_v),
+                max=finite_or_none(hi_v),
+                zero_fraction=(n - nonzero_v) / n if zeros else None,
+                nan_count=nan_v,
+                inf_count=inf_v,
+            )
+        )
     return stats
 
 
@@ -342,8 +346,9 @@ def histogram(t: torch.Tensor, bins: int, later: HistogramCounts | None = None) 
     return _histogram(x, lo_v, hi_v, not (math.isfinite(lo_v) and math.isfinite(hi_v)), bins, later)
 
 
-def _histogram(x: torch.Tensor, lo_v: float, hi_v: float, non_finite: bool, bins: int,
-               later: HistogramCounts | None = None) -> Histogram | None:
+def _histogram(
+    x: torch.Tensor, lo_v: float, hi_v: float, non_finite: bool, bins: int, later: HistogramCounts | None = None
+) -> Histogram | None:
     """Bins over the exact finite range of flat ``x``; counts of a strided sample."""
     every = max(1, -(-x.numel() // HISTOGRAM_SAMPLE))
     sample = x[::every]
@@ -460,7 +465,7 @@ def channel_parts(t: torch.Tensor, example: int, max_channels: int, tile: int, f
     while x.dim() > 3:
         x = x[:, x.shape[1] // 2]
     c, h, w = x.shape
-    x = x[:min(c, max_channels)]
+    x = x[: min(c, max_channels)]
     if x.numel() <= full_copy:  # a copy: the model may rewrite its output in place later
         return ImageParts("channels", x.clone(memory_format=torch.contiguous_format), (h, w), tile=tile)
     values, moments = _pool_channels(x.unsqueeze(0), tile, copy=True)
@@ -474,8 +479,10 @@ def drawn_slice(shape: list[int] | torch.Size) -> str | None:
     if not extra:
         return None
     where = "; ".join(f"dimension {k} (size {d}): index {d // 2}" for k, d in enumerate(extra, start=2))
-    return (f"{len(shape)}-D output: each channel picture is its middle slice, {where} "
-            "(e.g. the middle frame or depth); the numbers cover the whole output")
+    return (
+        f"{len(shape)}-D output: each channel picture is its middle slice, {where} "
+        "(e.g. the middle frame or depth); the numbers cover the whole output"
+    )
 
 
 def _pool_channels(x: torch.Tensor, tile: int, copy: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -509,7 +516,7 @@ def _pool_pending(parts: list[ImageParts]) -> None:
     for (shape, _, _, tile), idx in groups.items():
         per_stack = max(1, (FULL_COPY_VALUES * 16) // max(1, math.prod(shape)))
         for at in range(0, len(idx), per_stack):
-            chunk = idx[at:at + per_stack]
+            chunk = idx[at : at + per_stack]
             values, moments = _pool_channels(torch.stack([parts[i].values for i in chunk]), tile, copy=False)
             for j, i in enumerate(chunk):
                 parts[i].values, parts[i].moments, parts[i].tile = values[j], moments[j], 0
@@ -527,8 +534,7 @@ def matrix_parts(m: torch.Tensor, max_rows: int, max_cols: int, row_label: str, 
         m = m.index_select(1, c_idx.to(m.device))
     rows = r_idx.tolist() if r_idx is not None else list(range(m.shape[0]))
     cols = c_idx.tolist() if c_idx is not None else list(range(m.shape[1]))
-    return ImageParts("matrix", m.clone(), source_hw, rows=rows, cols=cols,
-                      row_label=row_label, col_label=col_label)
+    return ImageParts("matrix", m.clone(), source_hw, rows=rows, cols=cols, row_label=row_label, col_label=col_label)
 
 
 def _quantise(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -563,14 +569,15 @@ def finish_images(parts: list[ImageParts]) -> list[GridImage]:
     if with_moments:
         mom = np.concatenate(to_numpy(with_moments)).astype(np.float64)
         lo, hi, first, s1, s2 = mom.T
-        sizes = np.repeat([p.source_hw[0] * p.source_hw[1] for p in parts if p.moments is not None],
-                          [len(m) for m in with_moments]).astype(np.float64)
+        sizes = np.repeat(
+            [p.source_hw[0] * p.source_hw[1] for p in parts if p.moments is not None], [len(m) for m in with_moments]
+        ).astype(np.float64)
         m1 = s1 / sizes
         with np.errstate(divide="ignore", invalid="ignore"):
             var = np.maximum(s2 / sizes - m1 * m1, 0.0) * (sizes / (sizes - 1))
         var[sizes < 2] = np.nan
         flat = round_sig(np.stack([first + m1, np.sqrt(var), lo, hi], axis=1))
-        channel_stats = [flat[i * 4:(i + 1) * 4] for i in range(len(flat) // 4)]
+        channel_stats = [flat[i * 4 : (i + 1) * 4] for i in range(len(flat) // 4)]
     # Quantised in stacks of same-shaped pictures (a handful per model, not one per layer).
     # (Stacked one shape at a time, on the tensors' device: no copy of them all at once.)
     groups: dict[tuple, list[int]] = {}
@@ -589,20 +596,40 @@ def finish_images(parts: list[ImageParts]) -> list[GridImage]:
         q, lo, hi, diverging = drawn[i]
         if p.kind == "channels":
             k, th, tw = q.shape
-            images.append(GridImage(
-                kind="channels",
-                pixels=np.ascontiguousarray(q.transpose(1, 0, 2)).reshape(th, k * tw).tobytes(),
-                tile_h=th, tile_w=tw, tiles=k, vmin=lo, vmax=hi, diverging=diverging,
-                source_hw=p.source_hw, channels=list(range(k)), channel_stats=channel_stats[at:at + k],
-            ))
+            images.append(
+                GridImage(
+                    kind="channels",
+                    pixels=np.ascontiguousarray(q.transpose(1, 0, 2)).reshape(th, k * tw).tobytes(),
+                    tile_h=th,
+                    tile_w=tw,
+                    tiles=k,
+                    vmin=lo,
+                    vmax=hi,
+                    diverging=diverging,
+                    source_hw=p.source_hw,
+                    channels=list(range(k)),
+                    channel_stats=channel_stats[at : at + k],
+                )
+            )
             at += k
         else:
-            images.append(GridImage(
-                kind="matrix", pixels=np.ascontiguousarray(q).tobytes(), tile_h=q.shape[0],
-                tile_w=q.shape[1], tiles=1, vmin=lo, vmax=hi, diverging=diverging,
-                source_hw=p.source_hw, rows=p.rows, cols=p.cols, row_label=p.row_label,
-                col_label=p.col_label,
-            ))
+            images.append(
+                GridImage(
+                    kind="matrix",
+                    pixels=np.ascontiguousarray(q).tobytes(),
+                    tile_h=q.shape[0],
+                    tile_w=q.shape[1],
+                    tiles=1,
+                    vmin=lo,
+                    vmax=hi,
+                    diverging=diverging,
+                    source_hw=p.source_hw,
+                    rows=p.rows,
+                    cols=p.cols,
+                    row_label=p.row_label,
+                    col_label=p.col_label,
+                )
+            )
     return images
 
 
@@ -614,6 +641,6 @@ def to_numpy(tensors: list[torch.Tensor]) -> list[np.ndarray]:
         at = 0
         for i in idx:
             n = tensors[i].numel()
-            out[i] = flat[at:at + n].reshape(tuple(tensors[i].shape))
+            out[i] = flat[at : at + n].reshape(tuple(tensors[i].shape))
             at += n
     return out  # type: ignore[return-value]

@@ -32,9 +32,8 @@ def _flags(c: ActivationCall, root: str) -> list[str]:
     out = []
     if kind == ZEROING and c.dead_fraction is not None and c.dead_fraction >= DEAD_WARN:
         n = c.batch or 1
-        text = (
-            f"{where_text(c, root)}: {pct(c.dead_fraction)} of units are dead (output 0 for "
-            + ("the one example given; pass a batch for a firmer test)" if n == 1 else f"all {n} examples)")
+        text = f"{where_text(c, root)}: {pct(c.dead_fraction)} of units are dead (output 0 for " + (
+            "the one example given; pass a batch for a firmer test)" if n == 1 else f"all {n} examples)"
         )
         if c.dead_channel_fraction:
             text += f"; {pct(c.dead_channel_fraction)} of channels are zero everywhere"
@@ -87,34 +86,56 @@ def build(run: CapturedRun) -> Section:
             fig_id = f"act-call-{i}"
             figures[fig_id] = _call_figure(i, c, curve_key)
         few = c.dead_fraction is not None and c.batch is not None and c.batch < DEAD_MIN_BATCH
-        rows.append({"i": i, "where": where_text(c, root), "entry": entry, "figure": fig_id,
-                     "params_text": params_text(c.params), "few_examples": c.batch if few else None})
+        rows.append(
+            {
+                "i": i,
+                "where": where_text(c, root),
+                "entry": entry,
+                "figure": fig_id,
+                "params_text": params_text(c.params),
+                "few_examples": c.batch if few else None,
+            }
+        )
 
     gallery = []
     cards = []
     for i, g in enumerate(summary.gallery):
-        gallery.append({
-            "name": g.name,
-            "params": g.params,
-            "kind": g.kind,
-            "custom": g.custom,
-            "used": g.used,
-            "output_range": list(g.curve.output_range),
-            "derivative_max": g.curve.derivative_max,
-            "y": g.curve.y,
-            "dy": g.curve.dy,
-        })
+        gallery.append(
+            {
+                "name": g.name,
+                "params": g.params,
+                "kind": g.kind,
+                "custom": g.custom,
+                "used": g.used,
+                "output_range": list(g.curve.output_range),
+                "derivative_max": g.curve.derivative_max,
+                "y": g.curve.y,
+                "dy": g.curve.dy,
+            }
+        )
         figures[f"act-gallery-{i}"] = _gallery_figure(i, g.name)
-        cards.append({"i": i, "name": g.name, "params_text": params_text(g.params), "used": g.used,
-                      "kind": g.kind, "output_range": g.curve.output_range,
-                      "derivative_max": g.curve.derivative_max, "figure": f"act-gallery-{i}",
-                      "note": "the model's own module, called on a range of inputs" if g.custom
-                      else _gallery_note(g.name)})
+        cards.append(
+            {
+                "i": i,
+                "name": g.name,
+                "params_text": params_text(g.params),
+                "used": g.used,
+                "kind": g.kind,
+                "output_range": g.curve.output_range,
+                "derivative_max": g.curve.derivative_max,
+                "figure": f"act-gallery-{i}",
+                "note": "the model's own module, called on a range of inputs" if g.custom else _gallery_note(g.name),
+            }
+        )
 
     internals = [
-        {"module": m, "type": t, "activations": names,
-         "note": f"{t} applies {' and '.join(names)} inside its fused kernel; forward hooks cannot "
-                 "see those inputs, so they are not measured"}
+        {
+            "module": m,
+            "type": t,
+            "activations": names,
+            "note": f"{t} applies {' and '.join(names)} inside its fused kernel; forward hooks cannot "
+            "see those inputs, so they are not measured",
+        }
         for m, t, names in summary.internals
     ]
     data = {
@@ -166,10 +187,22 @@ def _gallery_figure(i: int, name: str) -> dict:
     base = ("data", ID, "gallery", i)
     return {
         "data": [
-            {"type": "scatter", "mode": "lines", "name": "f(x)", "x": ref("data", ID, "gallery_x"),
-             "y": ref(*base, "y"), "line": {"width": 2}},
-            {"type": "scatter", "mode": "lines", "name": "f′(x)", "x": ref("data", ID, "gallery_x"), "y": ref(*base, "dy"),
-             "line": {"width": 1.5, "dash": "dot"}},
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "f(x)",
+                "x": ref("data", ID, "gallery_x"),
+                "y": ref(*base, "y"),
+                "line": {"width": 2},
+            },
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "f′(x)",
+                "x": ref("data", ID, "gallery_x"),
+                "y": ref(*base, "dy"),
+                "line": {"width": 1.5, "dash": "dot"},
+            },
         ],
         "layout": {
             "height": 220,
@@ -189,13 +222,32 @@ def _call_figure(i: int, c: ActivationCall, curve_key: str) -> dict:
     curve = ("data", ID, "curves", curve_key)
     return {
         "data": [
-            {"type": "bar", "name": "inputs", "x0": h.lo + width / 2, "dx": width,
-             "y": ref("data", ID, "calls", i, "input_histogram", "counts"), "yaxis": "y2",
-             "marker": {"opacity": 0.35}, "hovertemplate": "x≈%{x:.3g}: %{y} inputs<extra></extra>"},
-            {"type": "scatter", "mode": "lines", "name": "f(x)", "x": ref(*curve, "x"), "y": ref(*curve, "y"),
-             "line": {"width": 2}},
-            {"type": "scatter", "mode": "lines", "name": "f′(x)", "x": ref(*curve, "x"), "y": ref(*curve, "dy"),
-             "line": {"width": 1.5, "dash": "dot"}},
+            {
+                "type": "bar",
+                "name": "inputs",
+                "x0": h.lo + width / 2,
+                "dx": width,
+                "y": ref("data", ID, "calls", i, "input_histogram", "counts"),
+                "yaxis": "y2",
+                "marker": {"opacity": 0.35},
+                "hovertemplate": "x≈%{x:.3g}: %{y} inputs<extra></extra>",
+            },
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "f(x)",
+                "x": ref(*curve, "x"),
+                "y": ref(*curve, "y"),
+                "line": {"width": 2},
+            },
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "f′(x)",
+                "x": ref(*curve, "x"),
+                "y": ref(*curve, "dy"),
+                "line": {"width": 1.5, "dash": "dot"},
+            },
         ],
         "layout": {
             "height": 230,
@@ -203,8 +255,14 @@ def _call_figure(i: int, c: ActivationCall, curve_key: str) -> dict:
             "bargap": 0,
             "xaxis": {"range": [h.lo - pad, h.hi + pad], "title": {"text": "input"}},
             "yaxis": {"zeroline": True},
-            "yaxis2": {"overlaying": "y", "side": "right", "showgrid": False, "title": {"text": "count"}, "tickmode": "auto",
-                       "rangemode": "tozero"},
+            "yaxis2": {
+                "overlaying": "y",
+                "side": "right",
+                "showgrid": False,
+                "title": {"text": "count"},
+                "tickmode": "auto",
+                "rangemode": "tozero",
+            },
             "legend": {"orientation": "h", "y": 1.02, "x": 0, "yanchor": "bottom"},
         },
     }

@@ -55,8 +55,10 @@ def encode_all(images: dict[str, GridImage]) -> dict:
     strips: dict[tuple[bool, int], list[tuple[str, np.ndarray]]] = {}
     pictures: dict[str, dict] = {}
     for key, image in images.items():
-        jpeg = (min(image.tile_h, image.tile_w) >= JPEG_MIN_SIDE
-                and image.tile_h * image.tiles * image.tile_w >= JPEG_MIN_PIXELS)
+        jpeg = (
+            min(image.tile_h, image.tile_w) >= JPEG_MIN_SIDE
+            and image.tile_h * image.tiles * image.tile_w >= JPEG_MIN_PIXELS
+        )
         pixels, stride = _strip(image, jpeg)
         strips.setdefault((jpeg, pixels.shape[1]), []).append((key, pixels))
         pictures[key] = {
@@ -137,21 +139,29 @@ def build(run: CapturedRun) -> Section:
     pictures = images["pictures"]
     cards = []
     for i, (layer, entry) in enumerate(zip(fwd.layers, entries)):
-        cards.append({
-            "i": i,
-            "anchor": anchor(layer.call_id) if i == 0 or fwd.layers[i - 1].call_id != layer.call_id else None,
-            "entry": entry,
-            "label": layer.name or run.model.class_name,
-            "image": pictures.get(str(i)),
-        })
+        cards.append(
+            {
+                "i": i,
+                "anchor": anchor(layer.call_id) if i == 0 or fwd.layers[i - 1].call_id != layer.call_id else None,
+                "entry": entry,
+                "label": layer.name or run.model.class_name,
+                "image": pictures.get(str(i)),
+            }
+        )
 
     notices = []
     nan_layers = [f"{e['name']}{e['output']}" for e in entries if e["nan_count"] or e["inf_count"]]
     if nan_layers:
-        notices.append(Notice("warning", f"{plural(len(nan_layers), 'layer output')} with NaN/Inf: {names(nan_layers)}", ID))
-    zero_layers = [f"{e['name']}{e['output']}" for e in entries if e["zero_fraction"] == 1.0 and e["shape"] and min(e["shape"]) > 0]
+        notices.append(
+            Notice("warning", f"{plural(len(nan_layers), 'layer output')} with NaN/Inf: {names(nan_layers)}", ID)
+        )
+    zero_layers = [
+        f"{e['name']}{e['output']}" for e in entries if e["zero_fraction"] == 1.0 and e["shape"] and min(e["shape"]) > 0
+    ]
     if zero_layers:
-        notices.append(Notice("warning", f"{plural(len(zero_layers), 'layer output')} entirely zero: {names(zero_layers)}", ID))
+        notices.append(
+            Notice("warning", f"{plural(len(zero_layers), 'layer output')} entirely zero: {names(zero_layers)}", ID)
+        )
 
     if fwd.scripted:  # what the report cannot show, at the top of the page too
         notices.append(Notice("info", fwd.notes[0], ID))
@@ -178,7 +188,8 @@ def build(run: CapturedRun) -> Section:
         figures=figures,
         images=images,
         notices=tuple(notices),
-        summary=f"{plural(len(entries), 'output')} of {plural(len({e['name'] for e in entries}), 'module')}, {plural(len(pictures), 'picture')}",
+        summary=f"{plural(len(entries), 'output')} of {plural(len({e['name'] for e in entries}), 'module')}, "
+        f"{plural(len(pictures), 'picture')}",
     )
 
 
@@ -192,23 +203,61 @@ def _propagation(entries: list[dict]) -> dict:
     hover = "%{text}<br>%{fullData.name}: %{y:.4g}<extra></extra>"
     return {
         "data": [
-            {"type": "scatter", "mode": "lines+markers", "name": "mean", "x": x, "y": [e["mean"] for e in entries],
-             "text": text, "hovertemplate": hover, "marker": {"size": 4}},
-            {"type": "scatter", "mode": "lines+markers", "name": "std", "x": x, "y": [e["std"] for e in entries],
-             "text": text, "hovertemplate": hover, "marker": {"size": 4}},
-            {"type": "scatter", "mode": "lines", "name": "|max|", "x": x, "y": absmax, "text": text,
-             "hovertemplate": hover, "line": {"dash": "dot"}},
-            {"type": "scatter", "mode": "lines", "name": "zero fraction", "x": x,
-             "y": [e["zero_fraction"] for e in entries], "text": text, "hovertemplate": hover,
-             "yaxis": "y2", "line": {"width": 1}},
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": "mean",
+                "x": x,
+                "y": [e["mean"] for e in entries],
+                "text": text,
+                "hovertemplate": hover,
+                "marker": {"size": 4},
+            },
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": "std",
+                "x": x,
+                "y": [e["std"] for e in entries],
+                "text": text,
+                "hovertemplate": hover,
+                "marker": {"size": 4},
+            },
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "|max|",
+                "x": x,
+                "y": absmax,
+                "text": text,
+                "hovertemplate": hover,
+                "line": {"dash": "dot"},
+            },
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "zero fraction",
+                "x": x,
+                "y": [e["zero_fraction"] for e in entries],
+                "text": text,
+                "hovertemplate": hover,
+                "yaxis": "y2",
+                "line": {"width": 1},
+            },
         ],
         "layout": {
             "height": 340,
             "margin": {"l": 50, "r": 60, "t": 10, "b": 40},
             "xaxis": {"title": {"text": "layer output, in execution order"}},
             "yaxis": {"title": {"text": "value"}},
-            "yaxis2": {"overlaying": "y", "side": "right", "range": [0, 1], "title": {"text": "zero fraction"}, "tickmode": "auto",
-                       "showgrid": False},
+            "yaxis2": {
+                "overlaying": "y",
+                "side": "right",
+                "range": [0, 1],
+                "title": {"text": "zero fraction"},
+                "tickmode": "auto",
+                "showgrid": False,
+            },
             "legend": {"orientation": "h", "y": 1.02, "x": 0, "yanchor": "bottom"},
             "hovermode": "closest",
         },

@@ -51,8 +51,10 @@ class _Info:
         info = {}
         for n in view.nodes:
             if n.kind == "junction":
-                item: dict[str, Any] = {"label": "together: " + ", ".join(dot_source.printable(x) for x in n.label),
-                                        "kind": n.kind}
+                item: dict[str, Any] = {
+                    "label": "together: " + ", ".join(dot_source.printable(x) for x in n.label),
+                    "kind": n.kind,
+                }
                 info[prefix + n.id] = item
                 continue
             item = {"label": " ".join(dot_source.printable(x) for x in n.label if x), "kind": n.kind}
@@ -62,8 +64,9 @@ class _Info:
                 item["opens"] = n.opens
             if n.members:
                 names = [self.calls[c].name for c in n.members]
-                item["members"] = names[:MAX_MEMBERS] + ([f"… {len(names) - MAX_MEMBERS} more"]
-                                                        if len(names) > MAX_MEMBERS else [])
+                item["members"] = names[:MAX_MEMBERS] + (
+                    [f"… {len(names) - MAX_MEMBERS} more"] if len(names) > MAX_MEMBERS else []
+                )
             if n.ops:
                 item["ops"] = [dot_source.printable(x) for x in n.ops]
             info[prefix + n.id] = item
@@ -133,14 +136,34 @@ def build(run: CapturedRun) -> Section:
         "dot_version": dot.dot_version(),
         "note": None,
     }
-    empty_view = {"skips": [], "merges": [], "default": None, "root": None, "note": None, "timings": {},
-                  "full_drawn": False, "module_views": 0}
+    empty_view = {
+        "skips": [],
+        "merges": [],
+        "default": None,
+        "root": None,
+        "note": None,
+        "timings": {},
+        "full_drawn": False,
+        "module_views": 0,
+    }
     if g is None:
         data["note"] = run.graph_note or "the autograd graph was not captured (graph=False / --no-graph)"
-        return Section(ID, "Autograd graph", "sections/graph.html.j2", data, summary="not captured",
-                       view={**empty_view, "note": data["note"]})
-    data.update(nodes=len(g.nodes), edges=len(g.edges), residual_connections=g.residual_count,
-                concat_skips=g.concat_count, branch_merges=len(g.merges), note=g.note)
+        return Section(
+            ID,
+            "Autograd graph",
+            "sections/graph.html.j2",
+            data,
+            summary="not captured",
+            view={**empty_view, "note": data["note"]},
+        )
+    data.update(
+        nodes=len(g.nodes),
+        edges=len(g.edges),
+        residual_connections=g.residual_count,
+        concat_skips=g.concat_count,
+        branch_merges=len(g.merges),
+        note=g.note,
+    )
     nodes = g.nodes
     held = {e.dst: nodes[e.src] for e in g.edges if nodes[e.src].kind == "input"}
 
@@ -154,22 +177,28 @@ def build(run: CapturedRun) -> Section:
             return calls[n.call].name or run.model.class_name
         return n.name or short_op(n.op or "?")
 
-    skips = [{
-        "kind": s.kind,
-        "module": calls[s.call].name if s.call is not None else "",
-        "node": f"n{s.node}",
-        "source": where(s.source),
-        "through": _collapse([where(x) for x in s.path[1:]]),
-        "projection": s.projection,
-        "around": s.around,
-    } for s in g.skips]
-    merges = [{
-        "kind": m.kind,
-        "module": calls[m.call].name if m.call is not None else "",
-        "node": f"n{m.node}",
-        "source": where(m.source),
-        "branches": m.branches,
-    } for m in g.merges]
+    skips = [
+        {
+            "kind": s.kind,
+            "module": calls[s.call].name if s.call is not None else "",
+            "node": f"n{s.node}",
+            "source": where(s.source),
+            "through": _collapse([where(x) for x in s.path[1:]]),
+            "projection": s.projection,
+            "around": s.around,
+        }
+        for s in g.skips
+    ]
+    merges = [
+        {
+            "kind": m.kind,
+            "module": calls[m.call].name if m.call is not None else "",
+            "node": f"n{m.node}",
+            "source": where(m.source),
+            "branches": m.branches,
+        }
+        for m in g.merges
+    ]
     data["skips"], data["merges"] = skips, merges
 
     timings: dict[str, float] = {}
@@ -186,25 +215,50 @@ def build(run: CapturedRun) -> Section:
             full = full_view(g, calls)
             todo.append(("full", full, "gf-"))
         elif reuse > REUSE_LIMIT:
-            notices.append(Notice("info", f"torchviz's full graph is not drawn: a parameter is used by {reuse} "
-                                          "operations (a recurrent weight at every step), and the edges from it "
-                                          "cross the whole graph, more than a layout can untangle in its budget; "
-                                          "the module views show every step", ID))
+            notices.append(
+                Notice(
+                    "info",
+                    f"torchviz's full graph is not drawn: a parameter is used by {reuse} "
+                    "operations (a recurrent weight at every step), and the edges from it "
+                    "cross the whole graph, more than a layout can untangle in its budget; "
+                    "the module views show every step",
+                    ID,
+                )
+            )
         else:
-            notices.append(Notice("info", f"torchviz's full graph has {len(g.nodes):,} nodes, more than "
-                                          f"{FULL_MAX_NODES:,}; it is not drawn as one picture: the module views "
-                                          "show every module and operation", ID))
+            notices.append(
+                Notice(
+                    "info",
+                    f"torchviz's full graph has {len(g.nodes):,} nodes, more than "
+                    f"{FULL_MAX_NODES:,}; it is not drawn as one picture: the module views "
+                    "show every module and operation",
+                    ID,
+                )
+            )
         results = _layout(todo, calls, run.options.dot_timeout)
         info = _Info(run)
         drawn: dict[str, dict] = {}
         for vid, view, prefix in todo:
             result = results[vid]
             timings[vid] = result.seconds
-            data["views"].append({"id": vid, "title": dot_source.printable(view.title), "nodes": len(view.nodes),
-                                  "edges": len(view.edges), "rendered": result.svg is not None, "error": result.error})
+            data["views"].append(
+                {
+                    "id": vid,
+                    "title": dot_source.printable(view.title),
+                    "nodes": len(view.nodes),
+                    "edges": len(view.edges),
+                    "rendered": result.svg is not None,
+                    "error": result.error,
+                }
+            )
             if result.svg is not None:
-                drawn[vid] = {"svg": result.svg, "info": info.view(view, prefix), "title": dot_source.printable(view.title),
-                              "parent": view.parent, "note": view.note}
+                drawn[vid] = {
+                    "svg": result.svg,
+                    "info": info.view(view, prefix),
+                    "title": dot_source.printable(view.title),
+                    "parent": view.parent,
+                    "note": view.note,
+                }
         # A box whose view was not drawn does not open.
         for entry in drawn.values():
             for item in entry["info"].values():
@@ -215,8 +269,9 @@ def build(run: CapturedRun) -> Section:
         for cid, (vid, node) in sorted(hierarchy.located.items()):
             if vid in drawn:
                 c = calls[cid]
-                index.append({"label": c.name or run.model.class_name, "type": c.type, "view": vid,
-                              "node": prefixes[vid] + node})
+                index.append(
+                    {"label": c.name or run.model.class_name, "type": c.type, "view": vid, "node": prefixes[vid] + node}
+                )
         notices.extend(_layout_notices(data["views"], results, hierarchy))
         module_drawn = "root" in drawn
         if full is not None and "full" in drawn and (len(g.nodes) <= FULL_DEFAULT_MAX or not module_drawn):
@@ -234,9 +289,16 @@ def build(run: CapturedRun) -> Section:
         title="Autograd graph",
         template="sections/graph.html.j2",
         data=data,
-        view={"skips": skips, "merges": merges, "default": default, "root": root, "note": g.note,
-              "timings": timings, "full_drawn": "full" in assets.get("views", {}),
-              "module_views": len(hierarchy.views)},
+        view={
+            "skips": skips,
+            "merges": merges,
+            "default": default,
+            "root": root,
+            "note": g.note,
+            "timings": timings,
+            "full_drawn": "full" in assets.get("views", {}),
+            "module_views": len(hierarchy.views),
+        },
         assets={"views": assets.get("views", {}), "index": index},
         notices=tuple(notices),
         summary=summary,
@@ -258,12 +320,37 @@ def failed(exc: Exception) -> Section:
     """The section when building it failed: the report still builds, and says why."""
     first = (str(exc).strip().splitlines() or [""])[0][:200]
     text = f"the graph could not be drawn ({type(exc).__name__}: {first}); the other sections are complete"
-    data = {"nodes": 0, "edges": 0, "residual_connections": 0, "concat_skips": 0, "branch_merges": 0, "skips": [],
-            "merges": [], "views": [], "dot_version": dot.dot_version(), "note": text}
-    view = {"skips": [], "merges": [], "default": None, "root": None, "note": None, "timings": {},
-            "full_drawn": False, "module_views": 0}
-    return Section(ID, "Autograd graph", "sections/graph.html.j2", data, view=view,
-                   notices=(Notice("warning", text, ID),), summary="not drawn")
+    data = {
+        "nodes": 0,
+        "edges": 0,
+        "residual_connections": 0,
+        "concat_skips": 0,
+        "branch_merges": 0,
+        "skips": [],
+        "merges": [],
+        "views": [],
+        "dot_version": dot.dot_version(),
+        "note": text,
+    }
+    view = {
+        "skips": [],
+        "merges": [],
+        "default": None,
+        "root": None,
+        "note": None,
+        "timings": {},
+        "full_drawn": False,
+        "module_views": 0,
+    }
+    return Section(
+        ID,
+        "Autograd graph",
+        "sections/graph.html.j2",
+        data,
+        view=view,
+        notices=(Notice("warning", text, ID),),
+        summary="not drawn",
+    )
 
 
 def _layout_notices(views: list[dict], results: dict[str, dot.SvgResult], hierarchy: Hierarchy) -> list[Notice]:
@@ -275,18 +362,37 @@ def _layout_notices(views: list[dict], results: dict[str, dot.SvgResult], hierar
     modules = [v for v in views if v["id"] != "full"]
     failed = [v for v in modules if not v["rendered"]]
     if full is not None and not full["rendered"]:
-        shown = "the module views show every module and operation" if len(failed) < len(modules) else \
-            "no other view was drawn either"
-        out.append(Notice("warning" if "budget" not in (full["error"] or "") else "info",
-                          f"torchviz's full graph ({full['nodes']:,} nodes) was not drawn: {full['error']}; {shown}",
-                          ID))
+        shown = (
+            "the module views show every module and operation"
+            if len(failed) < len(modules)
+            else "no other view was drawn either"
+        )
+        out.append(
+            Notice(
+                "warning" if "budget" not in (full["error"] or "") else "info",
+                f"torchviz's full graph ({full['nodes']:,} nodes) was not drawn: {full['error']}; {shown}",
+                ID,
+            )
+        )
     if failed:
         root_failed = any(v["id"] == "root" for v in failed)
         first = failed[0]
-        out.append(Notice("warning", f"{plural(len(failed), 'module view')} of {len(modules)} not drawn "
-                                     f"({first['title']}: {first['error']})"
-                                     + ("; the model's own view is among them" if root_failed else ""), ID))
+        out.append(
+            Notice(
+                "warning",
+                f"{plural(len(failed), 'module view')} of {len(modules)} not drawn "
+                f"({first['title']}: {first['error']})"
+                + ("; the model's own view is among them" if root_failed else ""),
+                ID,
+            )
+        )
     if hierarchy.dropped:
-        out.append(Notice("info", f"{plural(hierarchy.dropped, 'box')} do not open a view of their own: the page "
-                                  "draws at most a few hundred module views; search still finds every module", ID))
+        out.append(
+            Notice(
+                "info",
+                f"{plural(hierarchy.dropped, 'box')} do not open a view of their own: the page "
+                "draws at most a few hundred module views; search still finds every module",
+                ID,
+            )
+        )
     return out

@@ -8,6 +8,7 @@ a level; :mod:`.graph_views` turns levels into views.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ def short_op(op: str) -> str:
 
 
 def relative(name: str, parent: str) -> str:
-    return name[len(parent) + 1:] if parent and name.startswith(parent + ".") else name
+    return name[len(parent) + 1 :] if parent and name.startswith(parent + ".") else name
 
 
 def span(names: Sequence[str]) -> str:
@@ -84,7 +85,7 @@ class LevelBuilder:
         self.chains: list[tuple[int, ...]] = []
         for c in calls:
             parent = () if c.parent is None else self.chains[c.parent]
-            self.chains.append(parent + (c.id,))
+            self.chains.append((*parent, c.id))
         self.owner = [n.call if n.call is not None else self.root for n in nodes]
         # Module views hide accumulators and saved/view tensors: edges pass through them.
         self.hidden = [n.op == "AccumulateGrad" or n.kind in HIDDEN_IN_MODULE_VIEWS for n in nodes]
@@ -109,7 +110,8 @@ class LevelBuilder:
         self.subtree_size: dict[int, int] = {}
         for c in reversed(calls):
             self.subtree_size[c.id] = len(self.own.get(c.id, ())) + sum(
-                self.subtree_size[k] for k in self.children.get(c.id, ()))
+                self.subtree_size[k] for k in self.children.get(c.id, ())
+            )
 
     # -- structure ------------------------------------------------------------------------
     def _orders(self) -> dict[int, float]:
@@ -186,8 +188,7 @@ class LevelBuilder:
         kids = self.children.get(c)
         ops = [n for n in self.own.get(c, ()) if self.g.nodes[n].kind == "op" and not self.hidden[n]]
         opens = ("call", c, None) if kids or len(ops) >= LEAF_VIEW_OPS else None
-        atom = Atom(f"m{c}", label, "module", self.order[c], self.sig[c], call=c, skip=c in self.skips_own,
-                     opens=opens)
+        atom = Atom(f"m{c}", label, "module", self.order[c], self.sig[c], call=c, skip=c in self.skips_own, opens=opens)
         if opens is None:
             atom.ops = [self.node_text(self.g.nodes[n]) for n in self.own.get(c, ()) if not self.hidden[n]]
         return atom
@@ -239,7 +240,8 @@ class LevelBuilder:
         call = self.calls[c]
         op_view = not self.children.get(c)
         title = (f"{call.name} · {call.type}" if call.name else self.model_name) + (
-            f" (call {call.call + 1})" if call.call else "")
+            f" (call {call.call + 1})" if call.call else ""
+        )
         level = Level(view_id, title, parent, {}, {}, call=c)
         atoms, edges = level.atoms, level.edges
         members = self.subtree(c)
@@ -290,7 +292,7 @@ class LevelBuilder:
                     a = key if key in level.atoms else None
                 if a is not None and (not chain or chain[-1] != a):
                     chain.append(a)
-            for a, b in zip(chain, chain[1:]):
+            for a, b in itertools.pairwise(chain):
                 if (a, b) in level.edges:
                     level.edges[(a, b)] = (level.edges[(a, b)][0], True)
 
@@ -307,8 +309,9 @@ class LevelBuilder:
                 key = "q" + a
                 if key not in level.atoms:
                     text = src.label[0] if src.kind in ("port", "input", "param") else f"from {src.label[0]}"
-                    level.atoms[key] = Atom(key, [text], src.kind if src.kind in ("input", "param") else "port",
-                                             -3.0, None)
+                    level.atoms[key] = Atom(
+                        key, [text], src.kind if src.kind in ("input", "param") else "port", -3.0, None
+                    )
                 level.edges.setdefault((key, b), value)
             elif a in chosen:
                 if "out" not in level.atoms:

@@ -27,8 +27,11 @@ def fold(level: Level, b: LevelBuilder) -> Level:
     def chained(i: int, p: int, r: int) -> int:
         """How many of ``r`` repeats of ``seq[i:i+p]`` each feed the next."""
         for k in range(1, r):
-            if not any((x.key, y.key) in linked for x in seq[i + (k - 1) * p:i + k * p]
-                       for y in seq[i + k * p:i + (k + 1) * p]):
+            if not any(
+                (x.key, y.key) in linked
+                for x in seq[i + (k - 1) * p : i + k * p]
+                for y in seq[i + k * p : i + (k + 1) * p]
+            ):
                 return k
         return r
 
@@ -56,7 +59,7 @@ def fold(level: Level, b: LevelBuilder) -> Level:
     atoms = dict(level.atoms)
     rename: dict[str, str] = {}
     for i, p, r in folds:
-        group, first = seq[i:i + p * r], seq[i:i + p]
+        group, first = seq[i : i + p * r], seq[i : i + p]
         key = f"f{first[0].key}"
         calls = [a.call for a in group if a.kind == "module" and a.call is not None]
         if p == 1 and first[0].kind == "module":
@@ -69,17 +72,28 @@ def fold(level: Level, b: LevelBuilder) -> Level:
             if skips:
                 label.append(f"↷ {skips} skip{'s' if skips > 1 else ''}")
             full = [b.calls[m].name for m in calls]
-            opens = None if first[0].opens is None else (
-                "call", c, f"{r} calls identical in structure ({span(full)}): the first is shown")
+            opens = (
+                None
+                if first[0].opens is None
+                else ("call", c, f"{r} calls identical in structure ({span(full)}): the first is shown")
+            )
         elif p == 1:
             label, opens = [f"{first[0].label[0]} ×{r}"], None
         else:
             pattern = " → ".join(b.calls[a.call].type if a.kind == "module" else a.label[0] for a in first)
             label = [span([group[0].label[0], group[-1].label[0]]), f"{pattern} ×{r}"]
-            opens = ("level", b.sub_level(level, [a.key for a in first], f"{level.title}: {label[0]}",
-                                          f"the pattern is repeated {r} times; the first repeat is shown"))
-        atoms[key] = Atom(key, label, "fold", first[0].order, None, skip=any(a.skip for a in group), opens=opens,
-                           members=calls)
+            opens = (
+                "level",
+                b.sub_level(
+                    level,
+                    [a.key for a in first],
+                    f"{level.title}: {label[0]}",
+                    f"the pattern is repeated {r} times; the first repeat is shown",
+                ),
+            )
+        atoms[key] = Atom(
+            key, label, "fold", first[0].order, None, skip=any(a.skip for a in group), opens=opens, members=calls
+        )
         for a in group:
             del atoms[a.key]
             rename[a.key] = key
@@ -106,13 +120,21 @@ def group(level: Level, b: LevelBuilder) -> Level:
     atoms = {k: a for k, a in level.atoms.items() if a.kind in FIXED}
     rename: dict[str, str] = {}
     for start in range(0, len(movable), size):
-        chunk = movable[start:start + size]
+        chunk = movable[start : start + size]
         key = f"g{start}"
         label = [span([chunk[0].label[0], chunk[-1].label[0]]), f"{len(chunk)} steps"]
         sub = b.sub_level(level, [a.key for a in chunk], f"{level.title}: {label[0]}", None)
         calls = [c for a in chunk for c in ([a.call] if a.kind == "module" and a.call is not None else a.members)]
-        atoms[key] = Atom(key, label, "group", chunk[0].order, None, skip=any(a.skip for a in chunk),
-                           opens=("level", sub), members=calls)
+        atoms[key] = Atom(
+            key,
+            label,
+            "group",
+            chunk[0].order,
+            None,
+            skip=any(a.skip for a in chunk),
+            opens=("level", sub),
+            members=calls,
+        )
         for a in chunk:
             rename[a.key] = key
     return Level(level.id, level.title, level.parent, atoms, _renamed(level.edges, rename), level.call, level.note)
@@ -175,10 +197,17 @@ def bundle(level: Level, calls: Sequence[ModuleCall] | None = None) -> Level:
     atoms = dict(level.atoms)
     for members, key in junctions.items():
         first = min(order[m] for m in members if m in order)
-        names = [level.atoms[m].label[0] for m in sorted(members, key=lambda m: order.get(m, (0.0, m)))
-                 if m in level.atoms]
-        atoms[key] = Atom(key, names, "junction", first[0], None,
-                           call=_common_call([level.atoms[m].call for m in members if m in level.atoms], calls))
+        names = [
+            level.atoms[m].label[0] for m in sorted(members, key=lambda m: order.get(m, (0.0, m))) if m in level.atoms
+        ]
+        atoms[key] = Atom(
+            key,
+            names,
+            "junction",
+            first[0],
+            None,
+            call=_common_call([level.atoms[m].call for m in members if m in level.atoms], calls),
+        )
         for a in feeds[key]:
             edges.setdefault((a, key), ("data", False))
     return Level(level.id, level.title, level.parent, atoms, edges, level.call, level.note)

@@ -28,7 +28,7 @@ MAX_VIEWS = 400  # module views drawn at most (the rest are named, not drawn)
 MAX_VIEW_NODES = 12_000  # nodes in all module views together, at most
 FULL_MAX_NODES = 3000  # torchviz's full graph is drawn up to this many nodes
 
-__all__ = ["MAX_BOXES", "FULL_MAX_NODES", "View", "ViewNode", "Hierarchy", "build_hierarchy", "full_view", "short_op"]
+__all__ = ["FULL_MAX_NODES", "MAX_BOXES", "Hierarchy", "View", "ViewNode", "build_hierarchy", "full_view", "short_op"]
 
 
 @dataclass
@@ -60,7 +60,6 @@ class Hierarchy:
     views: list[View]
     located: dict[int, tuple[str, str]]  # call id -> (view id, node id) where the call is drawn
     dropped: int  # boxes whose view was not built (budget)
-
 
 
 def build_hierarchy(graph: GraphCapture, calls: Sequence[ModuleCall], model_name: str) -> Hierarchy:
@@ -113,8 +112,7 @@ def full_view(graph: GraphCapture, calls: Sequence[ModuleCall]) -> View:
     for n in graph.nodes:
         if n.call is not None:
             per_call[n.call] = per_call.get(n.call, 0) + 1
-    clusters = {c.id: c for c in calls
-                if c.parent is not None and (not c.leaf or per_call.get(c.id, 0) >= 2)}
+    clusters = {c.id: c for c in calls if c.parent is not None and (not c.leaf or per_call.get(c.id, 0) >= 2)}
     skips = {s.node for s in graph.skips}
     on_path = {(a, c) for s in graph.skips for a, c in zip([*s.path, s.operand], [*s.path[1:], s.node, s.node])}
     atoms: dict[str, Atom] = {}

@@ -67,8 +67,13 @@ def build(run: CapturedRun) -> Section:
         modules.setdefault(r.module, []).append({"i": i, "record": data[i], "figures": figs})
 
     cards = [
-        {"module": m, "anchor": anchor(m), "label": m or run.model.class_name, "params": params,
-         "flagged": any(p["record"]["flags"] for p in params)}
+        {
+            "module": m,
+            "anchor": anchor(m),
+            "label": m or run.model.class_name,
+            "params": params,
+            "flagged": any(p["record"]["flags"] for p in params),
+        }
         for m, params in modules.items()
     ]
     if records:
@@ -78,24 +83,31 @@ def build(run: CapturedRun) -> Section:
 
     notices = []
     if not has_before:
-        notices.append(Notice(
-            "info",
-            "No before-training state was given, so nothing is compared yet: call "
-            "snap = nnviz_report.snapshot(model) before training and pass build_report(..., before=snap), "
-            "or pass --before CHECKPOINT on the command line.",
-            ID,
-        ))
+        notices.append(
+            Notice(
+                "info",
+                "No before-training state was given, so nothing is compared yet: call "
+                "snap = nnviz_report.snapshot(model) before training and pass build_report(..., before=snap), "
+                "or pass --before CHECKPOINT on the command line.",
+                ID,
+            )
+        )
     for source, label, match in zip(comp.sources, comp.labels, comp.matches):
         if match.partial:
-            notices.append(Notice(
-                "warning",
-                f"{source} ({label}) holds {match.comparable} of the model's {match.parameters} parameters under "
-                f"the same name and shape, so the others are not compared: {match.describe()}; was it saved "
-                "from this model?",
-                ID, about_input=True,
-            ))
+            notices.append(
+                Notice(
+                    "warning",
+                    f"{source} ({label}) holds {match.comparable} of the model's {match.parameters} parameters under "
+                    f"the same name and shape, so the others are not compared: {match.describe()}; was it saved "
+                    "from this model?",
+                    ID,
+                    about_input=True,
+                )
+            )
         elif match.missing or match.unexpected or match.mismatched:
-            notices.append(Notice("info", f"{source} ({label}) does not cover the model exactly: {match.describe()}", ID))
+            notices.append(
+                Notice("info", f"{source} ({label}) does not cover the model exactly: {match.describe()}", ID)
+            )
         if match.tied:
             notices.append(Notice("info", f"{source} ({label}) saves tied weights once: {names(match.tied)}", ID))
     for flag, level, text in (
@@ -104,7 +116,11 @@ def build(run: CapturedRun) -> Section:
         ("unchanged:", "warning", "unchanged by training although trainable"),
         ("frozen", "info", "frozen (requires_grad=False)"),
     ):
-        hit = [r.name for r in records if any(f.startswith(flag) or (flag == "NaN" and f.startswith("Inf")) for f in r.flags)]
+        hit = [
+            r.name
+            for r in records
+            if any(f.startswith(flag) or (flag == "NaN" and f.startswith("Inf")) for f in r.flags)
+        ]
         if hit:
             notices.append(Notice(level, f"{plural(len(hit), 'parameter')} {text}: {names(hit)}", ID))
 
@@ -150,8 +166,13 @@ def _bias_figure(i: int, r: ParamRecord) -> dict:
             {"type": "scatter", "mode": "markers", "name": "before", "y": ref(*base, "bias_before"), "marker": marker},
             {"type": "scatter", "mode": "markers", "name": "after", "y": ref(*base, "bias_after"), "marker": marker},
         ],
-        "layout": {"height": 240, "margin": {"l": 50, "r": 10, "t": 10, "b": 35}, "legend": _legend(),
-                   "xaxis": {"title": {"text": "index"}}, "yaxis": {"title": {"text": "bias value"}}},
+        "layout": {
+            "height": 240,
+            "margin": {"l": 50, "r": 10, "t": 10, "b": 35},
+            "legend": _legend(),
+            "xaxis": {"title": {"text": "index"}},
+            "yaxis": {"title": {"text": "bias value"}},
+        },
     }
 
 
@@ -166,13 +187,32 @@ def _identity_figure(i: int, r: ParamRecord) -> dict:
     lo, hi = (min(ends), max(ends)) if ends else (0.0, 1.0)
     return {
         "data": [
-            {"type": "scatter", "mode": "markers", "name": label, "x": x, "y": y,
-             "marker": {"size": 4, "opacity": 0.6}, "hovertemplate": "before %{x:.4g}<br>after %{y:.4g}<extra></extra>"},
-            {"type": "scatter", "mode": "lines", "name": "unchanged (y = x)", "x": [lo, hi], "y": [lo, hi],
-             "line": {"dash": "dash", "width": 1}, "hoverinfo": "skip"},
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": label,
+                "x": x,
+                "y": y,
+                "marker": {"size": 4, "opacity": 0.6},
+                "hovertemplate": "before %{x:.4g}<br>after %{y:.4g}<extra></extra>",
+            },
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": "unchanged (y = x)",
+                "x": [lo, hi],
+                "y": [lo, hi],
+                "line": {"dash": "dash", "width": 1},
+                "hoverinfo": "skip",
+            },
         ],
-        "layout": {"height": 240, "margin": {"l": 50, "r": 10, "t": 10, "b": 35}, "legend": _legend(),
-                   "xaxis": {"title": {"text": "before"}}, "yaxis": {"title": {"text": "after"}}},
+        "layout": {
+            "height": 240,
+            "margin": {"l": 50, "r": 10, "t": 10, "b": 35},
+            "legend": _legend(),
+            "xaxis": {"title": {"text": "before"}},
+            "yaxis": {"title": {"text": "after"}},
+        },
     }
 
 
@@ -180,9 +220,15 @@ def _bars(i: int, key: str, name: str, h) -> dict:
     # The name (a snapshot's label, perhaps a checkpoint's file name) as Plotly text, and
     # into the hover label by reference: inside the template, "%{...}" would be read too.
     width = (h.hi - h.lo) / len(h.counts) if h.hi > h.lo else 1.0
-    return {"type": "bar", "name": plotly_text(name), "x0": h.lo + width / 2, "dx": width,
-            "y": ref("data", ID, i, key, "counts"), "marker": {"opacity": 0.55},
-            "hovertemplate": "≈%{x:.3g}: %{y}<extra>%{fullData.name}</extra>"}
+    return {
+        "type": "bar",
+        "name": plotly_text(name),
+        "x0": h.lo + width / 2,
+        "dx": width,
+        "y": ref("data", ID, i, key, "counts"),
+        "marker": {"opacity": 0.55},
+        "hovertemplate": "≈%{x:.3g}: %{y}<extra>%{fullData.name}</extra>",
+    }
 
 
 def _hist_figure(i: int, r: ParamRecord, before_label: str) -> dict:
@@ -193,22 +239,38 @@ def _hist_figure(i: int, r: ParamRecord, before_label: str) -> dict:
     sampled = r.hist_after.every > 1
     return {
         "data": traces,
-        "layout": {"height": 240, "margin": {"l": 50, "r": 10, "t": 10, "b": 35}, "barmode": "overlay", "bargap": 0,
-                   "legend": _legend(), "xaxis": {"title": {"text": "value"}},
-                   "yaxis": {"title": {"text": "count" + (f" (every {ordinal(r.hist_after.every)})" if sampled else "")}}},
+        "layout": {
+            "height": 240,
+            "margin": {"l": 50, "r": 10, "t": 10, "b": 35},
+            "barmode": "overlay",
+            "bargap": 0,
+            "legend": _legend(),
+            "xaxis": {"title": {"text": "value"}},
+            "yaxis": {"title": {"text": "count" + (f" (every {ordinal(r.hist_after.every)})" if sampled else "")}},
+        },
     }
 
 
 def _bias_history_figure(i: int, r: ParamRecord) -> dict:
-    trace = {"type": "heatmap", "z": ref("data", ID, i, "bias_history"),
-             "y": [plotly_text(p.label) for p in r.history], "colorscale": "RdBu", "zmid": 0, "reversescale": True,
-             "hovertemplate": "%{y}, index %{x}: %{z:.4g}<extra></extra>"}
+    trace = {
+        "type": "heatmap",
+        "z": ref("data", ID, i, "bias_history"),
+        "y": [plotly_text(p.label) for p in r.history],
+        "colorscale": "RdBu",
+        "zmid": 0,
+        "reversescale": True,
+        "hovertemplate": "%{y}, index %{x}: %{z:.4g}<extra></extra>",
+    }
     if r.bias_history_index is not None:
         trace["x"] = ref("data", ID, i, "bias_history_index")
     return {
         "data": [trace],
-        "layout": {"height": 60 + 22 * len(r.history), "margin": {"l": 80, "r": 10, "t": 10, "b": 35},
-                   "xaxis": {"title": {"text": "bias index"}}, "yaxis": {"type": "category", "autorange": "reversed"}},
+        "layout": {
+            "height": 60 + 22 * len(r.history),
+            "margin": {"l": 80, "r": 10, "t": 10, "b": 35},
+            "xaxis": {"title": {"text": "bias index"}},
+            "yaxis": {"type": "category", "autorange": "reversed"},
+        },
     }
 
 
@@ -228,10 +290,17 @@ def _overview_figure(records: list[ParamRecord], has_before: bool) -> dict:
         hover = "%{x}<br>norm %{y:.4g}<extra></extra>"
     return {
         "data": [{"type": "bar", "x": names_, "y": y, "marker": {"color": colors}, "hovertemplate": hover}],
-        "layout": {"height": 320, "margin": {"l": 60, "r": 10, "t": 10, "b": 40},
-                   "xaxis": {"title": {"text": "parameter tensors, in model order (blue: weights, orange: biases)"},
-                             "showticklabels": len(records) <= 40, "tickangle": -45, "automargin": True},
-                   "yaxis": {"title": {"text": title}, "type": "log" if log else "linear"}},
+        "layout": {
+            "height": 320,
+            "margin": {"l": 60, "r": 10, "t": 10, "b": 40},
+            "xaxis": {
+                "title": {"text": "parameter tensors, in model order (blue: weights, orange: biases)"},
+                "showticklabels": len(records) <= 40,
+                "tickangle": -45,
+                "automargin": True,
+            },
+            "yaxis": {"title": {"text": title}, "type": "log" if log else "linear"},
+        },
     }
 
 
@@ -241,13 +310,25 @@ def _trajectory_figure(records: list[ParamRecord]) -> dict:
         with_history = sorted(with_history, key=lambda r: -(r.relative_change or 0))[:TRAJECTORY_LINES]
     traces = []
     for r in with_history:
-        traces.append({"type": "scatter", "mode": "lines+markers", "name": plotly_text(r.name),
-                       "x": [plotly_text(p.label) for p in r.history], "y": [p.relative_change for p in r.history],
-                       "marker": {"size": 4}, "line": {"width": 1},
-                       "hovertemplate": "%{fullData.name}<br>%{x}: %{y:.4g}<extra></extra>"})
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": plotly_text(r.name),
+                "x": [plotly_text(p.label) for p in r.history],
+                "y": [p.relative_change for p in r.history],
+                "marker": {"size": 4},
+                "line": {"width": 1},
+                "hovertemplate": "%{fullData.name}<br>%{x}: %{y:.4g}<extra></extra>",
+            }
+        )
     return {
         "data": traces,
-        "layout": {"height": 340, "margin": {"l": 60, "r": 10, "t": 10, "b": 40}, "showlegend": len(traces) <= 12,
-                   "xaxis": {"title": {"text": "checkpoint"}, "type": "category"},
-                   "yaxis": {"title": {"text": "‖θ − θ₀‖ / ‖θ₀‖"}}},
+        "layout": {
+            "height": 340,
+            "margin": {"l": 60, "r": 10, "t": 10, "b": 40},
+            "showlegend": len(traces) <= 12,
+            "xaxis": {"title": {"text": "checkpoint"}, "type": "category"},
+            "yaxis": {"title": {"text": "‖θ − θ₀‖ / ‖θ₀‖"}},
+        },
     }
