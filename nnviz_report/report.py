@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import datetime as _dt
 import functools
 import gc
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__, dot
+from . import __version__, _compat, dot
 from .capture import distributed
 from .capture.forward import MODES, CaptureOptions
 from .capture.parameters import compare
@@ -131,30 +130,6 @@ def _collector_paused(fn: Any) -> Any:
     return paused
 
 
-@functools.cache
-def _thread_settings() -> tuple[Any, Any, Any] | None:
-    """``omp_get_max_threads`` and ``omp_set_num_threads`` of the OpenMP runtime torch's CPU
-    kernels run on, and MKL's ``mkl_set_num_threads_local`` (None without MKL); or None
-    when OpenMP cannot be reached (no OpenMP build, or its symbols are not visible)."""
-    if os.name != "posix" or "OpenMP" not in torch.__config__.parallel_info():
-        return None
-    try:
-        omp = ctypes.CDLL(None)
-        get, set_ = omp.omp_get_max_threads, omp.omp_set_num_threads
-    except (OSError, AttributeError):
-        return None
-    mkl = None
-    for lib in sorted((Path(torch.__file__).parent / "lib").glob("libtorch_cpu.*")):
-        try:  # already loaded (privately): this finds that copy. (The lower-case name is
-            # the Fortran entry point, which takes a pointer.)
-            mkl = ctypes.CDLL(str(lib)).MKL_Set_Num_Threads_Local
-        except (OSError, AttributeError):
-            continue
-        mkl.argtypes, mkl.restype = [ctypes.c_int], ctypes.c_int
-        break
-    return get, set_, mkl
-
-
 def _one_kernel_thread() -> tuple[int, int] | None:
     """This thread's torch CPU kernels run on one thread from now on; returns the settings
     before (None: unchanged). ``torch.set_num_threads`` would do it for the whole process:
@@ -162,7 +137,7 @@ def _one_kernel_thread() -> tuple[int, int] | None:
     primitive cache under other threads' convolutions. OpenMP's setting belongs to the
     calling thread, and so does MKL's local one (BLAS calls such as torch.dot follow it,
     not OpenMP's, once torch.set_num_threads has been called in the thread)."""
-    settings = _thread_settings()
+    settings = _compat.thread_controls()
     if settings is None:
         return None
     get, set_, mkl = settings
@@ -175,7 +150,7 @@ def _one_kernel_thread() -> tuple[int, int] | None:
 def _kernel_threads(before: tuple[int, int] | None) -> None:
     """Undo :func:`_one_kernel_thread` in this thread."""
     if before is not None:
-        _get, set_, mkl = _thread_settings()
+        _get, set_, mkl = _compat.thread_controls()
         set_(before[0])
         if mkl is not None:
             mkl(before[1])  # 0: the process-wide setting again

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from .. import _compat
 from ..errors import NNVizError
 
 T = TypeVar("T")
@@ -137,7 +138,13 @@ def job_for(model: nn.Module, timeout: float) -> Job | None:
         raise NNVizError(f"dist_timeout must be a positive number of seconds, not {timeout!r}")
     job = Job(rank=dist.get_rank(), world=world, sharded=is_sharded(model), timeout=float(timeout))
     if job.sharded:
-        job.store = dist.distributed_c10d._get_default_store()
+        job.store = _compat.default_store()
+        if job.store is None:
+            raise NNVizError(
+                f"this torch ({torch.__version__}) does not expose the process group's key-value store, which a "
+                "sharded model's report needs to keep the ranks in step; gather the full state_dict yourself "
+                "and build the report from an unsharded copy on rank 0"
+            )
         job.key = f"nnviz_report/{next(_calls)}"
     return job
 
@@ -191,7 +198,7 @@ def full_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:
     trainable = {n: p.requires_grad for n, p in named_params}
     for n, p in named_params:  # FSDP1's flat parameters: one flag for the parameters they hold
         if n.endswith("_flat_param"):
-            for fqn in getattr(p, "_fqns", None) or ():
+            for fqn in _compat.flat_parameter_names(p):
                 trainable[n[: -len("_flat_param")] + fqn] = p.requires_grad
     return Weights(
         named=[(k, state[k]) for k in firsts],

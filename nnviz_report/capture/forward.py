@@ -18,7 +18,6 @@ run while Graphviz lays out the graph).
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import threading
 import time
@@ -32,10 +31,10 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .. import _compat
 from ..errors import NNVizError
 from . import activations as act
 from .distributed import class_name, is_sharded, module_names
-from .graph import sequence_nr
 from .guard import CALL_KINDS, ModelState, preserve_model_state
 from .tensors import (
     FULL_COPY_BUDGET,
@@ -52,20 +51,6 @@ from .tensors import (
     matrix_parts,
     tensor_stats,
 )
-
-try:  # private, but what torch's own mode machinery uses (stable since torch 1.13)
-    from torch.overrides import _pop_mode_temporarily
-except ImportError:  # pragma: no cover - a future torch without it: slower, still correct
-    _pop_mode_temporarily = None
-_mode_stack_len = getattr(torch._C, "_len_torch_function_stack", None)
-
-
-def _modes_off() -> contextlib.AbstractContextManager:
-    """Step out of the torch-function mode(s) for the recorder's own tensor work."""
-    if _pop_mode_temporarily is None or _mode_stack_len is None or _mode_stack_len() == 0:
-        return contextlib.nullcontext()
-    return _pop_mode_temporarily()
-
 
 MODES = ("eval", "train", "as-is")
 
@@ -158,7 +143,7 @@ class ForwardCapture:
         self.owner.clear()
         self.entries.clear()
         nodes, self.keepalive = self.keepalive, []
-        nodes.sort(key=sequence_nr)
+        nodes.sort(key=_compat.sequence_nr)
         while nodes:
             nodes.pop()
         self.gathered = None
@@ -264,7 +249,7 @@ class _Paused:
 
     def __enter__(self) -> None:
         self.previous, self.recorder.paused = self.recorder.paused, True
-        self.modes = _modes_off()
+        self.modes = _compat.modes_off()
         self.modes.__enter__()
         self.grad = torch.is_grad_enabled()
         torch.set_grad_enabled(False)
@@ -314,7 +299,7 @@ class _Recorder:
 
     def known_stats(self, t: torch.Tensor) -> TensorStats | None:
         for seen, version, stats in self.recent:
-            if seen is t and t._version == version:
+            if seen is t and version is not None and _compat.version(t) == version:
                 return stats
         return None
 
@@ -323,7 +308,7 @@ class _Recorder:
         return stats.histogram if stats is not None else None
 
     def remember(self, t: torch.Tensor, stats: TensorStats) -> None:
-        self.recent.append((t, t._version, stats))
+        self.recent.append((t, _compat.version(t), stats))
         del self.recent[:-4]
 
     def pause(self) -> _Paused:
@@ -537,16 +522,7 @@ class _Recorder:
                 self.full_copy_budget -= parts.values.numel()
             return parts
         if t.dim() == 3:
-            if isinstance(
-                module,
-                (
-                    nn.modules.conv._ConvNd,
-                    nn.modules.pooling._MaxPoolNd,
-                    nn.modules.pooling._AvgPoolNd,
-                    nn.modules.batchnorm._BatchNorm,
-                    nn.modules.pooling._AdaptiveAvgPoolNd,
-                ),
-            ):
+            if isinstance(module, _compat.CHANNELS_FIRST):
                 m = t[self._example(t, 0)]
                 return matrix_parts(m, o.max_rows, o.max_cols * 2, "channel", "position")
             batch_first = getattr(module, "batch_first", True)

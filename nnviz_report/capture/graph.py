@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .. import _compat
 from .skips import BranchMerge, SkipConnection, find_skips
 from .tensors import iter_tensors
 
@@ -69,16 +70,6 @@ class GraphCapture:
     @property
     def concat_count(self) -> int:
         return sum(1 for s in self.skips if s.kind == "concat")
-
-
-def sequence_nr(fn: Any) -> int:
-    """When autograd created the node (it numbers them per thread, in order); accumulators
-    of leaves have none (-1)."""
-    try:
-        n = fn._sequence_nr()
-    except (AttributeError, RuntimeError):  # pragma: no cover - a torch without it
-        return -1
-    return -1 if n >= 2**63 else int(n)
 
 
 def _size(t: torch.Tensor) -> str:
@@ -139,7 +130,7 @@ class _Walk:
             i = self.node(fn, "op", op=type(fn).__name__, call=self.owner.get(key))
             node = self.nodes[i]
             node.entry = self.entries.get(key)
-            node.seq = sequence_nr(fn)
+            node.seq = _compat.sequence_nr(fn)
         return i
 
     def enter(self, fn: Any) -> list:
@@ -191,8 +182,9 @@ class _Walk:
                     self.add_nodes(t.grad_fn)
                     if id(t.grad_fn) in self.index:
                         self.edges.append(GraphEdge(self.index[id(t.grad_fn)], me, "data"))
-                if t._is_view():
-                    chain.append((t._base, "view", None, me))
+                base = _compat.view_base(t)
+                if base is not None:
+                    chain.append((base, "view", None, me))
             if child is not None:
                 self.edges.append(GraphEdge(self.index[id(t)], child, "view"))
 

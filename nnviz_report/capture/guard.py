@@ -9,14 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import _compat
 from ..errors import NNVizError
-
-
-def _hook_dicts(module: nn.Module) -> list[tuple[str, dict]]:
-    # Every per-module hook registry (_forward_hooks, _forward_pre_hooks_with_kwargs,
-    # _forward_hooks_always_called, _backward_hooks, state-dict hooks, ...), found by name so a
-    # registry added by a later torch release is covered too.
-    return [(name, value) for name, value in vars(module).items() if "hooks" in name and isinstance(value, dict)]
 
 
 def _storage_ptr(t: torch.Tensor) -> int:
@@ -27,22 +21,22 @@ def _storage_ptr(t: torch.Tensor) -> int:
 
 
 def _version(t: torch.Tensor) -> int | None:
-    return None if t.is_inference() else t._version  # inference tensors keep no version counter
+    return None if t.is_inference() else _compat.version(t)  # inference tensors keep no version counter
 
 
 # Tensor methods whose names end in "_" but write no values.
 _NOT_WRITES = frozenset({"requires_grad_", "retain_grad", "share_memory_", "record_stream", "detach_"})
 CALL_KINDS: dict[Any, int] = {}  # func -> _NONE / _WRITES_FIRST / _BACKWARD, learnt on first sight
 _NONE, _WRITES_FIRST, _BACKWARD = 0, 1, 2
-_OP_OVERLOAD = getattr(getattr(torch, "_ops", None), "OpOverload", ())
 
 
 def _kind(func: Any) -> int:
     kind = CALL_KINDS.get(func)
     if kind is None:
         name = getattr(func, "__name__", "")
-        if isinstance(func, _OP_OVERLOAD):  # torch.ops.aten.add_.Tensor: its schema says
-            kind = _WRITES_FIRST if func._schema.is_mutable else _NONE
+        mutable = _compat.writes_first_argument(func)  # torch.ops.aten.add_.Tensor: its schema says
+        if mutable is not None:
+            kind = _WRITES_FIRST if mutable else _NONE
         elif name == "backward":
             kind = _BACKWARD
         elif name == "__setitem__" or (name.endswith("_") and not name.endswith("__") and name not in _NOT_WRITES):
@@ -70,11 +64,11 @@ class ModelState:
         modules = list(model.modules())
         self.model = model
         self.training = [(m, m.training) for m in modules]
-        self.hooks = [(d, dict(d)) for m in modules for _, d in _hook_dicts(m)]
+        self.hooks = [(d, dict(d)) for m in modules for _, d in _compat.hook_dicts(m)]
         # Which objects the modules hold (TorchScript modules' slots cannot change from Python).
         plain = [m for m in modules if not isinstance(m, torch.jit.ScriptModule)]
-        self.slots = [(m, name, p) for m in plain for name, p in m._parameters.items()]
-        self.buffer_slots = [(m, name, buf) for m in plain for name, buf in m._buffers.items()]
+        self.slots = [(m, name, p) for m in plain for name, p in _compat.parameter_slots(m)]
+        self.buffer_slots = [(m, name, buf) for m in plain for name, buf in _compat.buffer_slots(m)]
         self.names = {id(p): n for n, p in model.named_parameters()}
         # (parameter, requires_grad, version, an alias of its tensor: same storage, sizes and
         # strides, which also keeps that storage alive)
@@ -134,7 +128,7 @@ class ModelState:
             self.names.get(id(p), "?")
             for p, _, version, alias in self.params
             if version is not None
-            and p._version != version
+            and _compat.version(p) != version
             and _same_tensor(p, alias)
             and _storage_ptr(alias) not in self.saved
         ]
@@ -159,11 +153,9 @@ class ModelState:
                 live.clear()
                 live.update(entries)
         for m, name, p in self.slots:
-            if m._parameters.get(name) is not p:
-                m._parameters[name] = p
+            _compat.put_parameter(m, name, p)
         for m, name, buf in self.buffer_slots:
-            if m._buffers.get(name) is not buf:
-                m._buffers[name] = buf
+            _compat.put_buffer(m, name, buf)
         for p, requires_grad, _, _ in self.params:
             if p.requires_grad != requires_grad:
                 p.requires_grad_(requires_grad)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import _compat
 from ..errors import NNVizError
 from .checkpoints import (
     PREFIXES,
@@ -68,8 +69,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     while True:
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
+        elif (inner := _compat.compiled_module(model)) is not None:
+            model = inner
         else:
             return model
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import _compat
+
 
 def iter_leaves(obj: Any, path: str = "") -> Iterator[tuple[str, Any]]:
     """Yield ``(path, leaf)`` for every leaf of a nested output.
@@ -171,15 +173,15 @@ def bin_counts_many(
         samples = [items[i][0].reshape(-1) for i in idx]
         lows = [items[i][1] for i in idx]
         if overwrite:
-            torch._foreach_sub_(samples, lows)
+            _compat.foreach_sub_(samples, lows)
             at = samples
         else:
-            at = torch._foreach_sub(samples, lows)
-        torch._foreach_mul_(at, [bins / (items[i][2] - items[i][1]) for i in idx])
-        torch._foreach_clamp_min_(at, 0)
-        torch._foreach_clamp_max_(at, bins - 1)
-        torch._foreach_floor_(at)
-        torch._foreach_add_(at, [k * bins for k in range(len(idx))])  # exact: small integers
+            at = _compat.foreach_sub(samples, lows)
+        _compat.foreach_mul_(at, [bins / (items[i][2] - items[i][1]) for i in idx])
+        _compat.foreach_clamp_min_(at, 0)
+        _compat.foreach_clamp_max_(at, bins - 1)
+        _compat.foreach_floor_(at)
+        _compat.foreach_add_(at, [k * bins for k in range(len(idx))])  # exact: small integers
         flat = torch.cat(at).to(torch.int32)
         del at, samples
         counts = torch.bincount(flat, minlength=len(idx) * bins).view(len(idx), bins).tolist()
