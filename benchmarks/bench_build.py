@@ -244,7 +244,7 @@ def main() -> None:
     print(f"\nDemo report: {demo.stat().st_size / 1e6:.2f} MB (goal <= 2.5 MB)")
 
     from models import ResNet152
-    from nnviz_report.capture.forward import CaptureOptions
+    from nnviz_report.capture.options import CaptureOptions
     from nnviz_report.capture.run import capture
     from nnviz_report.sections import graph as graph_section
 

@@ -143,7 +143,7 @@ def torchviz_baseline(model, x, budget: float) -> str:
                 out = model(*[t.clone().requires_grad_(t.is_floating_point()) for t in x])
             else:
                 out = model(x.clone().requires_grad_(x.is_floating_point()))
-            from nnviz_report.capture.tensors import iter_tensors
+            from nnviz_report.capture.nested import iter_tensors
 
             tensor = next(t for _, t in iter_tensors(out) if t.requires_grad)
             t = time.perf_counter()
@@ -268,7 +268,7 @@ def shoot(rows, folder: Path) -> None:
             page.evaluate("document.getElementById('graph').scrollIntoView()")
             try:
                 page.wait_for_selector("#graph .graph-canvas svg", timeout=20000)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a page whose graph is not drawn is skipped
                 page.close()
                 continue
             page.wait_for_timeout(300)

@@ -145,7 +145,7 @@ def barrier(timeout: float, what: str = "the report") -> bool:
     try:
         work = torch.distributed.barrier(group=cpu_group(), async_op=True)
         work.wait(timeout=_dt.timedelta(seconds=timeout))
-    except Exception as exc:  # a timed-out or broken collective must not end training
+    except Exception as exc:  # noqa: BLE001 - a timed-out or broken collective must not end training
         warnings.warn(
             f"nnviz-report: rank {rank} stopped waiting for {what} after {timeout:g} s ({exc})",
             RuntimeWarning,

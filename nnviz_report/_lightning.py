@@ -119,7 +119,7 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             if trainer.is_global_zero:
                 try:
                     self._build_and_log(trainer, pl_module, folder, filename)
-                except Exception as exc:  # the finished training run outlives a failed report
+                except Exception as exc:  # noqa: BLE001 - the finished training run outlives a failed report
                     integ.warn_failed("the report was not built", exc)
             integ.barrier(self.timeout, "rank zero's nnviz-report")
 
@@ -142,7 +142,7 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
                     if target.kind == "folder" and html.parent.resolve() == target.obj.parent.resolve():
                         continue  # the page is already in this logger's folder
                     trackers.log_files(target, html, data, report, step=trainer.global_step)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - any tracker's error: the page is saved, training goes on
                     integ.warn_failed(f"the report was saved to {html} but not logged to {type(logger).__name__}", exc)
             for text in report.warnings:
                 warnings.warn(f"nnviz-report: {text}", RuntimeWarning, stacklevel=2)

@@ -51,7 +51,7 @@ def report(
 
         try:
             result = build_report(module, example_input, before=before, **build_kwargs)
-        except Exception as exc:  # raised after the barrier, so no process waits for nothing
+        except Exception as exc:  # noqa: BLE001 - raised after the barrier, so no process waits for nothing
             error = exc
     integ.barrier(timeout, "the main process's nnviz-report")
     if error is not None:

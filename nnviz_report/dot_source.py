@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import graphviz
 
-from .capture.forward import ModuleCall
+from .capture.calls import ModuleCall
 from .sections.graph_views import View
 
 SKIP_COLOR = "#d9480f"

@@ -86,7 +86,7 @@ class NNVizTrainerCallback(_transformers.TrainerCallback):
             self._snapshot = snapshot(model, label="start")
             self._example = example
             self._targets = _active_runs()
-        except Exception as exc:  # only this process got here: raising would leave the others waiting
+        except Exception as exc:  # noqa: BLE001 - only this process got here: raising would leave the others waiting
             self._snapshot = None
             integ.warn_failed("no report will be made at the end of this training run", exc)
 
@@ -107,7 +107,7 @@ class NNVizTrainerCallback(_transformers.TrainerCallback):
         if state.is_world_process_zero and self._snapshot is not None:
             try:
                 self._build_and_log(args, state, model)
-            except Exception as exc:  # the finished training run outlives a failed report
+            except Exception as exc:  # noqa: BLE001 - the finished training run outlives a failed report
                 integ.warn_failed("the report was not built", exc)
         integ.barrier(self.timeout, "the main process's nnviz-report")
 
@@ -121,7 +121,7 @@ class NNVizTrainerCallback(_transformers.TrainerCallback):
         for target in self._targets:
             try:
                 trackers.log_files(target, html, data, report, step=state.global_step)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any tracker's error: the page is saved, training goes on
                 integ.warn_failed(f"the report was saved to {html} but not logged to {target.kind}", exc)
         for text in report.warnings:
             warnings.warn(f"nnviz-report: {text}", RuntimeWarning, stacklevel=2)

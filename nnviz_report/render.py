@@ -216,7 +216,7 @@ def render_section(section: Section) -> Markup:
     return Markup(environment().get_template(section.template).render(s=section))
 
 
-def pack_view(section: Section) -> Markup | None:
+def pack_payload(section: Section) -> Markup | None:
     """A section's browser payload (its figures and assets, :func:`packed`), or None when it
     has neither. Packed one section at a time, each as soon as it is built: zlib lets go
     of the GIL, and the graph's SVG, most of the bytes, is packed in the graph's lane."""
@@ -233,10 +233,10 @@ def render_page(
     notices: list[Notice],
     meta: Mapping[str, Any],
     bodies: Mapping[str, Markup],
-    views: Mapping[str, Markup | None],
+    payloads: Mapping[str, Markup | None],
 ) -> str:
     """The page, from each section's HTML (:func:`render_section`) and browser payload
-    (:func:`pack_view`), by section id."""
+    (:func:`pack_payload`), by section id."""
     seen: set[str] = set()
     for s in sections:
         overlap = seen & s.figures.keys()
@@ -252,7 +252,7 @@ def render_page(
             data=data,
             sections=sections,
             bodies=bodies,
-            views=views,
+            payloads=payloads,
             notices=notices,
             meta=meta,
             data_json=_script_json(data),

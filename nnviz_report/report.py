@@ -1,55 +1,56 @@
-"""``build_report``: capture -> sections -> one HTML page; ``Report.save`` writes it atomically."""
+"""``build_report``: capture -> sections -> one HTML page; ``Report.save`` writes it atomically;
+``read_report`` reads the data of a page back."""
 
 from __future__ import annotations
 
-import datetime as _dt
-import functools
-import gc
+import json
 import os
-import platform
+import re
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
 
-from . import __version__, _compat, dot
+from . import pipeline
+from ._environment import BuildEnvironment
 from .capture import distributed
-from .capture.forward import MODES, CaptureOptions
-from .capture.parameters import compare
-from .capture.run import (
-    capture,
-    check_model,
-    count_histograms,
-    finish_activations,
-    finish_images,
-    resolve_before,
-)
+from .capture.checkpoints import shown
+from .capture.options import MODES, CaptureOptions
+from .capture.run import BeforeArg, capture, capture_sharded, check_model, resolve_before
 from .errors import NNVizError
 from .output import write_output
-from .render import PLOTLY_VERSION, pack_view, render_page, render_section
-from .sections import activations, feature_maps, parameters
-from .sections import graph as graph_section
 
-SCHEMA_VERSION = 1
-# The page's sections, in order. A new section: one module with build(run), one template.
-SECTIONS = (activations, feature_maps, parameters, graph_section)
+# What build_report(example_input=...) takes: a tensor (model(x)), a tuple or list of
+# positional inputs (model(*x)), or a mapping of keyword inputs (model(**x)). Tensors may
+# sit in nested lists, tuples, named tuples and dicts.
+ExampleInput: TypeAlias = torch.Tensor | Sequence[Any] | Mapping[str, Any]
+# What build_report(before=...) takes: one state (a Snapshot, a state_dict, a checkpoint
+# file or folder) or a list of them, oldest first.
+Before: TypeAlias = BeforeArg | Sequence[BeforeArg]
 
 
 @dataclass(frozen=True)
 class Report:
-    """A finished report: ``data`` (what the page embeds as JSON), ``html`` (the page)."""
+    """A finished report.
+
+    ``data``: what the page embeds as JSON (``read_report`` reads it back from a saved page).
+    ``html``: the page. ``warnings``: what a command line or a training log should print
+    besides the page: problems of this machine (no Graphviz, a layout that ran out of its
+    time) and of the input (a checkpoint that fits the model only partly); findings about
+    the model itself are in ``data["findings"]`` and at the top of the page.
+    ``timings``: seconds per step of the build.
+    """
 
     data: dict[str, Any]
     html: str
     warnings: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict, compare=False)
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the page to ``path``. A regular file is written atomically (a temporary file
         beside it, then a rename): an earlier file at ``path`` stays intact if anything
         fails or an interrupt arrives. A symbolic link is followed (the file it names is
@@ -80,102 +81,18 @@ class Report:
 
         return frame_html(self)
 
-    def show(self, path: str | os.PathLike | None = None, *, height: int | str | None = None) -> Path | None:
+    def show(self, path: str | os.PathLike[str] | None = None, *, height: int | str | None = None) -> Path | None:
         """Display the report in a notebook; with ``path``, save it there too and link it."""
         from .notebook import show
 
         return show(self, path, height=height)
 
 
-def device_name(device: str) -> str | None:
-    """The GPU's name for a CUDA device (``NVIDIA H100 80GB HBM3``), else None."""
-    d = torch.device(device)
-    if d.type != "cuda":
-        return None
-    try:
-        return torch.cuda.get_device_name(d)
-    except (RuntimeError, AssertionError):
-        return None
-
-
-def _patterns(value: str | Sequence[str] | None, what: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    items = tuple(value)
-    if not all(isinstance(v, str) for v in items):
-        raise NNVizError(f"{what} must be a string or a list of strings")
-    return items
-
-
-def _collector_paused(fn: Any) -> Any:
-    """Python's cyclic garbage collector is paused while ``fn`` runs and resumed after, if
-    it was on. A build allocates ~10^5 short-lived objects (hook records, JSON, SVG text)
-    and no garbage cycles to speak of: the collector would run ~50 times per ResNet-50
-    build, stop every thread each time and free ~200 objects in all (10-25 ms of a 0.4 s
-    build on a CPU; on a GPU, where the forward pass is the Python overhead, more). What
-    the build leaves for it is collected at its next run."""
-
-    @functools.wraps(fn)
-    def paused(*args: Any, **kwargs: Any) -> Any:
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            if was_enabled:
-                gc.enable()
-
-    return paused
-
-
-def _one_kernel_thread() -> tuple[int, int] | None:
-    """This thread's torch CPU kernels run on one thread from now on; returns the settings
-    before (None: unchanged). ``torch.set_num_threads`` would do it for the whole process:
-    threads started meanwhile would keep 1 for their whole life, and it clears oneDNN's
-    primitive cache under other threads' convolutions. OpenMP's setting belongs to the
-    calling thread, and so does MKL's local one (BLAS calls such as torch.dot follow it,
-    not OpenMP's, once torch.set_num_threads has been called in the thread)."""
-    settings = _compat.thread_controls()
-    if settings is None:
-        return None
-    get, set_, mkl = settings
-    torch.get_num_threads()  # torch sets up this thread's OpenMP count once, on first use
-    before = get()
-    set_(1)
-    return before, (mkl(1) if mkl is not None else 0)
-
-
-def _kernel_threads(before: tuple[int, int] | None) -> None:
-    """Undo :func:`_one_kernel_thread` in this thread."""
-    if before is not None:
-        _get, set_, mkl = _compat.thread_controls()
-        set_(before[0])
-        if mkl is not None:
-            mkl(before[1])  # 0: the process-wide setting again
-
-
-def _autograd_on(fn: Any) -> Any:
-    """``fn`` runs with autograd on and inference mode off, whatever the caller's context
-    (``torch.no_grad()``, ``torch.inference_mode()``): the example input's copy must be
-    an autograd leaf for the graph to start at it. Both modes belong to the calling thread."""
-
-    @functools.wraps(fn)
-    def on(*args: Any, **kwargs: Any) -> Any:
-        with torch.inference_mode(False), torch.enable_grad():
-            return fn(*args, **kwargs)
-
-    return on
-
-
-@_collector_paused
-@_autograd_on
 def build_report(
     model: nn.Module,
-    example_input: Any,
+    example_input: ExampleInput,
     *,
-    before: Any = None,
+    before: Before = None,
     title: str | None = None,
     layers: str | Sequence[str] | None = None,
     layer_types: str | Sequence[str] | None = None,
@@ -196,13 +113,61 @@ def build_report(
     (glob patterns on qualified module names) and ``layer_types`` (class names) select the
     feature maps; ``max_channels`` and ``example_index`` choose what conv pictures show.
     ``mode``: ``"eval"`` (default), ``"train"`` or ``"as-is"`` for the forward pass. The
-    model is left exactly as it was.
+    model is left exactly as it was; what the build changes meanwhile in the process (the
+    garbage collector, autograd's mode, torch's kernel threads) is listed in
+    :class:`nnviz_report._environment.BuildEnvironment` and put back.
 
     In a ``torch.distributed`` job, call it on every rank: rank 0 gets the Report, the
     others None. A sharded model (FSDP) runs its forward pass on every rank; a rank that
     fails makes the others raise, and ranks wait for each other at most ``dist_timeout``
     seconds.
     """
+    with BuildEnvironment() as env:
+        options = _options(title, layers, layer_types, max_channels, example_index, mode, graph, dot_timeout)
+        started = time.perf_counter()
+        model = check_model(model)
+        job = distributed.job_for(model, dist_timeout)
+        if job is not None and not job.sharded:
+            if job.rank != 0:
+                return None  # every rank holds the whole model: rank 0 builds from its own, alone
+            job = None
+        if job is None:
+            snapshots = resolve_before(before, trust_metadata)
+        else:  # sharded: every rank runs the forward pass and gathers the full state; rank 0 builds
+            sharded = job
+            snapshots = sharded.step(
+                "reading before=", lambda: resolve_before(before, trust_metadata) if sharded.rank == 0 else []
+            )
+        load_seconds = time.perf_counter() - started
+        weights = None
+        if job is None:
+            run = capture(model, example_input, options)
+        else:
+            captured = capture_sharded(job, model, example_input, options)
+            if captured is None:
+                return None
+            run, weights = captured
+        built = pipeline.build_sections(env, model, run, snapshots, weights)
+        t = time.perf_counter()
+        page = pipeline.page(run, built.sections, title)
+        timings = {"load": load_seconds, **built.timings, "render": time.perf_counter() - t}
+        timings["total"] = time.perf_counter() - started
+        if job is not None:
+            distributed.settle()
+        return Report(data=page.data, html=page.html, warnings=pipeline.console_warnings(page.notices), timings=timings)
+
+
+def _options(
+    title: str | None,
+    layers: str | Sequence[str] | None,
+    layer_types: str | Sequence[str] | None,
+    max_channels: int,
+    example_index: int,
+    mode: str,
+    graph: bool,
+    dot_timeout: float,
+) -> CaptureOptions:
+    """The capture options of build_report's arguments, checked (and its title)."""
     if not isinstance(max_channels, int) or max_channels < 1:
         raise NNVizError(f"max_channels must be a positive integer, not {max_channels!r}")
     if not isinstance(example_index, int) or example_index < 0:
@@ -213,7 +178,7 @@ def build_report(
         raise NNVizError(f"dot_timeout must be a positive number of seconds, not {dot_timeout!r}")
     if title is not None and not isinstance(title, str):
         raise NNVizError(f"title must be a string, not {type(title).__name__}")
-    options = CaptureOptions(
+    return CaptureOptions(
         layers=_patterns(layers, "layers"),
         layer_types=_patterns(layer_types, "layer_types"),
         max_channels=max_channels,
@@ -222,148 +187,42 @@ def build_report(
         graph=graph,
         dot_timeout=float(dot_timeout),
     )
-    started = time.perf_counter()
-    model = check_model(model)
-    job = distributed.job_for(model, dist_timeout)
-    if job is not None and not job.sharded:
-        if job.rank != 0:
-            return None  # every rank holds the whole model: rank 0 builds from its own, alone
-        job = None
-    if job is None:
-        snapshots = resolve_before(before, trust_metadata)
-    else:  # sharded: every rank runs the forward pass and gathers the full state; rank 0 builds
-        snapshots = job.step("reading before=", lambda: resolve_before(before, trust_metadata) if job.rank == 0 else [])
-    load_seconds = time.perf_counter() - started
-    built: dict[str, Any] = {}
-    bodies: dict[str, Any] = {}
-    views: dict[str, Any] = {}
 
-    def build_section(module: Any, run: Any) -> None:
-        t = time.perf_counter()
-        built[module.ID] = module.build(run)
-        run.timings[f"section {module.ID}"] = time.perf_counter() - t
 
-    def render_body(module: Any) -> None:
-        t = time.perf_counter()
-        bodies[module.ID] = render_section(built[module.ID])
-        views[module.ID] = pack_view(built[module.ID])
-        run.timings[f"render {module.ID}"] = time.perf_counter() - t
+def _patterns(value: str | Sequence[str] | None, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    items = tuple(value)
+    if not all(isinstance(v, str) for v in items):
+        raise NNVizError(f"{what} must be a string or a list of strings")
+    return items
 
-    def graph_lane() -> None:
-        try:
-            build_section(graph_section, run)
-        except Exception as exc:
-            built[graph_section.ID] = graph_section.failed(exc)
-        render_body(graph_section)  # its view holds most of the page's bytes (the SVG)
 
-    def timed_compare() -> tuple[Any, float]:
-        t = time.perf_counter()
-        return compare(model, snapshots, weights), time.perf_counter() - t
+_DATA = re.compile(r'<script type="application/json" id="nnviz-data">(.*?)</script>', re.S)
 
-    def pictures_and_maps() -> None:
-        finish_images(run)
-        build_section(feature_maps, run)
-        render_body(feature_maps)
 
-    weights = None
-    if job is None:
-        run = capture(model, example_input, snapshots, options)
-    else:
-        run, weights = distributed.capture_sharded(
-            job, model, lambda opts: capture(model, example_input, snapshots, opts), options
-        )
-        if run is None:
-            return None
-    run.timings["load"] = load_seconds
-    # After the forward pass, three lanes that read only what they need: the graph section
-    # (mostly waiting for Graphviz's own processes); the histograms, then the feature maps'
-    # pictures, section and HTML (foreach ops, numpy and PIL, which let go of the GIL); this
-    # thread: the activations, comparing the parameters, rendering the other sections.
-    # Torch runs one thread per kernel meanwhile, in these threads only: two-thread kernels
-    # on busy cores spin-wait for each other. (Measured and dropped: the comparison in a
-    # lane of its own, its many small kernels then queue for the GIL; the comparison beside
-    # the forward pass, which slows the convolutions down; the comparison before it, no
-    # faster.)
-    threads = _one_kernel_thread()
+def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The data a saved report page embeds: the ``Report.data`` of the build that wrote it
+    (JSON: tuples are lists, non-finite numbers None). Any problem reading it (no such
+    file, not a report page) is an :class:`NNVizError`."""
+    p = Path(path)
     try:
-        with ThreadPoolExecutor(max_workers=2, initializer=_one_kernel_thread) as pool:
-            try:
-                graph_done = pool.submit(graph_lane)
-                counted = pool.submit(count_histograms, run)  # then the maps, in the same lane
-                maps_done = pool.submit(pictures_and_maps)
-                finish_activations(run)
-                run.parameters, run.timings["parameters"] = timed_compare()
-                counted.result()
-                # Graphviz is usually still at work: render what is built meanwhile.
-                for module in SECTIONS:
-                    if module not in (graph_section, feature_maps):
-                        build_section(module, run)
-                        render_body(module)
-                maps_done.result()
-                graph_done.result()
-            except BaseException:
-                dot.stop_all()  # an interrupt must not wait for Graphviz's layouts
-                raise
-    finally:
-        _kernel_threads(threads)
-    sections = [built[module.ID] for module in SECTIONS]
-    timings = dict(run.timings)
-    timings.update({f"layout {k}": v for k, v in built[graph_section.ID].view.get("timings", {}).items()})
-
-    info = run.model
-    title = title if title is not None else f"{info.class_name} report"
-    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
-    shapes = [i["shape"] for i in info.inputs]
-    data: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "title": title,
-        "model": {
-            "class_name": info.class_name,
-            "num_parameters": info.num_parameters,
-            "trainable_parameters": info.trainable_parameters,
-            "input_shape": shapes[0] if len(shapes) == 1 else shapes,
-            "inputs": info.inputs,
-            "device": info.device,
-            "device_name": device_name(info.device),
-            "dtype": info.dtype,
-            "mode": info.mode,
-        },
-        "environment": {
-            "nnviz_report": __version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "created": created.isoformat(),
-        },
-    }
-    for s in sections:
-        data[s.id] = s.data
-    notices = [n for s in sections for n in s.notices]
-    notices.sort(key=lambda n: n.level != "warning")
-    data["findings"] = [{"level": n.level, "section": n.section, "text": n.text} for n in notices]
-    t = time.perf_counter()
-    html = render_page(
-        title=title,
-        data=data,
-        sections=sections,
-        notices=notices,
-        meta={
-            "version": __version__,
-            "torch": torch.__version__,
-            "created": created.isoformat(),
-            "created_text": created.strftime("%Y-%m-%d %H:%M UTC"),
-            "plotly_version": PLOTLY_VERSION,
-        },
-        bodies=bodies,
-        views=views,
-    )
-    timings["render"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - started
-    # Warnings for the command line: the graph section's are about this machine (no dot, a
-    # layout that timed out), and some are about the input (a checkpoint that fits only
-    # partly); the others are findings, which the page shows.
-    warnings = tuple(
-        n.text for n in notices if n.level == "warning" and (n.section == graph_section.ID or n.about_input)
-    )
-    if job is not None:
-        distributed.settle()
-    return Report(data=data, html=html, warnings=warnings, timings=timings)
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NNVizError(f"report not found: {shown(p)}; check the path") from None
+    except UnicodeDecodeError:
+        raise NNVizError(f"{shown(p)} is not an nnviz-report page (not UTF-8 text)") from None
+    except OSError as exc:
+        raise NNVizError(f"cannot read {shown(p)}: {exc.strerror or exc}") from None
+    m = _DATA.search(text)
+    if m is None:
+        raise NNVizError(f"{shown(p)} is not an nnviz-report page (it has no nnviz-data block)")
+    try:
+        data = json.loads(m.group(1))
+    except ValueError as exc:
+        raise NNVizError(f"{shown(p)}: its nnviz-data block is not valid JSON ({exc}); the page is damaged") from None
+    if not isinstance(data, dict) or "schema_version" not in data:
+        raise NNVizError(f"{shown(p)}: its nnviz-data block is not a report's data; the page is damaged")
+    return data

@@ -65,7 +65,7 @@ def report_frame(page, timeout=30000):
             try:
                 if frame.evaluate("window.nnviz !== undefined"):
                     return frame
-            except Exception:  # a frame still loading
+            except Exception:  # noqa: BLE001 - a frame still loading
                 pass
         page.wait_for_timeout(100)
     raise AssertionError(f"no report frame among {[f.url for f in page.frames]}")

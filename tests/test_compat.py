@@ -3,6 +3,7 @@ torch, and each fallback (for a torch without it) still gives a working report."
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -31,6 +32,7 @@ def _data(report) -> dict:
     return data
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
 def test_the_private_symbols_exist_on_the_pinned_torch():
     from torch.distributed.fsdp._flat_param import FlatParameter
     from torch.overrides import _pop_mode_temporarily

@@ -11,7 +11,7 @@ from torch import nn
 import nnviz_report
 from conftest import DEVICES
 from models import LSTMTagger, ResNet50, SmallCNN, TransformerClassifier
-from nnviz_report.capture.tensors import tensor_stats
+from nnviz_report.capture.histograms import stats_and_histogram
 
 
 def independent_stats(t: torch.Tensor) -> dict:
@@ -207,10 +207,10 @@ def test_every_output_kind():
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_nan_and_inf_are_reported_not_hidden(device):
-    s = tensor_stats(torch.tensor([1.0, float("nan"), float("inf"), 0.0], device=device), bins=4)
+    s, histogram = stats_and_histogram(torch.tensor([1.0, float("nan"), float("inf"), 0.0], device=device), bins=4)
     assert (s.nan_count, s.inf_count, s.mean, s.max) == (1, 1, None, None)
     assert s.zero_fraction == 0.25
-    assert sum(s.histogram.counts) == 2  # the finite values
+    assert sum(histogram.counts) == 2  # the finite values
 
 
 class TwoInputs(nn.Module):
@@ -267,15 +267,14 @@ def test_sequence_pictures_are_laid_out_by_what_the_dimensions_mean():
 
 @pytest.mark.parametrize("full_copy", [0, 2**20], ids=["pooled-in-hook", "pooled-after"])
 def test_histograms_and_channel_stats_against_torch(full_copy):
-    from nnviz_report.capture.tensors import channel_parts, finish_images
+    from nnviz_report.capture.pictures import channel_parts, draw_pictures
 
     x = torch.randn(50000) * 3 + 1
-    s = tensor_stats(x, bins=32)
-    h = s.histogram
+    _, h = stats_and_histogram(x, bins=32)
     expected = torch.histc(x[:: h.every], bins=32, min=h.lo, max=h.hi)
     assert h.counts == [int(c) for c in expected.tolist()]
     maps = torch.randn(2, 5, 9, 7) * 0.01 + 1000.0  # |mean| >> std: no cancellation allowed
-    (grid,) = finish_images([channel_parts(maps, example=1, max_channels=3, tile=32, full_copy=full_copy)])
+    (grid,) = draw_pictures([channel_parts(maps, example=1, max_channels=3, tile=32, full_copy=full_copy)])
     for c, (mean, std, lo, hi) in enumerate(grid.channel_stats):  # 4 significant digits, for display
         ch = maps[1, c].double()
         assert mean == pytest.approx(ch.mean().item(), rel=5e-4)
@@ -286,9 +285,9 @@ def test_histograms_and_channel_stats_against_torch(full_copy):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 def test_pictures_drawn_after_the_pass_equal_those_drawn_in_the_hook(dtype):
     """A hook either pools the channels it draws itself or keeps them at full resolution
-    (within a budget) for finish_images, which pools them in stacks: same pictures, same
+    (within a budget) for draw_pictures, which pools them in stacks: same pictures, same
     channel numbers, whatever the model does to its output after the hook."""
-    from nnviz_report.capture.tensors import channel_parts, finish_images
+    from nnviz_report.capture.pictures import FullResolution, channel_parts, draw_pictures
 
     g = torch.Generator().manual_seed(0)
     maps = [
@@ -303,12 +302,12 @@ def test_pictures_drawn_after_the_pass_equal_those_drawn_in_the_hook(dtype):
         ]
     ]
     maps.append(torch.relu(maps[0]))  # same shape as the first: stacked with it
-    now = finish_images([channel_parts(m, m.shape[0] - 1, 16, 32) for m in maps])
+    now = draw_pictures([channel_parts(m, m.shape[0] - 1, 16, 32) for m in maps])
     kept = [channel_parts(m, m.shape[0] - 1, 16, 32, full_copy=2**20) for m in maps]
-    assert all(p.tile for p in kept)
+    assert all(isinstance(p, FullResolution) for p in kept)
     for m in maps:
         m.zero_()  # e.g. a later ReLU(inplace=True) or ``out += identity``
-    later = finish_images(kept)
+    later = draw_pictures(kept)
     for a, b in zip(now, later, strict=True):
         assert (a.tile_h, a.tile_w, a.tiles, a.source_hw) == (b.tile_h, b.tile_w, b.tiles, b.source_hw)
         assert a.vmin == pytest.approx(b.vmin, rel=1e-5) and a.vmax == pytest.approx(b.vmax, rel=1e-5)
@@ -323,20 +322,22 @@ def test_pictures_drawn_after_the_pass_equal_those_drawn_in_the_hook(dtype):
 def test_full_resolution_copies_stay_within_their_budget(monkeypatch):
     """Past the budget, hooks pool their pictures themselves: memory stays bounded, and the
     pictures are the same."""
-    from nnviz_report.capture import forward
-    from nnviz_report.capture.tensors import ImageParts
+    from nnviz_report.capture import forward, layers
+    from nnviz_report.capture.options import CaptureOptions
+    from nnviz_report.capture.pictures import FullResolution, ImageParts
 
     model = nn.Sequential(*[nn.Conv2d(4, 4, 3, padding=1) for _ in range(6)]).eval()
     x = torch.randn(1, 4, 40, 40)
 
     def parts_and_pictures(budget):
-        monkeypatch.setattr(forward, "FULL_COPY_BUDGET", budget)
-        fwd = forward.run_forward(model, x, forward.CaptureOptions())
-        parts = [layer.image for layer in fwd.layers]
-        assert all(isinstance(p, ImageParts) for p in parts)
-        kept = sum(p.values.numel() for p in parts if p.tile)
-        fwd.draw_images()
-        return kept, [(layer.image.pixels, layer.image.channel_stats) for layer in fwd.layers]
+        monkeypatch.setattr(layers, "FULL_COPY_BUDGET", budget)
+        fwd, trace = forward.run_forward(model, x, CaptureOptions())
+        trace.release()
+        parts = [layer.picture for layer in fwd.layers]
+        assert all(isinstance(p, (ImageParts, FullResolution)) for p in parts)
+        kept = sum(p.values.numel() for p in parts if isinstance(p, FullResolution))
+        pictures = layers.draw_layer_pictures(fwd.layers)
+        return kept, [(image.pixels, image.channel_stats) for image in pictures]
 
     budget = 3 * 4 * 40 * 40 + 1  # room for three of the six pictures
     kept, pictures = parts_and_pictures(budget)
@@ -427,7 +428,7 @@ def test_picture_sheets_hold_every_picture_where_the_browser_looks():
     import numpy as np
     from PIL import Image
 
-    from nnviz_report.capture.tensors import GridImage
+    from nnviz_report.capture.pictures import GridImage
     from nnviz_report.sections.feature_maps import SHEET_MAX_HEIGHT, encode_all
 
     images = {}

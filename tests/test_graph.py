@@ -17,8 +17,8 @@ import nnviz_report
 from conftest import page_view
 from models import ResNet18, SmallCNN, TransformerClassifier, UNet
 from nnviz_report import dot, dot_source
-from nnviz_report.capture.forward import CaptureOptions
 from nnviz_report.capture.graph import capture_graph
+from nnviz_report.capture.options import CaptureOptions
 from nnviz_report.capture.run import capture
 from nnviz_report.sections import graph_views
 from zoo import (
@@ -37,7 +37,7 @@ from zoo import (
 
 
 def run_of(model, x):
-    return capture(model.eval(), x, None, CaptureOptions())
+    return capture(model.eval(), x, CaptureOptions())
 
 
 def graph_of(model, x):

@@ -445,7 +445,7 @@ def _is_lightning(p: Path) -> bool:
         for _, arg, _ in pickletools.genops(data):
             if isinstance(arg, str) and arg in ("pytorch-lightning_version", "hparams_name", "hyper_parameters"):
                 return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever a damaged zip or pickle raises: not known as Lightning's
         return False
     return False
 

@@ -18,7 +18,6 @@ long as it was told to (``init_process_group(timeout=...)``).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import itertools
 from collections.abc import Callable
@@ -103,7 +102,7 @@ class Job:
             self._decide(base, "ok")
         try:
             self.store.wait([f"{base}/done"], datetime.timedelta(seconds=self.timeout))
-        except Exception:  # the store's timeout (DistStoreError, RuntimeError)
+        except Exception:  # noqa: BLE001 - the store's timeout (DistStoreError, RuntimeError, by backend)
             arrived = self.store.add(f"{base}/arrived", 0)
             self._decide(
                 base,
@@ -206,24 +205,6 @@ def full_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:
         aliases={k: aliases.get(k, [k]) for k in firsts},
         trainable=trainable,
     )
-
-
-def capture_sharded(job: Job, model: nn.Module, capture: Callable[[Any], Any], options: Any) -> tuple[Any, Any]:
-    """The forward pass on every rank (the graph on rank 0 only), then the full state
-    gathered onto rank 0: ``(run, weights)`` there, ``(None, None)`` on the other ranks."""
-    mine = options if job.rank == 0 else dataclasses.replace(options, graph=False)
-    run = job.step("the forward pass", lambda: capture(mine))
-    state = gather_state(model)
-    if job.rank != 0:
-        settle()
-        return None, None
-    weights = full_weights(model, state)
-    run.model = dataclasses.replace(  # FSDP1's flat parameters hold this rank's shard
-        run.model,
-        num_parameters=sum(t.numel() for _, t in weights.named),
-        trainable_parameters=sum(t.numel() for n, t in weights.named if weights.trainable.get(n, True)),
-    )
-    return run, weights
 
 
 def settle() -> None:

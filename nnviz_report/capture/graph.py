@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from .. import _compat
+from .nested import iter_tensors
 from .skips import BranchMerge, SkipConnection, find_skips
-from .tensors import iter_tensors
 
 MAX_NODES = 1_000_000  # the walk stops here: a larger graph is reported by its module calls
 

@@ -26,18 +26,10 @@ from torch import nn
 
 from ..errors import NNVizError
 from .checkpoints import StoredTensors
+from .histograms import Histogram, bin_counts_many
+from .numbers import float32_lists, round_sig
 from .snapshot import Snapshot, StateMatch, Weights, align, match_state, normalise_state, pick, weights_of
-from .tensors import (
-    Histogram,
-    as_float,
-    bin_counts_many,
-    finite_or_none,
-    float32_lists,
-    read_scalars,
-    round_sig,
-    stats_many,
-    to_numpy,
-)
+from .stats import as_float, finite_or_none, read_scalars, stats_many, to_numpy
 
 BINS = 40
 PARAMETER_SAMPLE = 16384  # values a parameter's histogram counts, at most (as for layer outputs)

@@ -1,23 +1,37 @@
-"""Capture everything a report needs from one model and one example input."""
+"""Capture everything a report needs from one model and one example input, and finish the
+work the forward pass left pending.
+
+:func:`capture` runs the forward pass and walks the autograd graph: a :class:`CapturedRun`,
+which nothing changes afterwards. The rest can run while Graphviz lays the graph out (the
+graph section needs none of it), each step returning what it made: :func:`count_histograms`,
+:func:`finish_layers` (the feature maps' pictures), :func:`measure_activations` (then
+``summarise_activations`` with the counts), and ``parameters.compare`` with the snapshots.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import NNVizError
-from . import activations as act
-from .distributed import class_name
-from .forward import CaptureOptions, ForwardCapture, run_forward
+from . import distributed, layers
+from .activations import summary as activation_summary
+from .activations.summary import MeasuredActivations
+from .distributed import Job, class_name
+from .forward import AutogradTrace, ForwardCapture, run_forward
 from .graph import GraphCapture, capture_graph
-from .parameters import ParameterComparison
-from .snapshot import Snapshot, load_checkpoint, unwrap_model
+from .histograms import CountedHistograms
+from .layers import LayerCapture
+from .options import CaptureOptions
+from .pictures import GridImage
+from .snapshot import Snapshot, Weights, load_checkpoint, unwrap_model
 
 
 @dataclass(frozen=True)
@@ -31,20 +45,19 @@ class ModelInfo:
     mode: str  # mode the forward pass ran in
 
 
-@dataclass
+@dataclass(frozen=True)
 class CapturedRun:
+    """The forward pass and the autograd graph of one model on one example input."""
+
     model: ModelInfo
     forward: ForwardCapture
     graph: GraphCapture | None
     options: CaptureOptions
-    snapshots: list[Snapshot]
-    activations: act.ActivationSummary | None = None  # filled by finish_activations()
-    parameters: ParameterComparison | None = None  # filled by build_report (parameters.compare)
     graph_note: str | None = None  # why the graph is missing although it was asked for
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: Mapping[str, float] = dataclasses.field(default_factory=dict)  # forward, graph
 
 
-BeforeArg = Snapshot | Mapping[str, torch.Tensor] | str | os.PathLike | None
+BeforeArg = Snapshot | Mapping[str, torch.Tensor] | str | os.PathLike[str] | None
 
 
 def resolve_before(before: BeforeArg | Sequence[BeforeArg], trust_metadata: bool = False) -> list[Snapshot]:
@@ -91,25 +104,19 @@ def check_model(model: Any) -> nn.Module:
     return model
 
 
-def capture(
-    model: nn.Module, example_input: Any, snapshots: Sequence[Snapshot] | None, options: CaptureOptions
-) -> CapturedRun:
-    """The forward pass and the autograd graph. Steps follow that can run while Graphviz
-    lays the graph out (the graph section needs none of them): :func:`count_histograms`,
-    :func:`finish_activations`, :func:`finish_images` and the comparison of the parameters
-    with the snapshots (``parameters.compare``)."""
-    model = check_model(model)
-    snapshots = list(snapshots or [])
+def capture(model: nn.Module, example_input: Any, options: CaptureOptions) -> CapturedRun:
+    """The forward pass and the autograd graph of ``model`` (as :func:`check_model` returns
+    it) on ``example_input``."""
     timings: dict[str, float] = {}
-    fwd = run_forward(model, example_input, options)
+    fwd, trace = run_forward(model, example_input, options)
     timings["forward"] = fwd.seconds
     graph_capture = None
     t = time.perf_counter()
     try:
         if options.graph and fwd.no_autograd is None:
-            graph_capture = _graph_or_note(fwd, model)
+            graph_capture = _graph_or_note(fwd, trace, model)
     finally:
-        fwd.release()
+        trace.release()
     timings["graph"] = time.perf_counter() - t
 
     params = list(model.parameters())
@@ -127,44 +134,61 @@ def capture(
         mode=fwd.mode,
     )
     graph_note = f"no autograd graph: {fwd.no_autograd}" if options.graph and fwd.no_autograd else None
-    return CapturedRun(info, fwd, graph_capture, options, snapshots, timings=timings, graph_note=graph_note)
+    return CapturedRun(info, fwd, graph_capture, options, graph_note=graph_note, timings=timings)
 
 
-def _graph_or_note(fwd: ForwardCapture, model: nn.Module) -> GraphCapture:
+def _graph_or_note(fwd: ForwardCapture, trace: AutogradTrace, model: nn.Module) -> GraphCapture:
     """The autograd graph; if capturing it fails, a note says why and the report goes on
     (the graph section can fail, the report cannot)."""
-    params = fwd.gathered if fwd.gathered is not None else dict(model.named_parameters())
+    params = trace.gathered if trace.gathered is not None else dict(model.named_parameters())
     try:
-        return capture_graph(fwd.output, params, fwd.inputs, fwd.owner, fwd.calls, fwd.entries)
-    except Exception as exc:
+        return capture_graph(trace.output, params, trace.inputs, trace.owner, fwd.calls, trace.entries)
+    except Exception as exc:  # noqa: BLE001 - any failure here must not cost the other sections
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         return GraphCapture(note=f"the autograd graph could not be captured ({type(exc).__name__}: {first})")
 
 
-def finish_activations(run: CapturedRun) -> None:
-    """The derivatives the hooks sampled (one autograd call per activation function) and
-    the activation summary."""
-    t = time.perf_counter()
-    derivatives = run.forward.derivatives
-    mode = run.options.mode
-    with act.running_custom(derivatives.custom.values(), None if mode == "as-is" else mode == "train"):
-        for custom in derivatives.custom.values():
-            custom.probe()
-        derivatives.run()
-        run.activations = act.summarise(run.forward.activation_calls, run.forward.rnn_internals, derivatives.custom)
-    run.timings["activation curves"] = time.perf_counter() - t
+def capture_sharded(
+    job: Job, model: nn.Module, example_input: Any, options: CaptureOptions
+) -> tuple[CapturedRun, Weights] | None:
+    """The forward pass on every rank of a sharded model (the graph on rank 0 only), then
+    the full state gathered onto rank 0: the run and the full weights there, None on the
+    other ranks."""
+    mine = options if job.rank == 0 else dataclasses.replace(options, graph=False)
+    run = job.step("the forward pass", lambda: capture(model, example_input, mine))
+    state = distributed.gather_state(model)
+    if job.rank != 0:
+        distributed.settle()
+        return None
+    weights = distributed.full_weights(model, state)
+    info = dataclasses.replace(  # FSDP1's flat parameters hold this rank's shard
+        run.model,
+        num_parameters=sum(t.numel() for _, t in weights.named),
+        trainable_parameters=sum(t.numel() for n, t in weights.named if weights.trainable.get(n, True)),
+    )
+    return dataclasses.replace(run, model=info), weights
 
 
-def count_histograms(run: CapturedRun) -> None:
-    """The histograms of layer outputs and activation inputs, from the samples the hooks
-    kept (the activations section and the feature-map section read them)."""
-    t = time.perf_counter()
-    run.forward.histograms.run()
-    run.timings["histograms"] = time.perf_counter() - t
+def count_histograms(run: CapturedRun) -> CountedHistograms:
+    """The counts of every histogram the hooks left pending (layer outputs and activation
+    inputs), from the samples they kept."""
+    return run.forward.histograms.count()
 
 
-def finish_images(run: CapturedRun) -> None:
+def draw_pictures(run: CapturedRun) -> list[GridImage]:
     """The feature maps' pictures, from the small copies the hooks kept."""
-    t = time.perf_counter()
-    run.forward.draw_images()
-    run.timings["pictures"] = time.perf_counter() - t
+    return layers.draw_layer_pictures(run.forward.layers)
+
+
+def finish_layers(run: CapturedRun, pictures: list[GridImage], counted: CountedHistograms) -> list[LayerCapture]:
+    """The layer outputs as the feature-map section shows them."""
+    return layers.finish_layers(run.forward.layers, pictures, counted)
+
+
+def measure_activations(run: CapturedRun) -> MeasuredActivations:
+    """The activations' probes, derivatives (one autograd call per activation function) and
+    curves, with the model's custom activation modules in the mode of the forward pass."""
+    fwd, mode = run.forward, run.options.mode
+    return activation_summary.measure_activations(
+        fwd.activations, fwd.rnn_internals, fwd.custom, fwd.derivatives, None if mode == "as-is" else mode == "train"
+    )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .forward import ModuleCall
+    from .calls import ModuleCall
     from .graph import GraphCapture
 
 ADD_OPS = frozenset({"AddBackward0"})

@@ -1,15 +1,17 @@
-"""Sections: each turns the captured run into one part of the page.
+"""Sections: each turns what was captured into one part of the page.
 
-A section module has one function, ``build(run) -> Section``. The Section carries the
-section's part of ``Report.data`` (JSON-safe), the context of its template, its Plotly
-figures (plain dicts, drawn lazily in the browser) and notices for the top of the page.
-No HTML is written here and no tensor is touched.
+A section module (see :class:`SectionModule`) has an ``ID``, a ``TITLE``, a ``TEMPLATE``
+and a ``build(...) -> Section`` function that takes what the section shows, finished. The
+Section carries the section's part of ``Report.data`` (JSON-safe), the context of its
+template, its Plotly figures (plain dicts, drawn lazily in the browser) and notices for the
+top of the page. No HTML is written here and no tensor is touched.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class Section:
     title: str
     template: str  # path under templates/
     data: Any  # Report.data[id]: JSON-safe
-    view: dict[str, Any] = field(default_factory=dict)  # template context
+    context: dict[str, Any] = field(default_factory=dict)  # what its template reads besides data
     figures: dict[str, dict] = field(default_factory=dict)  # figure id -> Plotly figure dict
     assets: dict[str, Any] = field(default_factory=dict)  # browser payload (SVG, samples): compressed
     images: dict[str, Any] = field(default_factory=dict)  # pictures as data URIs: stored as they are
@@ -41,3 +43,24 @@ def ref(*path: Any) -> dict[str, str]:
     ``ref("data", "parameters", 3, "bias_after")`` points at ``data.parameters[3].bias_after``.
     """
     return {"$ref": "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path)}
+
+
+class SectionModule(Protocol):
+    """What a module under ``sections/`` provides; ``report.SECTIONS`` lists them in page
+    order. A new section: one such module and one template under ``templates/sections/``."""
+
+    @property
+    def ID(self) -> str:
+        """The section's anchor in the page and its key in ``Report.data``."""
+
+    @property
+    def TITLE(self) -> str:
+        """Its heading."""
+
+    @property
+    def TEMPLATE(self) -> str:
+        """Its template, under ``templates/``."""
+
+    @property
+    def build(self) -> Callable[..., Section]:
+        """Its Section, from what it shows (each section takes its own finished inputs)."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from ..capture.activations import SATURATING, SOFTMAX, ZEROING, ActivationCall, kind_of
-from ..capture.run import CapturedRun
+from ..capture.activations.kinds import SATURATING, SOFTMAX, ZEROING, kind_of
+from ..capture.activations.summary import ActivationCall, ActivationSummary
+from ..capture.run import ModelInfo
 from . import Notice, Section, ref
 from ._format import pct, plural
 
 ID = "activations"
+TITLE = "Activation functions"
+TEMPLATE = "sections/activations.html.j2"
 DEAD_WARN = 0.9  # units dead for every example
 # Below this many examples "dead" says little: a healthy ReLU unit is 0 for about half of
 # its inputs, so it reads ~50% on one example, ~25% on two, <1% on eight.
@@ -51,9 +54,8 @@ def _flags(c: ActivationCall, root: str) -> list[str]:
     return out
 
 
-def build(run: CapturedRun) -> Section:
-    summary = run.activations
-    root = run.model.class_name
+def build(model: ModelInfo, summary: ActivationSummary) -> Section:
+    root = model.class_name
     calls = []
     rows = []
     figures = {}
@@ -152,10 +154,10 @@ def build(run: CapturedRun) -> Section:
     used_text = ", ".join(summary.used) if summary.used else "no activation functions"
     return Section(
         id=ID,
-        title="Activation functions",
-        template="sections/activations.html.j2",
+        title=TITLE,
+        template=TEMPLATE,
         data=data,
-        view={
+        context={
             "rows": rows,
             "few_examples": min((r["few_examples"] for r in rows if r["few_examples"]), default=None),
             "dead_min_batch": DEAD_MIN_BATCH,

@@ -8,13 +8,15 @@ import io
 import numpy as np
 from PIL import Image
 
-from ..capture.forward import LayerCapture
+from ..capture.layers import LayerCapture
+from ..capture.pictures import GridImage
 from ..capture.run import CapturedRun
-from ..capture.tensors import GridImage
 from . import Notice, Section
 from ._format import names, plotly_text, plural
 
 ID = "feature_maps"
+TITLE = "Feature maps"
+TEMPLATE = "sections/feature_maps.html.j2"
 # Pictures whose tiles hold a JPEG block (8x8) are JPEG; tinier ones PNG (exact, as small).
 JPEG_MIN_SIDE = 8
 JPEG_MIN_PIXELS = 1024
@@ -119,7 +121,7 @@ def _entry(layer: LayerCapture) -> dict:
         "zero_fraction": s.zero_fraction,
         "nan_count": s.nan_count,
         "inf_count": s.inf_count,
-        "histogram": s.histogram.as_dict() if s.histogram else None,
+        "histogram": layer.histogram.as_dict() if layer.histogram else None,
     }
     if layer.image is not None and layer.image.kind == "channels":
         # Column-wise: the drawn channels' numbers (4 significant digits).
@@ -132,17 +134,18 @@ def _entry(layer: LayerCapture) -> dict:
     return entry
 
 
-def build(run: CapturedRun) -> Section:
+def build(run: CapturedRun, layers: list[LayerCapture]) -> Section:
+    """``layers``: the layer outputs of ``run``, finished (``run.finish_layers``)."""
     fwd = run.forward
-    entries = [_entry(layer) for layer in fwd.layers]
-    images = encode_all({str(i): layer.image for i, layer in enumerate(fwd.layers) if layer.image is not None})
+    entries = [_entry(layer) for layer in layers]
+    images = encode_all({str(i): layer.image for i, layer in enumerate(layers) if layer.image is not None})
     pictures = images["pictures"]
     cards = []
-    for i, (layer, entry) in enumerate(zip(fwd.layers, entries)):
+    for i, (layer, entry) in enumerate(zip(layers, entries)):
         cards.append(
             {
                 "i": i,
-                "anchor": anchor(layer.call_id) if i == 0 or fwd.layers[i - 1].call_id != layer.call_id else None,
+                "anchor": anchor(layer.call_id) if i == 0 or layers[i - 1].call_id != layer.call_id else None,
                 "entry": entry,
                 "label": layer.name or run.model.class_name,
                 "image": pictures.get(str(i)),
@@ -175,10 +178,10 @@ def build(run: CapturedRun) -> Section:
     figures = {"fm-propagation": _propagation(entries)} if entries else {}
     return Section(
         id=ID,
-        title="Feature maps",
-        template="sections/feature_maps.html.j2",
+        title=TITLE,
+        template=TEMPLATE,
         data=data,
-        view={
+        context={
             "cards": cards,
             "not_captured": not_captured,
             "notes": fwd.notes,

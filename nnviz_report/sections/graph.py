@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from .. import dot, dot_source
-from ..capture.forward import ModuleCall
+from ..capture.calls import ModuleCall
+from ..capture.graph import GraphCapture
 from ..capture.run import CapturedRun
 from . import Notice, Section
 from ._format import plural
@@ -16,6 +18,8 @@ from .graph_views import FULL_MAX_NODES, Hierarchy, View, build_hierarchy, full_
 from .parameters import anchor as param_anchor
 
 ID = "graph"
+TITLE = "Autograd graph"
+TEMPLATE = "sections/graph.html.j2"
 FULL_DEFAULT_MAX = 100  # graphs up to this many nodes open on torchviz's full graph
 BATCH_NODES = 1500  # module views laid out by one dot process, at most this many nodes in all
 NICE = 10  # dot's priority below ours: it yields the CPU to the rest of the report
@@ -32,11 +36,10 @@ def _collapse(names: list[str]) -> list[str]:
 class _Info:
     """What the page shows when a node is clicked or searched, per SVG element id."""
 
-    def __init__(self, run: CapturedRun):
+    def __init__(self, run: CapturedRun, graph: GraphCapture):
         self.calls = run.forward.calls
         self.model = run.model.class_name
         self.fm_calls = {layer.call_id for layer in run.forward.layers}
-        graph = run.graph
         self.param_modules = {n.name.rpartition(".")[0] for n in graph.nodes if n.kind == "param" and n.name}
 
     def call_item(self, call: ModuleCall) -> dict[str, Any]:
@@ -97,7 +100,7 @@ def _layout(views: list[tuple[str, View, str]], calls: list[ModuleCall], timeout
         batches[-1].append(item)
         size += n
 
-    def run(batch: list) -> list[tuple[str, dot.SvgResult]]:
+    def lay_out(batch: list) -> list[tuple[str, dot.SvgResult]]:
         sources = [dot_source.source(view, calls, prefix, attrs) for _, view, prefix, attrs in batch]
         full = batch[0][0] == "full"
         out = dot.render_svgs(sources, timeout * FULL_SHARE if full else timeout, 0 if full else NICE)
@@ -115,16 +118,14 @@ def _layout(views: list[tuple[str, View, str]], calls: list[ModuleCall], timeout
 
     if batches:
         with ThreadPoolExecutor(min(2, len(batches))) as pool:
-            for pairs in pool.map(run, batches):
+            for pairs in pool.map(lay_out, batches):
                 results.update(pairs)
     return results
 
 
-def build(run: CapturedRun) -> Section:
-    g = run.graph
-    calls = run.forward.calls
-    notices: list[Notice] = []
-    data: dict[str, Any] = {
+def _data(note: str | None) -> dict[str, Any]:
+    """The section's part of Report.data, for a graph of nothing yet."""
+    return {
         "nodes": 0,
         "edges": 0,
         "residual_connections": 0,
@@ -134,28 +135,31 @@ def build(run: CapturedRun) -> Section:
         "merges": [],
         "views": [],
         "dot_version": dot.dot_version(),
-        "note": None,
+        "note": note,
     }
-    empty_view = {
+
+
+def _context(note: str | None) -> dict[str, Any]:
+    """The template's context, for a graph with nothing drawn."""
+    return {
         "skips": [],
         "merges": [],
         "default": None,
         "root": None,
-        "note": None,
+        "note": note,
         "timings": {},
         "full_drawn": False,
         "module_views": 0,
     }
+
+
+def build(run: CapturedRun) -> Section:
+    g = run.graph
     if g is None:
-        data["note"] = run.graph_note or "the autograd graph was not captured (graph=False / --no-graph)"
-        return Section(
-            ID,
-            "Autograd graph",
-            "sections/graph.html.j2",
-            data,
-            summary="not captured",
-            view={**empty_view, "note": data["note"]},
-        )
+        note = run.graph_note or "the autograd graph was not captured (graph=False / --no-graph)"
+        return Section(ID, TITLE, TEMPLATE, _data(note), summary="not captured", context=_context(note))
+    calls = run.forward.calls
+    data = _data(None)
     data.update(
         nodes=len(g.nodes),
         edges=len(g.edges),
@@ -164,6 +168,38 @@ def build(run: CapturedRun) -> Section:
         branch_merges=len(g.merges),
         note=g.note,
     )
+    skips, merges = _connections(g, calls, run.model.class_name)
+    data["skips"], data["merges"] = skips, merges
+    notices: list[Notice] = []
+    drawing = _draw(run, g, data["views"], notices) if g.nodes else _Drawing({}, [], {}, None, None, 0)
+    if g.truncated:
+        notices.append(Notice("warning", g.note or "the autograd graph was cut short", ID))
+    summary = f"{plural(len(g.nodes), 'node')}, {plural(g.residual_count, 'residual connection')}"
+    if g.concat_count:
+        summary += f", {plural(g.concat_count, 'concatenation skip')}"
+    return Section(
+        id=ID,
+        title=TITLE,
+        template=TEMPLATE,
+        data=data,
+        context={
+            "skips": skips,
+            "merges": merges,
+            "default": drawing.default,
+            "root": drawing.root,
+            "note": g.note,
+            "timings": drawing.timings,
+            "full_drawn": "full" in drawing.views,
+            "module_views": drawing.module_views,
+        },
+        assets={"views": drawing.views, "index": drawing.index},
+        notices=tuple(notices),
+        summary=summary,
+    )
+
+
+def _connections(g: GraphCapture, calls: list[ModuleCall], model_name: str) -> tuple[list[dict], list[dict]]:
+    """The skip connections and branch merges, each said by the modules it passes."""
     nodes = g.nodes
     held = {e.dst: nodes[e.src] for e in g.edges if nodes[e.src].kind == "input"}
 
@@ -174,7 +210,7 @@ def build(run: CapturedRun) -> Section:
         if n.op == "AccumulateGrad" and i in held:  # the input's accumulator stands for it
             return held[i].name or "input"
         if n.call is not None:
-            return calls[n.call].name or run.model.class_name
+            return calls[n.call].name or model_name
         return n.name or short_op(n.op or "?")
 
     skips = [
@@ -199,110 +235,97 @@ def build(run: CapturedRun) -> Section:
         }
         for m in g.merges
     ]
-    data["skips"], data["merges"] = skips, merges
+    return skips, merges
 
+
+@dataclass(frozen=True)
+class _Drawing:
+    views: dict[str, dict]  # drawn view id -> its SVG, the info of its elements, title, parent, note
+    index: list[dict[str, str]]  # where each module call is drawn, for the search
+    timings: dict[str, float]  # layout seconds per view
+    default: str | None  # the view the page opens on
+    root: str | None  # the model's own view, when drawn
+    module_views: int
+
+
+def _draw(run: CapturedRun, g: GraphCapture, views: list[dict], notices: list[Notice]) -> _Drawing:
+    """Lay out the module views and, when it is small enough, torchviz's full graph;
+    ``views`` gets each view's entry for Report.data, ``notices`` what was not drawn."""
+    calls = run.forward.calls
+    hierarchy = build_hierarchy(g, calls, run.model.class_name)
+    todo = [(v.id, v, f"g{i}-") for i, v in enumerate(hierarchy.views)]
+    full = None
+    reuse = _parameter_reuse(g)
+    if len(g.nodes) <= FULL_MAX_NODES and not g.truncated and reuse <= REUSE_LIMIT:
+        full = full_view(g, calls)
+        todo.append(("full", full, "gf-"))
+    elif reuse > REUSE_LIMIT:
+        notices.append(
+            Notice(
+                "info",
+                f"torchviz's full graph is not drawn: a parameter is used by {reuse} "
+                "operations (a recurrent weight at every step), and the edges from it "
+                "cross the whole graph, more than a layout can untangle in its budget; "
+                "the module views show every step",
+                ID,
+            )
+        )
+    else:
+        notices.append(
+            Notice(
+                "info",
+                f"torchviz's full graph has {len(g.nodes):,} nodes, more than "
+                f"{FULL_MAX_NODES:,}; it is not drawn as one picture: the module views "
+                "show every module and operation",
+                ID,
+            )
+        )
+    results = _layout(todo, calls, run.options.dot_timeout)
+    info = _Info(run, g)
     timings: dict[str, float] = {}
-    assets: dict[str, Any] = {}
-    index: list[dict[str, str]] = []
-    hierarchy = Hierarchy([], {}, 0)
-    default = root = None
-    if g.nodes:
-        hierarchy = build_hierarchy(g, calls, run.model.class_name)
-        todo = [(v.id, v, f"g{i}-") for i, v in enumerate(hierarchy.views)]
-        full = None
-        reuse = _parameter_reuse(g)
-        if len(g.nodes) <= FULL_MAX_NODES and not g.truncated and reuse <= REUSE_LIMIT:
-            full = full_view(g, calls)
-            todo.append(("full", full, "gf-"))
-        elif reuse > REUSE_LIMIT:
-            notices.append(
-                Notice(
-                    "info",
-                    f"torchviz's full graph is not drawn: a parameter is used by {reuse} "
-                    "operations (a recurrent weight at every step), and the edges from it "
-                    "cross the whole graph, more than a layout can untangle in its budget; "
-                    "the module views show every step",
-                    ID,
-                )
+    drawn: dict[str, dict] = {}
+    for vid, view, prefix in todo:
+        result = results[vid]
+        timings[vid] = result.seconds
+        views.append(
+            {
+                "id": vid,
+                "title": dot_source.printable(view.title),
+                "nodes": len(view.nodes),
+                "edges": len(view.edges),
+                "rendered": result.svg is not None,
+                "error": result.error,
+            }
+        )
+        if result.svg is not None:
+            drawn[vid] = {
+                "svg": result.svg,
+                "info": info.view(view, prefix),
+                "title": dot_source.printable(view.title),
+                "parent": view.parent,
+                "note": view.note,
+            }
+    # A box whose view was not drawn does not open.
+    for entry in drawn.values():
+        for item in entry["info"].values():
+            if item.get("opens") and item["opens"] not in drawn:
+                del item["opens"]
+    prefixes = {vid: prefix for vid, _, prefix in todo}
+    index = []
+    for cid, (vid, node) in sorted(hierarchy.located.items()):
+        if vid in drawn:
+            c = calls[cid]
+            index.append(
+                {"label": c.name or run.model.class_name, "type": c.type, "view": vid, "node": prefixes[vid] + node}
             )
-        else:
-            notices.append(
-                Notice(
-                    "info",
-                    f"torchviz's full graph has {len(g.nodes):,} nodes, more than "
-                    f"{FULL_MAX_NODES:,}; it is not drawn as one picture: the module views "
-                    "show every module and operation",
-                    ID,
-                )
-            )
-        results = _layout(todo, calls, run.options.dot_timeout)
-        info = _Info(run)
-        drawn: dict[str, dict] = {}
-        for vid, view, prefix in todo:
-            result = results[vid]
-            timings[vid] = result.seconds
-            data["views"].append(
-                {
-                    "id": vid,
-                    "title": dot_source.printable(view.title),
-                    "nodes": len(view.nodes),
-                    "edges": len(view.edges),
-                    "rendered": result.svg is not None,
-                    "error": result.error,
-                }
-            )
-            if result.svg is not None:
-                drawn[vid] = {
-                    "svg": result.svg,
-                    "info": info.view(view, prefix),
-                    "title": dot_source.printable(view.title),
-                    "parent": view.parent,
-                    "note": view.note,
-                }
-        # A box whose view was not drawn does not open.
-        for entry in drawn.values():
-            for item in entry["info"].values():
-                if item.get("opens") and item["opens"] not in drawn:
-                    del item["opens"]
-        assets["views"] = drawn
-        prefixes = {vid: prefix for vid, _, prefix in todo}
-        for cid, (vid, node) in sorted(hierarchy.located.items()):
-            if vid in drawn:
-                c = calls[cid]
-                index.append(
-                    {"label": c.name or run.model.class_name, "type": c.type, "view": vid, "node": prefixes[vid] + node}
-                )
-        notices.extend(_layout_notices(data["views"], results, hierarchy))
-        module_drawn = "root" in drawn
-        if full is not None and "full" in drawn and (len(g.nodes) <= FULL_DEFAULT_MAX or not module_drawn):
-            default = "full"
-        elif module_drawn:
-            default = "root"
-        root = "root" if module_drawn else None
-    if g.truncated:
-        notices.append(Notice("warning", g.note or "the autograd graph was cut short", ID))
-    summary = f"{plural(len(g.nodes), 'node')}, {plural(g.residual_count, 'residual connection')}"
-    if g.concat_count:
-        summary += f", {plural(g.concat_count, 'concatenation skip')}"
-    return Section(
-        id=ID,
-        title="Autograd graph",
-        template="sections/graph.html.j2",
-        data=data,
-        view={
-            "skips": skips,
-            "merges": merges,
-            "default": default,
-            "root": root,
-            "note": g.note,
-            "timings": timings,
-            "full_drawn": "full" in assets.get("views", {}),
-            "module_views": len(hierarchy.views),
-        },
-        assets={"views": assets.get("views", {}), "index": index},
-        notices=tuple(notices),
-        summary=summary,
-    )
+    notices.extend(_layout_notices(views, results, hierarchy))
+    module_drawn = "root" in drawn
+    default = None
+    if full is not None and "full" in drawn and (len(g.nodes) <= FULL_DEFAULT_MAX or not module_drawn):
+        default = "full"
+    elif module_drawn:
+        default = "root"
+    return _Drawing(drawn, index, timings, default, "root" if module_drawn else None, len(hierarchy.views))
 
 
 def _parameter_reuse(g: Any) -> int:
@@ -320,34 +343,12 @@ def failed(exc: Exception) -> Section:
     """The section when building it failed: the report still builds, and says why."""
     first = (str(exc).strip().splitlines() or [""])[0][:200]
     text = f"the graph could not be drawn ({type(exc).__name__}: {first}); the other sections are complete"
-    data = {
-        "nodes": 0,
-        "edges": 0,
-        "residual_connections": 0,
-        "concat_skips": 0,
-        "branch_merges": 0,
-        "skips": [],
-        "merges": [],
-        "views": [],
-        "dot_version": dot.dot_version(),
-        "note": text,
-    }
-    view = {
-        "skips": [],
-        "merges": [],
-        "default": None,
-        "root": None,
-        "note": None,
-        "timings": {},
-        "full_drawn": False,
-        "module_views": 0,
-    }
     return Section(
         ID,
-        "Autograd graph",
-        "sections/graph.html.j2",
-        data,
-        view=view,
+        TITLE,
+        TEMPLATE,
+        _data(text),
+        context=_context(None),
         notices=(Notice("warning", text, ID),),
         summary="not drawn",
     )

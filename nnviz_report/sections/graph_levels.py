@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..capture.forward import ModuleCall
+from ..capture.calls import ModuleCall
 from ..capture.graph import GraphCapture, GraphNode
 
 LEAF_VIEW_OPS = 3  # a leaf module with at least this many operations gets a view of them

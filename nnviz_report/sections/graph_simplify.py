@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..capture.forward import ModuleCall
+from ..capture.calls import ModuleCall
 from .graph_levels import Atom, Level, LevelBuilder, relative, shape_text, span
 
 MAX_BOXES = 60  # boxes in a view before its members are split into groups

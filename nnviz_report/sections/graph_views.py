@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..capture.forward import ModuleCall
+from ..capture.calls import ModuleCall
 from ..capture.graph import GraphCapture
 from .graph_levels import Atom, Level, LevelBuilder, short_op
 from .graph_simplify import MAX_BOXES, bundle, fold, group

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from ..capture.parameters import ParamRecord
-from ..capture.run import CapturedRun
+from ..capture.parameters import ParameterComparison, ParamRecord
+from ..capture.run import ModelInfo
 from . import Notice, Section, ref
 from ._format import names, ordinal, plotly_text, plural
 
 ID = "parameters"
+TITLE = "Parameters before vs after training"
+TEMPLATE = "sections/parameters.html.j2"
 OPEN_MODULES = 12  # cards start open when the model has at most this many modules
 TRAJECTORY_LINES = 200
 
@@ -40,8 +42,7 @@ def _record_data(r: ParamRecord) -> dict:
     }
 
 
-def build(run: CapturedRun) -> Section:
-    comp = run.parameters
+def build(model: ModelInfo, comp: ParameterComparison) -> Section:
     records = comp.records
     has_before = bool(comp.labels)
     data = [_record_data(r) for r in records]
@@ -70,7 +71,7 @@ def build(run: CapturedRun) -> Section:
         {
             "module": m,
             "anchor": anchor(m),
-            "label": m or run.model.class_name,
+            "label": m or model.class_name,
             "params": params,
             "flagged": any(p["record"]["flags"] for p in params),
         }
@@ -134,10 +135,10 @@ def build(run: CapturedRun) -> Section:
         summary = f"{plural(len(records), 'tensor')}; no before state"
     return Section(
         id=ID,
-        title="Parameters before vs after training",
-        template="sections/parameters.html.j2",
+        title=TITLE,
+        template=TEMPLATE,
         data=data,
-        view={
+        context={
             "cards": cards,
             "has_before": has_before,
             "labels": comp.labels,
