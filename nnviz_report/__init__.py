@@ -12,20 +12,21 @@ from typing import TYPE_CHECKING, Any
 from .errors import NNVizError
 
 __version__ = "0.1.0"
-__all__ = ["NNVizError", "Report", "Snapshot", "__version__", "build_report", "snapshot"]
+__all__ = ["NNVizError", "Report", "Snapshot", "__version__", "build_report", "read_report", "snapshot"]
 
 # The names that need torch are imported on first use: `nnviz-report --help` or a usage
 # error then answers at once instead of after torch's ~2.5 s import.
 _LAZY = {
     "build_report": ".report",
     "Report": ".report",
+    "read_report": ".report",
     "snapshot": ".capture.snapshot",
     "Snapshot": ".capture.snapshot",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .capture.snapshot import Snapshot, snapshot
-    from .report import Report, build_report
+    from .report import Report, build_report, read_report
 
 
 def __getattr__(name: str) -> Any:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 
-class NNVizError(Exception):
-    """A problem with the input (model, example input, checkpoint, output path).
+class NNVizError(ValueError):
+    """A problem with the input (model, example input, checkpoint, output path); a
+    ValueError, as a bad argument is.
 
     The message is one line that names the problem and how to fix it; the CLI prints it as is
     and exits with a non-zero status.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -155,6 +156,32 @@ def test_save_to_a_missing_folder_is_a_clear_error(tmp_path, demo_report):
         demo_report.save(tmp_path)
 
 
+def test_read_report_gives_back_the_data_of_a_saved_page(tmp_path, demo_report):
+    path = demo_report.save(tmp_path / "report.html")
+    assert nnviz_report.read_report(path) == json.loads(json.dumps(demo_report.data, allow_nan=False))
+    assert nnviz_report.read_report(str(path))["title"] == demo_report.data["title"]
+
+
+def test_read_report_refuses_what_is_not_a_report(tmp_path):
+    with pytest.raises(NNVizError, match="report not found"):
+        nnviz_report.read_report(tmp_path / "missing.html")
+    (tmp_path / "page.html").write_text("<html><body>hello</body></html>")
+    with pytest.raises(NNVizError, match="not an nnviz-report page"):
+        nnviz_report.read_report(tmp_path / "page.html")
+    (tmp_path / "binary.html").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(NNVizError, match="not an nnviz-report page"):
+        nnviz_report.read_report(tmp_path / "binary.html")
+    (tmp_path / "cut.html").write_text('<script type="application/json" id="nnviz-data">{"schema_ver</script>')
+    with pytest.raises(NNVizError, match="damaged"):
+        nnviz_report.read_report(tmp_path / "cut.html")
+
+
+def test_the_error_type_is_a_value_error():
+    assert issubclass(NNVizError, ValueError)
+    with pytest.raises(ValueError, match="max_channels"):
+        nnviz_report.build_report(TwoLayerNet(), torch.zeros(1, 20), max_channels=0)
+
+
 def test_bad_arguments_are_clear_errors():
     model = TwoLayerNet()
     with pytest.raises(NNVizError, match="pass a tensor"):
@@ -180,6 +207,7 @@ def test_a_non_editable_wheel_renders_reports(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "nnviz_report/templates/report.html.j2" in names
     assert "nnviz_report/templates/assets/vendor/plotly-cartesian-4.1.1.min.js" in names
+    assert "nnviz_report/py.typed" in names  # type checkers read the package's annotations
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     script = (
