@@ -388,7 +388,7 @@ def _close(a, b, path="") -> None:
 def test_large_tensors_reduced_slice_by_slice_give_the_same_numbers(tmp_path, monkeypatch, dtype):
     from safetensors.torch import save_file
 
-    from nnviz_report.capture import parameters
+    from nnviz_report.capture import parameter_stats
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(20, 300), nn.ReLU(), nn.Linear(300, 300), nn.ReLU(), nn.Linear(300, 3)).to(dtype)
@@ -402,7 +402,7 @@ def test_large_tensors_reduced_slice_by_slice_give_the_same_numbers(tmp_path, mo
     x = torch.randn(4, 20, dtype=dtype)
     before = [tmp_path / "epoch0.safetensors", tmp_path / "epoch1.pt"]
     whole = nnviz_report.build_report(model, x, before=before, graph=False).data["parameters"]
-    monkeypatch.setattr(parameters, "SLICE", 1000)  # 6 000 and 90 000 values: 6 and 90 slices
+    monkeypatch.setattr(parameter_stats, "SLICE", 1000)  # 6 000 and 90 000 values: 6 and 90 slices
     sliced = nnviz_report.build_report(model, x, before=before, graph=False).data["parameters"]
     _close(sliced, whole)
     assert whole[2]["after"]["nan_count"] == 1 and whole[0]["after"]["inf_count"] == 1
