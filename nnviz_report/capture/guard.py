@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .. import _compat
+from .._text import listed
 from ..errors import NNVizError
 
 
@@ -133,7 +134,7 @@ class ModelState:
             and _storage_ptr(alias) not in self.saved
         ]
         if written:
-            return f"parameters written where the report cannot see it: {_names(written)}"
+            return f"parameters written where the report cannot see it: {listed(written, 4)}"
         return None
 
     def restore(self, values: bool = True) -> str | None:
@@ -189,10 +190,6 @@ def _same_tensor(p: torch.Tensor, alias: torch.Tensor) -> bool:
         and p.storage_offset() == alias.storage_offset()
         and p.dtype == alias.dtype
     )
-
-
-def _names(items: list[str], limit: int = 4) -> str:
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 @contextlib.contextmanager

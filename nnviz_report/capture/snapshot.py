@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .. import _compat
+from .._text import listed
 from ..errors import NNVizError
 from .checkpoints import (
     PREFIXES,
@@ -272,11 +273,6 @@ def align(weights: Weights, state: Mapping[str, torch.Tensor]) -> Mapping[str, t
     return {new: state[old] for new, old in mapping.items()}
 
 
-def _names(names: list[str], limit: int = 6) -> str:
-    shown_ = ", ".join(names[:limit])
-    return shown_ + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
 @dataclass(frozen=True)
 class StateMatch:
     missing: list[str]  # in the model, not in the state (tied names whose twin is there excluded)
@@ -290,11 +286,11 @@ class StateMatch:
     def describe(self) -> str:
         parts = []
         if self.missing:
-            parts.append(f"missing {len(self.missing)} ({_names(self.missing)})")
+            parts.append(f"missing {len(self.missing)} ({listed(self.missing, 6)})")
         if self.unexpected:
-            parts.append(f"unexpected {len(self.unexpected)} ({_names(self.unexpected)})")
+            parts.append(f"unexpected {len(self.unexpected)} ({listed(self.unexpected, 6)})")
         if self.mismatched:
-            parts.append(f"shape mismatch {len(self.mismatched)} ({_names(self.mismatched, 3)})")
+            parts.append(f"shape mismatch {len(self.mismatched)} ({listed(self.mismatched, 3)})")
         return "; ".join(parts)
 
     @property

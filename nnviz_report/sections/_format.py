@@ -24,11 +24,6 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
-def names(items: list[str], limit: int = 4) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
-
-
 def plotly_text(s: str) -> str:
     """A user string as Plotly text: Plotly reads a subset of HTML in labels, legends and
     hover text, so tags and entities are escaped to show literally."""

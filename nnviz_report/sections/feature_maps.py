@@ -8,11 +8,12 @@ import io
 import numpy as np
 from PIL import Image
 
+from .._text import listed
 from ..capture.layers import LayerCapture
 from ..capture.pictures import GridImage
 from ..capture.run import CapturedRun
 from . import Notice, Section
-from ._format import names, plotly_text, plural
+from ._format import plotly_text, plural
 
 ID = "feature_maps"
 TITLE = "Feature maps"
@@ -156,14 +157,14 @@ def build(run: CapturedRun, layers: list[LayerCapture]) -> Section:
     nan_layers = [f"{e['name']}{e['output']}" for e in entries if e["nan_count"] or e["inf_count"]]
     if nan_layers:
         notices.append(
-            Notice("warning", f"{plural(len(nan_layers), 'layer output')} with NaN/Inf: {names(nan_layers)}", ID)
+            Notice("warning", f"{plural(len(nan_layers), 'layer output')} with NaN/Inf: {listed(nan_layers, 4)}", ID)
         )
     zero_layers = [
         f"{e['name']}{e['output']}" for e in entries if e["zero_fraction"] == 1.0 and e["shape"] and min(e["shape"]) > 0
     ]
     if zero_layers:
         notices.append(
-            Notice("warning", f"{plural(len(zero_layers), 'layer output')} entirely zero: {names(zero_layers)}", ID)
+            Notice("warning", f"{plural(len(zero_layers), 'layer output')} entirely zero: {listed(zero_layers, 4)}", ID)
         )
 
     if fwd.scripted:  # what the report cannot show, at the top of the page too

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..capture.calls import ModuleCall
 from ..capture.graph import GraphCapture, GraphNode
+from .graph_calls import CallGraph
 
 LEAF_VIEW_OPS = 3  # a leaf module with at least this many operations gets a view of them
-HIDDEN_IN_MODULE_VIEWS = ("saved", "view")  # tensor nodes shown only in op views
 
 
 def short_op(op: str) -> str:
@@ -72,125 +72,25 @@ class Level:
 
 
 class LevelBuilder:
+    """Builds the level of a module call: the atoms of its view and the edges between them."""
+
     def __init__(self, graph: GraphCapture, calls: Sequence[ModuleCall], model_name: str):
-        self.g = graph
-        self.calls = calls
-        self.model_name = model_name
-        nodes = graph.nodes
-        self.children: dict[int | None, list[int]] = {}
-        for c in calls:
-            self.children.setdefault(c.parent, []).append(c.id)
-        roots = self.children.get(None, [])
-        self.root = roots[0] if len(roots) == 1 else None
-        self.chains: list[tuple[int, ...]] = []
-        for c in calls:
-            parent = () if c.parent is None else self.chains[c.parent]
-            self.chains.append((*parent, c.id))
-        self.owner = [n.call if n.call is not None else self.root for n in nodes]
-        # Module views hide accumulators and saved/view tensors: edges pass through them.
-        self.hidden = [n.op == "AccumulateGrad" or n.kind in HIDDEN_IN_MODULE_VIEWS for n in nodes]
-        self.preds: list[list[tuple[int, str]]] = [[] for _ in nodes]
-        self.succs: list[list[int]] = [[] for _ in nodes]
-        for e in graph.edges:
-            self.preds[e.dst].append((e.src, e.kind))
-            self.succs[e.src].append(e.dst)
-        self.own: dict[int | None, list[int]] = {}
-        for n in nodes:
-            self.own.setdefault(self.owner[n.id], []).append(n.id)
-        self.order = self._orders()
-        self.sig = self._signatures()
-        self.skip_nodes = {s.node for s in graph.skips} | {m.node for m in graph.merges}
-        self.skips_own = {s.call for s in graph.skips}  # calls that wrote a skip's merge
-        self.skips_in: dict[int | None, int] = {}  # skips whose merge the call's subtree wrote
-        for s in graph.skips:
-            c = s.call
-            while c is not None:
-                self.skips_in[c] = self.skips_in.get(c, 0) + 1
-                c = calls[c].parent
-        self.subtree_size: dict[int, int] = {}
-        for c in reversed(calls):
-            self.subtree_size[c.id] = len(self.own.get(c.id, ())) + sum(
-                self.subtree_size[k] for k in self.children.get(c.id, ())
-            )
-
-    # -- structure ------------------------------------------------------------------------
-    def _orders(self) -> dict[int, float]:
-        """Per call: when its first operation was created (autograd's sequence numbers)."""
-        inf = float("inf")
-        first: dict[int, float] = {}
-        for c in reversed(self.calls):
-            own = [self.g.nodes[i].seq for i in self.own.get(c.id, ()) if self.g.nodes[i].seq >= 0]
-            kids = [first[k] for k in self.children.get(c.id, ())]
-            first[c.id] = min(own + kids, default=inf)
-        return first
-
-    def _signatures(self) -> dict[int, object]:
-        """Per call: equal for calls identical in structure (type, own parameters' shapes and
-        operations, the children's structures), so that they can be folded."""
-        sig: dict[int, object] = {}
-        for c in reversed(self.calls):
-            own = [self.g.nodes[i] for i in self.own.get(c.id, ())]
-            params = tuple(sorted(n.shape or "" for n in own if n.kind == "param"))
-            ops = tuple(n.op for n in sorted((n for n in own if n.kind == "op" and n.seq >= 0), key=lambda n: n.seq))
-            sig[c.id] = hash((c.type, params, ops, tuple(sig[k] for k in self.children.get(c.id, ()))))
-        return sig
-
-    def rep(self, container: int, node: int) -> str | None:
-        """The atom ``node`` is part of in ``container``'s view, or None when outside."""
-        chain = self.chains[self.owner[node]] if self.owner[node] is not None else ()
-        d = len(self.chains[container]) - 1
-        if len(chain) > d and chain[d] == container:
-            return f"n{node}" if len(chain) == d + 1 else f"m{chain[d + 1]}"
-        return None
-
-    def visible_preds(self, v: int) -> Iterable[tuple[int, str]]:
-        """Predecessors in a module view: through hidden nodes (a parameter's accumulator)."""
-        for u, kind in self.preds[v]:
-            if self.hidden[u]:
-                if self.g.nodes[u].op == "AccumulateGrad":
-                    for w, _ in self.preds[u]:
-                        yield w, "data"
-            else:
-                yield u, kind
-
-    def shared(self, i: int) -> bool:
-        """A parameter (or its accumulator): used by other calls too, not an output."""
-        n = self.g.nodes[i]
-        return n.kind in ("param", "leaf") or n.op == "AccumulateGrad"
-
-    def subtree_calls(self, call: int) -> list[int]:
-        out, todo = [], list(self.children.get(call, ()))
-        while todo:
-            c = todo.pop()
-            out.append(c)
-            todo.extend(self.children.get(c, ()))
-        return out
-
-    def subtree(self, call: int) -> list[int]:
-        out, todo = [], [call]
-        while todo:
-            c = todo.pop()
-            out.extend(self.own.get(c, ()))
-            todo.extend(self.children.get(c, ()))
-        return out
-
-    # -- labels -------------------------------------------------------------------------
-    def call_name(self, c: int) -> str:
-        return self.calls[c].name or self.model_name
+        self.cg = CallGraph(graph, calls, model_name)
 
     def call_atom(self, c: int, parent: int) -> Atom:
-        call = self.calls[c]
-        name = relative(call.name, self.calls[parent].name) + (f" (call {call.call + 1})" if call.call else "")
+        cg = self.cg
+        call = cg.calls[c]
+        name = relative(call.name, cg.calls[parent].name) + (f" (call {call.call + 1})" if call.call else "")
         label = [name, f"{call.type} {shape_text(call.output_shape)}".strip()]
-        if self.skips_in.get(c):
-            k = self.skips_in[c]
+        if cg.skips_in.get(c):
+            k = cg.skips_in[c]
             label.append(f"↷ {k} skip{'s' if k > 1 else ''}")
-        kids = self.children.get(c)
-        ops = [n for n in self.own.get(c, ()) if self.g.nodes[n].kind == "op" and not self.hidden[n]]
+        kids = cg.children.get(c)
+        ops = [n for n in cg.own.get(c, ()) if cg.g.nodes[n].kind == "op" and not cg.hidden[n]]
         opens = ("call", c, None) if kids or len(ops) >= LEAF_VIEW_OPS else None
-        atom = Atom(f"m{c}", label, "module", self.order[c], self.sig[c], call=c, skip=c in self.skips_own, opens=opens)
+        atom = Atom(f"m{c}", label, "module", cg.order[c], cg.sig[c], call=c, skip=c in cg.skips_own, opens=opens)
         if opens is None:
-            atom.ops = [self.node_text(self.g.nodes[n]) for n in self.own.get(c, ()) if not self.hidden[n]]
+            atom.ops = [self.node_text(cg.g.nodes[n]) for n in cg.own.get(c, ()) if not cg.hidden[n]]
         return atom
 
     def node_text(self, n: GraphNode) -> str:
@@ -199,11 +99,12 @@ class LevelBuilder:
         return " ".join(x for x in (n.name, n.shape) if x)
 
     def node_atom(self, i: int, op_view: bool) -> Atom:
-        n = self.g.nodes[i]
-        skip = i in self.skip_nodes
+        cg = self.cg
+        n = cg.g.nodes[i]
+        skip = i in cg.skip_nodes
         if n.kind == "op":
             name = (n.op or "?") if op_view else short_op(n.op or "?")
-            label = [name] + (["(skip connection)"] if skip and any(s.node == i for s in self.g.skips) else [])
+            label = [name] + (["(skip connection)"] if skip and any(s.node == i for s in cg.g.skips) else [])
             order = n.seq if n.seq >= 0 else -0.5
             sig = None if op_view and n.op == "AccumulateGrad" else ("op", n.op)
         else:
@@ -214,49 +115,51 @@ class LevelBuilder:
 
     def port_label(self, container: int, u: int) -> tuple[str, list[str], str]:
         """Key, label and kind of the inbound port for an outside node ``u``."""
-        n = self.g.nodes[u]
+        cg = self.cg
+        n = cg.g.nodes[u]
         if n.kind == "input":
             return f"i{u}", [n.name or "input", n.shape or ""], "input"
         if n.op == "AccumulateGrad":  # a parameter used here, first used elsewhere
-            held = [w for w, _ in self.preds[u] if self.g.nodes[w].kind in ("param", "leaf", "input")]
+            held = [w for w, _ in cg.preds[u] if cg.g.nodes[w].kind in ("param", "leaf", "input")]
             if held:
                 return self.port_label(container, held[0])
         if n.kind in ("param", "leaf"):
             return f"i{u}", [n.name or "parameter", n.shape or ""], "param"
-        mine = self.chains[container]
-        theirs = self.chains[self.owner[u]] if self.owner[u] is not None else ()
+        mine = cg.chains[container]
+        theirs = cg.chains[cg.owner[u]] if cg.owner[u] is not None else ()
         k = 0
         while k < min(len(mine), len(theirs)) and mine[k] == theirs[k]:
             k += 1
         if k < len(theirs):
             c = theirs[k]
-            return f"c{c}", [f"from {self.call_name(c)}"], "port"
-        owner = self.call_name(theirs[-1]) if theirs else self.model_name
+            return f"c{c}", [f"from {cg.call_name(c)}"], "port"
+        owner = cg.call_name(theirs[-1]) if theirs else cg.model_name
         return f"o{u}", [f"from {short_op(n.op or '?')}", f"in {owner}"], "port"
 
     # -- one level ------------------------------------------------------------------------
     def call_level(self, c: int, view_id: str, parent: str | None) -> Level:
-        is_root = c == self.root
-        call = self.calls[c]
-        op_view = not self.children.get(c)
-        title = (f"{call.name} · {call.type}" if call.name else self.model_name) + (
+        cg = self.cg
+        is_root = c == cg.root
+        call = cg.calls[c]
+        op_view = not cg.children.get(c)
+        title = (f"{call.name} · {call.type}" if call.name else cg.model_name) + (
             f" (call {call.call + 1})" if call.call else ""
         )
         level = Level(view_id, title, parent, {}, {}, call=c)
         atoms, edges = level.atoms, level.edges
-        members = self.subtree(c)
+        members = cg.subtree(c)
         inside = set(members)
         for i in members:
-            if not op_view and self.hidden[i]:
+            if not op_view and cg.hidden[i]:
                 continue
-            b = self.rep(c, i)
+            b = cg.rep(c, i)
             if b not in atoms:
                 atoms[b] = self.node_atom(i, op_view) if b[0] == "n" else self.call_atom(int(b[1:]), c)
-            preds = self.preds[i] if op_view else self.visible_preds(i)
+            preds = cg.preds[i] if op_view else cg.visible_preds(i)
             for u, kind in preds:
                 if u in inside:
-                    a = self.rep(c, u)
-                    if a is not None and a != b and (op_view or not self.hidden[u]):
+                    a = cg.rep(c, u)
+                    if a is not None and a != b and (op_view or not cg.hidden[u]):
                         edges.setdefault((a, b), (kind, False))
                     continue
                 key, label, kind_ = self.port_label(c, u)
@@ -264,15 +167,15 @@ class LevelBuilder:
                 if key not in atoms:
                     atoms[key] = Atom(key, label, kind_, -3.0, None)
                 edges.setdefault((key, b), ("data", False))
-            label = self.g.nodes[i].entry
+            label = cg.g.nodes[i].entry
             if label is not None:  # it read the model's input outside the graph (token ids)
-                key = f"x{list(self.g.data_inputs).index(label)}" if label in self.g.data_inputs else "x"
-                text = [label, self.g.data_inputs.get(label, "")] if is_root else [label]
+                key = f"x{list(cg.g.data_inputs).index(label)}" if label in cg.g.data_inputs else "x"
+                text = [label, cg.g.data_inputs.get(label, "")] if is_root else [label]
                 key = key if is_root else "p" + key
                 if key not in atoms:
                     atoms[key] = Atom(key, text, "input", -3.0, None)
                 edges.setdefault((key, b), ("data", False))
-            if not is_root and not self.shared(i) and any(j not in inside for j in self.succs[i]):
+            if not is_root and not cg.shared(i) and any(j not in inside for j in cg.succs[i]):
                 if "out" not in atoms:
                     atoms["out"] = Atom("out", ["output", shape_text(call.output_shape)], "port", float("inf"), None)
                 edges.setdefault((b, "out"), ("data", False))
@@ -281,12 +184,13 @@ class LevelBuilder:
 
     def mark_skips(self, c: int, level: Level) -> None:
         """The skip path of every skip whose merge this call wrote, in its atoms."""
-        for s in self.g.skips:
-            if s.call != c and not (s.call is None and c == self.root):
+        cg = self.cg
+        for s in cg.g.skips:
+            if s.call != c and not (s.call is None and c == cg.root):
                 continue
             chain: list[str] = []
             for i in [*s.path, s.node]:
-                a = self.rep(c, i)
+                a = cg.rep(c, i)
                 if a is None:
                     key = "p" + self.port_label(c, i)[0]
                     a = key if key in level.atoms else None
@@ -296,25 +200,24 @@ class LevelBuilder:
                 if (a, b) in level.edges:
                     level.edges[(a, b)] = (level.edges[(a, b)][0], True)
 
-    def sub_level(self, parent: Level, keys: list[str], title: str, note: str | None) -> Level:
-        """A view of some of ``parent``'s atoms (a fold's first repeat, a group); its id and
-        parent are set when it is queued."""
-        level = Level("", title, parent.id, {k: parent.atoms[k] for k in keys}, {}, call=parent.call, note=note)
-        chosen = set(keys)
-        for (a, b), value in parent.edges.items():
-            if a in chosen and b in chosen:
-                level.edges[(a, b)] = value
-            elif b in chosen:
-                src = parent.atoms[a]
-                key = "q" + a
-                if key not in level.atoms:
-                    text = src.label[0] if src.kind in ("port", "input", "param") else f"from {src.label[0]}"
-                    level.atoms[key] = Atom(
-                        key, [text], src.kind if src.kind in ("input", "param") else "port", -3.0, None
-                    )
-                level.edges.setdefault((key, b), value)
-            elif a in chosen:
-                if "out" not in level.atoms:
-                    level.atoms["out"] = Atom("out", ["output"], "port", float("inf"), None)
-                level.edges.setdefault((a, "out"), (value[0], False))
-        return level
+
+def sub_level(parent: Level, keys: list[str], title: str, note: str | None) -> Level:
+    """A view of some of ``parent``'s atoms (a fold's first repeat, a group); its id and
+    parent are set when it is queued."""
+    level = Level("", title, parent.id, {k: parent.atoms[k] for k in keys}, {}, call=parent.call, note=note)
+    chosen = set(keys)
+    for (a, b), value in parent.edges.items():
+        if a in chosen and b in chosen:
+            level.edges[(a, b)] = value
+        elif b in chosen:
+            src = parent.atoms[a]
+            key = "q" + a
+            if key not in level.atoms:
+                text = src.label[0] if src.kind in ("port", "input", "param") else f"from {src.label[0]}"
+                level.atoms[key] = Atom(key, [text], src.kind if src.kind in ("input", "param") else "port", -3.0, None)
+            level.edges.setdefault((key, b), value)
+        elif a in chosen:
+            if "out" not in level.atoms:
+                level.atoms["out"] = Atom("out", ["output"], "port", float("inf"), None)
+            level.edges.setdefault((a, "out"), (value[0], False))
+    return level

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..capture.calls import ModuleCall
-from .graph_levels import Atom, Level, LevelBuilder, relative, shape_text, span
+from .graph_calls import CallGraph
+from .graph_levels import Atom, Level, relative, shape_text, span, sub_level
 
 MAX_BOXES = 60  # boxes in a view before its members are split into groups
 GROUP_SIZE = 30  # members per group
@@ -16,7 +17,7 @@ MAX_PERIOD = 6  # the longest repeating pattern of calls/operations that is fold
 FIXED = ("port", "input", "param", "output", "leaf", "junction")  # atoms never folded or grouped
 
 
-def fold(level: Level, b: LevelBuilder) -> Level:
+def fold(level: Level, cg: CallGraph) -> Level:
     """Consecutive repeats of a pattern of up to MAX_PERIOD atoms, each repeat feeding the
     next (``for block in blocks: x = block(x)``), become one box "x N" that opens the first
     repeat: the first call's view, or a view of the pattern's atoms."""
@@ -43,7 +44,7 @@ def fold(level: Level, b: LevelBuilder) -> Level:
             r = 1
             while i + (r + 1) * p <= len(seq) and all(sigs[i + r * p + j] == sigs[i + j] for j in range(p)):
                 r += 1
-            block = p == 1 and seq[i].kind == "module" and bool(b.children.get(seq[i].call))
+            block = p == 1 and seq[i].kind == "module" and bool(cg.children.get(seq[i].call))
             need = 2 if block else 3
             if r >= need and (best is None or p * r > best[0] * best[1]):
                 r = chained(i, p, r)
@@ -64,14 +65,14 @@ def fold(level: Level, b: LevelBuilder) -> Level:
         calls = [a.call for a in group if a.kind == "module" and a.call is not None]
         if p == 1 and first[0].kind == "module":
             c = first[0].call
-            parent = b.calls[c].parent
-            names = [relative(b.calls[m].name, b.calls[parent].name if parent is not None else "") for m in calls]
-            last = b.calls[calls[-1]]
-            label = [span(names), f"{b.calls[c].type} ×{r} {shape_text(last.output_shape)}".strip()]
-            skips = sum(b.skips_in.get(m, 0) for m in calls)  # members are siblings: no overlap
+            parent = cg.calls[c].parent
+            names = [relative(cg.calls[m].name, cg.calls[parent].name if parent is not None else "") for m in calls]
+            last = cg.calls[calls[-1]]
+            label = [span(names), f"{cg.calls[c].type} ×{r} {shape_text(last.output_shape)}".strip()]
+            skips = sum(cg.skips_in.get(m, 0) for m in calls)  # members are siblings: no overlap
             if skips:
                 label.append(f"↷ {skips} skip{'s' if skips > 1 else ''}")
-            full = [b.calls[m].name for m in calls]
+            full = [cg.calls[m].name for m in calls]
             opens = (
                 None
                 if first[0].opens is None
@@ -80,11 +81,11 @@ def fold(level: Level, b: LevelBuilder) -> Level:
         elif p == 1:
             label, opens = [f"{first[0].label[0]} ×{r}"], None
         else:
-            pattern = " → ".join(b.calls[a.call].type if a.kind == "module" else a.label[0] for a in first)
+            pattern = " → ".join(cg.calls[a.call].type if a.kind == "module" else a.label[0] for a in first)
             label = [span([group[0].label[0], group[-1].label[0]]), f"{pattern} ×{r}"]
             opens = (
                 "level",
-                b.sub_level(
+                sub_level(
                     level,
                     [a.key for a in first],
                     f"{level.title}: {label[0]}",
@@ -110,7 +111,7 @@ def _renamed(edges: dict, rename: dict[str, str]) -> dict:
     return out
 
 
-def group(level: Level, b: LevelBuilder) -> Level:
+def group(level: Level, cg: CallGraph) -> Level:
     """More than MAX_BOXES boxes: consecutive ones (in the order they ran) become groups,
     each a box that opens a view of its members (grouped again if still too many)."""
     movable = sorted((a for a in level.atoms.values() if a.kind not in FIXED), key=lambda a: (a.order, a.key))
@@ -123,7 +124,7 @@ def group(level: Level, b: LevelBuilder) -> Level:
         chunk = movable[start : start + size]
         key = f"g{start}"
         label = [span([chunk[0].label[0], chunk[-1].label[0]]), f"{len(chunk)} steps"]
-        sub = b.sub_level(level, [a.key for a in chunk], f"{level.title}: {label[0]}", None)
+        sub = sub_level(level, [a.key for a in chunk], f"{level.title}: {label[0]}", None)
         calls = [c for a in chunk for c in ([a.call] if a.kind == "module" and a.call is not None else a.members)]
         atoms[key] = Atom(
             key,

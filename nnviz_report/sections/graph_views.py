@@ -68,9 +68,9 @@ def build_hierarchy(graph: GraphCapture, calls: Sequence[ModuleCall], model_name
     views: list[View] = []
     located: dict[int, tuple[str, str]] = {}
     dropped = 0
-    if b.root is None:
+    if b.cg.root is None:
         return Hierarchy(views, located, dropped)
-    queue: deque[tuple[str, str | None, tuple]] = deque([("root", None, ("call", b.root, None))])
+    queue: deque[tuple[str, str | None, tuple]] = deque([("root", None, ("call", b.cg.root, None))])
     total = 0
     while queue:
         view_id, parent, spec = queue.popleft()
@@ -80,7 +80,7 @@ def build_hierarchy(graph: GraphCapture, calls: Sequence[ModuleCall], model_name
         else:
             level = spec[1]
             level.id, level.parent = view_id, parent
-        level = bundle(group(fold(level, b), b))
+        level = bundle(group(fold(level, b.cg), b.cg))
         view = View(view_id, level.title, level.parent, call=level.call, note=level.note)
         for atom in level.atoms.values():
             node = ViewNode(atom.key, atom.label, atom.kind, atom.call, atom.skip, members=atom.members, ops=atom.ops)
@@ -89,7 +89,7 @@ def build_hierarchy(graph: GraphCapture, calls: Sequence[ModuleCall], model_name
                 located[atom.call] = (view_id, atom.key)
             for c in atom.members:
                 located.setdefault(c, (view_id, atom.key))
-                for d in b.subtree_calls(c):
+                for d in b.cg.subtree_calls(c):
                     located.setdefault(d, (view_id, atom.key))
             if atom.opens is None:
                 continue

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from .._text import listed
 from ..capture.parameters import ParameterComparison, ParamRecord
 from ..capture.run import ModelInfo
 from . import Notice, Section, ref
-from ._format import names, ordinal, plotly_text, plural
+from ._format import ordinal, plotly_text, plural
 
 ID = "parameters"
 TITLE = "Parameters before vs after training"
@@ -110,7 +111,7 @@ def build(model: ModelInfo, comp: ParameterComparison) -> Section:
                 Notice("info", f"{source} ({label}) does not cover the model exactly: {match.describe()}", ID)
             )
         if match.tied:
-            notices.append(Notice("info", f"{source} ({label}) saves tied weights once: {names(match.tied)}", ID))
+            notices.append(Notice("info", f"{source} ({label}) saves tied weights once: {listed(match.tied, 4)}", ID))
     for flag, level, text in (
         ("NaN", "warning", "with NaN/Inf values"),
         ("exploded", "warning", "that exploded"),
@@ -123,7 +124,7 @@ def build(model: ModelInfo, comp: ParameterComparison) -> Section:
             if any(f.startswith(flag) or (flag == "NaN" and f.startswith("Inf")) for f in r.flags)
         ]
         if hit:
-            notices.append(Notice(level, f"{plural(len(hit), 'parameter')} {text}: {names(hit)}", ID))
+            notices.append(Notice(level, f"{plural(len(hit), 'parameter')} {text}: {listed(hit, 4)}", ID))
 
     moved = [r for r in records if r.relative_change is not None]
     if has_before:
