@@ -33,9 +33,10 @@ from ._environment import BuildEnvironment
 from .capture import run as capture_run
 from .capture.activations.summary import summarise_activations
 from .capture.histograms import CountedHistograms
+from .capture.matching import Weights
 from .capture.parameters import compare
 from .capture.run import CapturedRun
-from .capture.snapshot import Snapshot, Weights
+from .capture.snapshot import Snapshot
 from .render import PLOTLY_VERSION, pack_payload, render_page, render_section
 from .sections import Notice, Section, SectionModule, activations, feature_maps, parameters
 from .sections import graph as graph_section

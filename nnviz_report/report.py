@@ -18,9 +18,9 @@ from torch import nn
 from . import pipeline
 from ._environment import BuildEnvironment
 from .capture import distributed
-from .capture.checkpoints import shown
 from .capture.options import MODES, CaptureOptions
 from .capture.run import BeforeArg, capture, capture_sharded, check_model, resolve_before
+from .capture.stored import shown
 from .errors import NNVizError
 from .output import write_output
 

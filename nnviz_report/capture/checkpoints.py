@@ -1,10 +1,9 @@
 """Checkpoint files and folders, read as data and, where the format allows, tensor by tensor.
 
-A checkpoint is untrusted input. Pickles are opened with ``torch.load(weights_only=True)``
-and never retried without it; ``.safetensors`` files go through the safetensors package;
-a ``torch.distributed.checkpoint`` folder's ``.metadata`` (a plain pickle) is read only
-when the caller says it trusts the folder. Whatever a file holds, reading it ends in a
-:class:`Snapshot` or an ``NNVizError``.
+A checkpoint is untrusted input. ``.safetensors`` files go through the safetensors package;
+pickles (``torch.save`` files, ``torch.distributed.checkpoint`` folders) through
+:mod:`.pickled`. Whatever a file holds, reading it ends in a :class:`Snapshot` or an
+``NNVizError``.
 
 Formats, and what stays on disk until the comparison asks for a tensor:
 
@@ -18,29 +17,22 @@ Formats, and what stays on disk until the comparison asks for a tensor:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import pickle
-import pickletools
-import re
-import warnings
-import zipfile
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import NNVizError
+from .names import strip_prefixes
+from .pickled import open_dcp, open_pickle
+from .stored import StoredTensors, TensorSpec, first_line, native_path, shown
 
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
-PREFIXES = ("module.", "_orig_mod.")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
 MAX_INDEX_BYTES = 64 * 2**20  # an index of a few hundred thousand tensors; more is not an index
-TRUST_HINT = "--trust-checkpoint-metadata (Python: trust_metadata=True)"
 
 # safetensors dtype names -> torch dtypes (those torch has).
 SAFETENSORS_DTYPES = {
@@ -67,145 +59,6 @@ SAFETENSORS_DTYPES = {
 }
 
 
-def shown(path: str | os.PathLike) -> str:
-    """A path as one line of text that can be printed and put in a page: bytes of a name
-    that is not UTF-8 (which Python keeps as lone surrogates) are written as ``\\xNN``,
-    control characters (a newline in a file name) as escapes too."""
-    text = os.fsencode(path).decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-
-    @property
-    def nbytes(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n * self.dtype.itemsize
-
-
-class StoredTensors(Mapping):
-    """A checkpoint's tensors by name, read from disk when asked for.
-
-    Names, shapes and dtypes come from the file's index up front; :meth:`read` loads a
-    group of tensors at once (one opening of each file it needs). ``self[name]`` works as
-    for a dict and reads one tensor.
-    """
-
-    def __init__(
-        self,
-        specs: dict[str, TensorSpec],
-        read: Callable[[list[str]], dict[str, torch.Tensor]],
-        source: str,
-        stored: dict[str, str] | None = None,
-    ):
-        self.specs = specs
-        self.source = source
-        self._read = read
-        self._stored = stored or {}  # public name -> name in the file, where they differ
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        if name not in self.specs:
-            raise KeyError(name)
-        return self.read([name])[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.specs)
-
-    def __len__(self) -> int:
-        return len(self.specs)
-
-    def __repr__(self) -> str:
-        return f"StoredTensors({self.source!r}, {len(self.specs)} tensors)"
-
-    def read(self, names: list[str]) -> dict[str, torch.Tensor]:
-        if not names:
-            return {}
-        wanted = [self._stored.get(n, n) for n in names]
-        try:
-            got = self._read(wanted)
-        except NNVizError:
-            raise
-        except Exception as exc:
-            raise NNVizError(
-                f"reading {self.source} failed ({_first_line(exc)}); the file is corrupt or changed since it was opened"
-            ) from exc
-        out = {}
-        for name, stored in zip(names, wanted):
-            t = got.get(stored)
-            if not isinstance(t, torch.Tensor) or tuple(t.shape) != self.specs[name].shape:
-                raise NNVizError(
-                    f"{self.source} changed while it was read: {name} is no longer the "
-                    f"{self.specs[name].shape} tensor its index names"
-                )
-            out[name] = t
-        return out
-
-    def renamed(self, names: dict[str, str]) -> StoredTensors:
-        """The same tensors under new names: ``names`` maps each new name to a current one."""
-        return StoredTensors(
-            {new: self.specs[old] for new, old in names.items()},
-            self._read,
-            self.source,
-            {new: self._stored.get(old, old) for new, old in names.items()},
-        )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0][:200]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-# -- names: wrappers and prefixes ---------------------------------------------------------------
-
-
-def strip_prefixes(names: list[str]) -> dict[str, str]:
-    """New name -> old name, with ``module.`` (DDP) and ``_orig_mod.`` (torch.compile)
-    removed where every name carries them."""
-    mapping = {n: n for n in names}
-    changed = True
-    while changed and mapping:
-        changed = False
-        for prefix in PREFIXES:
-            if all(k.startswith(prefix) for k in mapping):
-                mapping = {k[len(prefix) :]: v for k, v in mapping.items()}
-                changed = True
-    return mapping
-
-
-def unwrap_state(obj: Any, source: str) -> dict[str, torch.Tensor]:
-    """A flat ``name -> tensor`` dict from a bare state_dict or a ``{"state_dict" |
-    "model_state_dict" | "model": ...}`` wrapper (Lightning's ``.ckpt`` is the first), with
-    ``module.`` and ``_orig_mod.`` prefixes removed."""
-    for _ in range(3):
-        if not isinstance(obj, Mapping):
-            break
-        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
-        if inner is None:
-            break
-        obj = inner
-    if not isinstance(obj, Mapping):
-        raise NNVizError(
-            f"{source} holds a {type(obj).__name__}, not a state_dict; save "
-            "model.state_dict() (or {'state_dict': model.state_dict()}) instead"
-        )
-    state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not state and obj:
-        keys = ", ".join(str(k) for k in list(obj)[:8])
-        raise NNVizError(
-            f"{source} holds no tensors (top-level keys: {keys}); expected a state_dict or "
-            f"a dict with one of {', '.join(WRAPPER_KEYS)}"
-        )
-    return {new: state[old] for new, old in strip_prefixes(list(state)).items()}
-
-
-# -- entry point --------------------------------------------------------------------------------
-
-
 def load_checkpoint(path: str | os.PathLike, label: str | None = None, *, trust_metadata: bool = False) -> Any:
     """Open a checkpoint file or folder as a Snapshot whose tensors are read on demand
     (on the CPU, wherever they were saved). ``trust_metadata`` allows reading a
@@ -227,7 +80,7 @@ def load_checkpoint(path: str | os.PathLike, label: str | None = None, *, trust_
     elif p.suffix == ".safetensors" or _looks_like_safetensors(p):
         tensors = _open_safetensors(p)
     else:
-        tensors = _open_pickle(p)
+        tensors = open_pickle(p)
     if not tensors:
         raise NNVizError(f"checkpoint {name} holds no tensors")
     return Snapshot(tensors, label=label or shown(p.name if p.is_dir() else p.stem), source=name)
@@ -241,33 +94,11 @@ def _open_folder(p: Path, trust_metadata: bool) -> Any:
         if (p / single).is_file():
             return load_checkpoint(p / single).tensors
     if (p / ".metadata").is_file():
-        return _open_dcp(p, trust_metadata)
+        return open_dcp(p, trust_metadata)
     raise NNVizError(
         f"checkpoint folder {shown(p)} holds none of {', '.join(INDEX_FILES + SINGLE_FILES)} (a Hugging Face "
         "folder) nor .metadata (a torch.distributed.checkpoint folder); give the checkpoint file itself"
     )
-
-
-@contextlib.contextmanager
-def native_path(p: Path) -> Iterator[str]:
-    """A name for ``p`` that libraries written in C++ or Rust accept: ``p`` itself, or, when
-    its name is not valid UTF-8, ``/proc/self/fd/N`` of a descriptor held open meanwhile."""
-    name = os.fspath(p)
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        pass
-    else:
-        yield name
-        return
-    fd = os.open(p, os.O_RDONLY)
-    try:
-        alias = f"/proc/self/fd/{fd}"
-        if not os.path.exists(alias):
-            raise NNVizError(f"cannot read {shown(p)} on this system: its name is not valid UTF-8; rename it")
-        yield alias
-    finally:
-        os.close(fd)
 
 
 # -- safetensors --------------------------------------------------------------------------------
@@ -299,7 +130,7 @@ def _safetensors_specs(p: Path) -> tuple[dict[str, TensorSpec], dict[str, str]]:
     except NNVizError:
         raise
     except Exception as exc:
-        raise NNVizError(f"checkpoint {shown(p)} is not a readable safetensors file ({_first_line(exc)})") from exc
+        raise NNVizError(f"checkpoint {shown(p)} is not a readable safetensors file ({first_line(exc)})") from exc
     return specs, meta
 
 
@@ -331,7 +162,7 @@ def _open_index(index: Path) -> StoredTensors:
     try:
         doc = json.loads(index.read_bytes())
     except (ValueError, UnicodeDecodeError) as exc:
-        raise NNVizError(f"{where} is not a JSON checkpoint index ({_first_line(exc)})") from exc
+        raise NNVizError(f"{where} is not a JSON checkpoint index ({first_line(exc)})") from exc
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(weight_map, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
@@ -358,7 +189,7 @@ def _open_index(index: Path) -> StoredTensors:
             held, _ = _safetensors_specs(path)
             readers[shard] = lambda names, path=path: _read_safetensors(path, names)
         else:
-            opened = _open_pickle(path)
+            opened = open_pickle(path)
             held = opened.specs
             readers[shard] = opened.read
         for name, file in weight_map.items():
@@ -374,132 +205,4 @@ def _open_index(index: Path) -> StoredTensors:
         return out
 
     stored = StoredTensors(specs, read, f"checkpoint {shown(folder)}")
-    return stored.renamed(strip_prefixes(list(specs)))
-
-
-# -- torch.save pickles -------------------------------------------------------------------------
-
-_CODE = re.compile(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL)\s+([\w.]+)|Unsupported class ([\w.]+)", re.I)
-
-
-def _needs_code(exc: Exception) -> str | None:
-    """What a refused pickle wanted to import or call, when that is why it was refused."""
-    m = _CODE.search(str(exc))
-    return (m.group(1) or m.group(2)) if m else None
-
-
-def _torch_load(p: Path) -> Any:
-    """``torch.load(weights_only=True)`` on the CPU; zip files memory-mapped."""
-    mmap = zipfile.is_zipfile(p)
-    with native_path(p) as native:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. legacy-format notes: the errors below say what matters
-            return torch.load(native, map_location="cpu", weights_only=True, mmap=mmap)
-
-
-def _load_pickle(p: Path) -> Any:
-    where = shown(p)
-    try:
-        return _torch_load(p)
-    except pickle.UnpicklingError as exc:
-        culprit = _needs_code(exc)
-        if culprit:
-            raise NNVizError(_refusal(p, culprit)) from exc
-        detail = re.search(r"Unsupported operand \d+|invalid load key[^.]*", str(exc))
-        raise NNVizError(
-            f"checkpoint {where} is not a PyTorch checkpoint or is corrupt "
-            f"({detail.group(0) if detail else 'unreadable pickle'})"
-        ) from exc
-    except NNVizError:
-        raise
-    except Exception as exc:  # whatever a damaged file makes the reader raise: no code ran
-        raise NNVizError(f"checkpoint {where} is not a PyTorch checkpoint or is corrupt ({_first_line(exc)})") from exc
-
-
-def _refusal(p: Path, culprit: str) -> str:
-    where = shown(p)
-    if _is_lightning(p):
-        return (
-            f"refused to load Lightning checkpoint {where}: its hyper-parameters (or other extras) reference "
-            f"{culprit}, and unpickling that would run code; checkpoints are read with weights_only=True. "
-            "Keep such objects out of it (save_hyperparameters(ignore=[...]) or plain values), or extract the "
-            "weights from a copy you trust: torch.save(torch.load(path, weights_only=False)['state_dict'], "
-            "'weights.pt')"
-        )
-    return (
-        f"refused to load checkpoint {where}: unpickling it would run code (it references "
-        f"{culprit}); checkpoints are read with weights_only=True, which accepts only tensors "
-        "and plain containers. Re-save it with torch.save(model.state_dict(), path)"
-    )
-
-
-def _is_lightning(p: Path) -> bool:
-    """Whether a torch.save zip is a Lightning checkpoint, from the strings in its pickle
-    (read as opcodes: nothing is executed)."""
-    try:
-        with zipfile.ZipFile(p) as z:
-            name = next((n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
-            if name is None or z.getinfo(name).file_size > MAX_INDEX_BYTES:
-                return False
-            data = z.read(name)
-        for _, arg, _ in pickletools.genops(data):
-            if isinstance(arg, str) and arg in ("pytorch-lightning_version", "hparams_name", "hyper_parameters"):
-                return True
-    except Exception:  # noqa: BLE001 - whatever a damaged zip or pickle raises: not known as Lightning's
-        return False
-    return False
-
-
-def _open_pickle(p: Path) -> StoredTensors:
-    source = f"checkpoint {shown(p)}"
-    state = unwrap_state(_load_pickle(p), source)
-    specs = {k: TensorSpec(tuple(v.shape), v.dtype) for k, v in state.items()}
-    if not zipfile.is_zipfile(p):  # a legacy pickle: read whole, kept in memory
-        whole = state
-        return StoredTensors(specs, lambda names: {n: whole[n] for n in names}, source)
-    del state  # memory-mapped tensors: opened again, and let go, for each group that is read
-
-    def read(names: list[str]) -> dict[str, torch.Tensor]:
-        again = unwrap_state(_load_pickle(p), source)
-        return {n: again[n] for n in names}
-
-    return StoredTensors(specs, read, source)
-
-
-# -- torch.distributed.checkpoint ---------------------------------------------------------------
-
-
-def _open_dcp(folder: Path, trust_metadata: bool) -> StoredTensors:
-    where = shown(folder)
-    if not trust_metadata:
-        raise NNVizError(
-            f"{where} is a torch.distributed.checkpoint folder, whose .metadata file is a plain pickle that can "
-            f"run code when read; if you trust where it came from, pass {TRUST_HINT}, or convert it with "
-            "torch.distributed.checkpoint.format_utils.dcp_to_torch_save"
-        )
-    from torch.distributed.checkpoint import FileSystemReader
-    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-
-    try:
-        with native_path(folder) as native:
-            metadata = FileSystemReader(native).read_metadata()
-        entries = metadata.state_dict_metadata.items()
-        specs = {
-            str(k): TensorSpec(tuple(int(s) for s in m.size), m.properties.dtype)
-            for k, m in entries
-            if isinstance(m, TensorStorageMetadata)
-        }
-    except Exception as exc:
-        raise NNVizError(f"{where} is not a readable torch.distributed.checkpoint folder ({_first_line(exc)})") from exc
-
-    def read(names: list[str]) -> dict[str, torch.Tensor]:
-        import torch.distributed.checkpoint as dcp
-
-        state = {n: torch.empty(specs[n].shape, dtype=specs[n].dtype) for n in names}
-        with native_path(folder) as native, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "assuming the intent is to load in a single process": it is
-            dcp.load(state, storage_reader=FileSystemReader(native), no_dist=True)
-        return state
-
-    stored = StoredTensors(specs, read, f"checkpoint {where}")
     return stored.renamed(strip_prefixes(list(specs)))

@@ -184,7 +184,7 @@ def gather_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def full_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:
     """The model's Weights from the full state gathered on rank 0."""
-    from .snapshot import Weights
+    from .matching import Weights
 
     buffers = {clean_name(n) for n, _ in model.named_buffers()}
     named_params = [(clean_name(n), p) for n, p in model.named_parameters(remove_duplicate=False)]

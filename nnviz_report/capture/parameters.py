@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from ..errors import NNVizError
-from .checkpoints import StoredTensors
 from .histograms import Histogram
+from .matching import StateMatch, Weights, align, match_state, pick, weights_of
 from .numbers import float32_lists, round_sig
 from .parameter_stats import (
     ParameterStats,
@@ -38,8 +38,9 @@ from .parameter_stats import (
     parameter_stats,
     parameter_stats_many,
 )
-from .snapshot import Snapshot, StateMatch, Weights, align, match_state, normalise_state, pick, weights_of
+from .snapshot import Snapshot, normalise_state
 from .stats import as_float, finite_or_none, read_scalars, to_numpy
+from .stored import StoredTensors
 
 PARAMETER_SAMPLE = 16384  # values a parameter's histogram counts, at most (as for layer outputs)
 MOVE_BUDGET = 256 * 2**20  # bytes a group of parameters makes the comparison hold (see above)

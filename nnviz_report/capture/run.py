@@ -29,9 +29,10 @@ from .forward import AutogradTrace, ForwardCapture, run_forward
 from .graph import GraphCapture, capture_graph
 from .histograms import CountedHistograms
 from .layers import LayerCapture
+from .matching import Weights
 from .options import CaptureOptions
 from .pictures import GridImage
-from .snapshot import Snapshot, Weights, load_checkpoint, unwrap_model
+from .snapshot import Snapshot, load_checkpoint, unwrap_model
 
 
 @dataclass(frozen=True)
