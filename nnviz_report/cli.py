@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import io
 import json
 import os
@@ -15,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cli_inputs import load_input, load_model, parse_device, random_inputs
 from .errors import NNVizError
 from .output import check_output_path
 
@@ -194,7 +193,11 @@ def _build(args: argparse.Namespace) -> int:
     if not args.input_file and not args.input_shape:
         raise NNVizError("the model needs an example input: pass --input-shape (e.g. 1,3,224,224) or --input FILE")
     device = parse_device(args.device)
-    example = _load_input(Path(args.input_file)) if args.input_file else _random_inputs(args)
+    example = (
+        load_input(Path(args.input_file))
+        if args.input_file
+        else random_inputs(args.input_shape, DTYPES[args.input_dtype], args.input_high, args.seed)
+    )
 
     from .capture.snapshot import load_checkpoint, load_into
 
@@ -233,143 +236,3 @@ def _warn_order(paths: list[str]) -> None:
             + "), which is not their numeric order; list them oldest first",
             file=sys.stderr,
         )
-
-
-def parse_device(text: str) -> Any:
-    """``--device``: a device this torch can allocate on, checked before anything is loaded."""
-    import torch
-
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise NNVizError(f"--device {text!r} is not a device; write it like cpu, cuda or cuda:1") from None
-    if device.type == "meta":
-        raise NNVizError("--device meta holds no values to draw; use cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise NNVizError(
-            f"--device {text}: this torch build ({torch.__version__}) sees no CUDA GPU; drop --device to run on the CPU"
-        )
-    try:
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError) as exc:
-        reason = str(exc).splitlines()[0].split(". ")[0][:120]
-        raise NNVizError(f"--device {text} cannot be used here ({reason}); drop --device to run on the CPU") from None
-    return device
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    parts = [p for p in re.split(r"[,x× ]+", text.strip().strip("()[]")) if p]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        shape = ()
-    if not shape or any(s < 0 for s in shape):
-        raise NNVizError(f"--input-shape {text!r} is not a shape; write it like 1,3,224,224")
-    return shape
-
-
-def _random_inputs(args: argparse.Namespace) -> Any:
-    import torch
-
-    dtype = getattr(torch, DTYPES[args.input_dtype])
-    gen = torch.Generator().manual_seed(args.seed)
-    tensors = []
-    for text in args.input_shape:
-        shape = parse_shape(text)
-        if dtype.is_floating_point:
-            tensors.append(torch.randn(shape, generator=gen).to(dtype))
-        elif dtype == torch.bool:
-            tensors.append(torch.randint(0, 2, shape, generator=gen).bool())
-        else:
-            if args.input_high < 1:
-                raise NNVizError("--input-high must be at least 1")
-            tensors.append(torch.randint(0, args.input_high, shape, generator=gen, dtype=dtype))
-    return tensors[0] if len(tensors) == 1 else tuple(tensors)
-
-
-def _load_input(path: Path) -> Any:
-    import pickle
-
-    import torch
-
-    if not path.is_file():
-        raise NNVizError(f"--input file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise NNVizError(
-            f"refused to load {path}: it needs code to unpickle; save plain tensors with torch.save"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise NNVizError(f"{path} is not a torch.save file or is corrupt ({str(exc).splitlines()[0][:160]})") from exc
-    if isinstance(obj, (torch.Tensor, tuple, list, dict)):
-        return obj
-    raise NNVizError(f"{path} holds a {type(obj).__name__}; expected a tensor, a tuple/list or a dict of tensors")
-
-
-def load_model(spec: str, kwargs: dict[str, Any]) -> Any:
-    """Import ``MODULE:CALLABLE`` and call it; the result must be an ``nn.Module``."""
-    from torch import nn
-
-    module_part, sep, attr = spec.rpartition(":")
-    if not sep or not module_part or not attr:
-        raise NNVizError(
-            f"{spec!r} is not MODULE:CALLABLE; write it like examples/models.py:ResNet18 or mypkg.models:Net"
-        )
-    module = _import(module_part)
-    if not hasattr(module, attr):
-        classes = sorted(
-            n
-            for n, v in vars(module).items()
-            if isinstance(v, type) and issubclass(v, nn.Module) and getattr(v, "__module__", None) == module.__name__
-        )
-        hint = f" (it defines {', '.join(classes)})" if classes else ""
-        raise NNVizError(f"{module_part} has no attribute {attr!r}{hint}")
-    factory = getattr(module, attr)
-    if not callable(factory):
-        raise NNVizError(f"{spec} is a {type(factory).__name__}, not a class or function")
-    try:
-        model = factory(**kwargs)
-    except Exception as exc:
-        raise NNVizError(
-            f"calling {spec}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
-            "pass its arguments with --model-kwargs"
-        ) from exc
-    if not isinstance(model, nn.Module):
-        raise NNVizError(f"{spec} returned {type(model).__name__!r}, not a torch.nn.Module")
-    return model
-
-
-def _import(module_part: str) -> Any:
-    is_file = module_part.endswith(".py") or os.sep in module_part or "/" in module_part
-    try:
-        if is_file:
-            path = Path(module_part)
-            if not path.is_file():
-                raise NNVizError(f"model file not found: {module_part}")
-            name = "nnviz_user_" + re.sub(r"\W", "_", path.stem)
-            spec = importlib.util.spec_from_file_location(name, path)
-            if spec is None or spec.loader is None:
-                raise NNVizError(f"cannot import {module_part}: not a Python file")
-            module = importlib.util.module_from_spec(spec)
-            sys.path.insert(0, str(path.resolve().parent))
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-            return module
-        if "" not in sys.path and os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
-        return importlib.import_module(module_part)
-    except NNVizError:
-        raise
-    except ModuleNotFoundError as exc:
-        raise NNVizError(
-            f"cannot import {module_part}: {exc}; run from the folder that contains it, "
-            "or give the path to the .py file"
-        ) from exc
-    except Exception as exc:
-        where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
-        raise NNVizError(
-            f"importing {module_part} failed: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}{where}"
-        ) from exc

@@ -621,7 +621,7 @@ def test_the_svg_check_agrees_with_one_regex_over_random_markup():
 
 def test_a_batch_that_runs_over_is_retried_view_by_view(monkeypatch):
     """One slow view must not cost the views laid out beside it."""
-    from nnviz_report.sections import graph as graph_section
+    from nnviz_report.sections import graph_layout
 
     run = run_of(ResNet18(), torch.randn(1, 3, 16, 16))
     views = graph_views.build_hierarchy(run.graph, run.forward.calls, "ResNet").views[:3]
@@ -636,7 +636,7 @@ def test_a_batch_that_runs_over_is_retried_view_by_view(monkeypatch):
         return real(sources, timeout, nice)
 
     monkeypatch.setattr(dot, "render_svgs", batch_with_one_slow_view)
-    results = graph_section._layout([(v.id, v, f"g{i}-") for i, v in enumerate(views)], run.forward.calls, 5.0)
+    results = graph_layout.lay_out([(v.id, v, f"g{i}-") for i, v in enumerate(views)], run.forward.calls, 5.0)
     assert [results[v.id].svg is not None for v in views] == [True, False, True]
 
 

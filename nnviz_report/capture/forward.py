@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +33,8 @@ from .activations.kinds import FUNCTIONAL
 from .activations.measure import ActivationRecord, PendingDerivatives
 from .activations.recorder import ActivationRecorder
 from .calls import CallTree, InputTrail, ModuleCall
-from .distributed import class_name, module_names
+from .coverage import inference_tensors, scripted_modules, scripted_notes, uncalled
+from .distributed import module_names
 from .guard import CALL_KINDS, ModelState, preserve_model_state
 from .histograms import PendingHistograms
 from .inputs import model_device, prepare_inputs, shape_text
@@ -205,30 +205,6 @@ class _FunctionalActivations(TorchFunctionMode):
         return out
 
 
-def _uncalled(model: nn.Module, counts: Counter[str]) -> list[tuple[str, str, str]]:
-    out = []
-    modules = {name: module for module, name in module_names(model).items()}
-    for name, module in modules.items():
-        if counts[name]:
-            continue
-        parent = modules.get(name.rpartition(".")[0]) if name else None
-        if isinstance(module, torch.jit.ScriptModule):
-            if isinstance(parent, torch.jit.ScriptModule):
-                continue  # said of the outermost TorchScript module
-            why = (
-                "TorchScript (torch.jit.script/trace): runs as compiled code, which forward hooks "
-                "and the functional-activation view cannot see into"
-            )
-        elif isinstance(parent, nn.MultiheadAttention) and name.endswith("out_proj"):
-            why = "applied functionally by MultiheadAttention; its output is the attention block's entry"
-        elif any(counts[n] for n in modules if n.startswith(name + ".")):
-            why = "a container whose children were called directly"
-        else:
-            why = "not called by forward (unused, or skipped by a fused fast path)"
-        out.append((name, class_name(module), why))
-    return out
-
-
 def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -> tuple[ForwardCapture, AutogradTrace]:
     """Run the model once on a copy of ``example_input`` and capture everything.
 
@@ -237,7 +213,7 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
     that raised.
     """
     device = model_device(model)
-    no_autograd = _inference_tensors(model)
+    no_autograd = inference_tensors(model)
     args, kwargs, inputs = prepare_inputs(example_input, device, autograd=no_autograd is None)
     rec = _Recorder(model, options)
     for label, t in inputs:
@@ -278,8 +254,8 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
         except Exception as exc:
             raise _forward_error(exc, rec.tree, inputs, no_autograd, example_input) from exc
     seconds = time.perf_counter() - started
-    scripted = _scripted(model)
-    notes = _scripted_notes(model, scripted)
+    scripted = scripted_modules(model)
+    notes = scripted_notes(model, scripted)
     if rec.layers.example_clamped:
         notes.append(f"the batch has no example {options.example}; example 0 is drawn instead")
     acts = rec.activations
@@ -290,7 +266,7 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
         activations=acts.records,
         rnn_internals=list(acts.rnn.values()),
         skipped_outputs=rec.layers.skipped,
-        uncalled=_uncalled(model, rec.tree.counts),
+        uncalled=uncalled(model, rec.tree.counts),
         device=str(device),
         mode=options.mode,
         seconds=seconds,
@@ -303,46 +279,6 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
     )
     trace = AutogradTrace(output, inputs, rec.tree.owner, rec.trail.entries, rec.tree.keepalive, rec.tree.gathered)
     return forward, trace
-
-
-def _scripted(model: nn.Module) -> list[str]:
-    """The outermost TorchScript modules of ``model``, by name ("(root)": the model)."""
-    modules = dict(model.named_modules())
-    return [
-        n or "(root)"
-        for n, m in modules.items()
-        if isinstance(m, torch.jit.ScriptModule)
-        and not (n and isinstance(modules.get(n.rpartition(".")[0]), torch.jit.ScriptModule))
-    ]
-
-
-def _scripted_notes(model: nn.Module, scripted: list[str]) -> list[str]:
-    if not scripted:
-        return []
-    return [
-        (
-            f"the model is a TorchScript module ({model.original_name})"
-            if scripted == ["(root)"]
-            else f"TorchScript modules: {', '.join(scripted[:4])}{' and more' if len(scripted) > 4 else ''}"
-        )
-        + ": compiled code runs without Python hooks, so the layer outputs and activation calls "
-        "inside it are not in this report (its output, parameters and autograd graph are); pass "
-        "the module as it was before torch.jit.script/trace to see them"
-    ]
-
-
-def _inference_tensors(model: nn.Module) -> str | None:
-    """Why autograd cannot run through ``model``, or None: parameters or buffers created
-    under ``torch.inference_mode()`` cannot be saved for a backward pass. (The forward pass
-    then runs without autograd: every number of the report but the graph.)"""
-    names = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_inference()]
-    if not names:
-        return None
-    return (
-        f"the model's parameters and buffers ({names[0]}{' and more' if len(names) > 1 else ''}) were "
-        "created under torch.inference_mode(), and autograd cannot record them; create the model "
-        "outside inference mode (load_state_dict copies the weights) to see the graph"
-    )
 
 
 def _forward_error(

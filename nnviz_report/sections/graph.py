@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +12,7 @@ from ..capture.run import CapturedRun
 from . import Notice, Section
 from ._format import plural
 from .feature_maps import anchor as fm_anchor
+from .graph_layout import lay_out
 from .graph_views import FULL_MAX_NODES, Hierarchy, View, build_hierarchy, full_view, short_op
 from .parameters import anchor as param_anchor
 
@@ -21,9 +20,6 @@ ID = "graph"
 TITLE = "Autograd graph"
 TEMPLATE = "sections/graph.html.j2"
 FULL_DEFAULT_MAX = 100  # graphs up to this many nodes open on torchviz's full graph
-BATCH_NODES = 1500  # module views laid out by one dot process, at most this many nodes in all
-NICE = 10  # dot's priority below ours: it yields the CPU to the rest of the report
-FULL_SHARE = 0.4  # of the layout budget for torchviz's full graph: the module views show it all too
 REUSE_LIMIT = 8  # a parameter used by more ops than this (a recurrent weight) tangles the full view
 MAX_MEMBERS = 40  # names listed for a fold or group box
 
@@ -77,50 +73,6 @@ class _Info:
             item = {"label": f"{call.name} · {call.type}", "kind": "cluster", **self.call_item(call)}
             info[f"{prefix}c{cid}"] = item
         return info
-
-
-def _layout(views: list[tuple[str, View, str]], calls: list[ModuleCall], timeout: float) -> dict[str, dot.SvgResult]:
-    """SVG per view id. Module views go in batches (one dot each, two at a time); a batch
-    that does not finish in time is retried view by view, with the cheapest settings."""
-    prepared = []
-    results: dict[str, dot.SvgResult] = {}
-    for vid, view, prefix in views:
-        attrs = dot_source.layout_attrs(dot_source.layout_cost(view))
-        if attrs is None:
-            results[vid] = dot.SvgResult(None, "too large to lay out within the layout budget", 0.0)
-        else:
-            prepared.append((vid, view, prefix, attrs))
-    batches: list[list] = []
-    size = BATCH_NODES
-    for item in prepared:
-        n = len(item[1].nodes)
-        if size + n > BATCH_NODES or item[0] == "full":
-            batches.append([])
-            size = 0
-        batches[-1].append(item)
-        size += n
-
-    def lay_out(batch: list) -> list[tuple[str, dot.SvgResult]]:
-        sources = [dot_source.source(view, calls, prefix, attrs) for _, view, prefix, attrs in batch]
-        full = batch[0][0] == "full"
-        out = dot.render_svgs(sources, timeout * FULL_SHARE if full else timeout, 0 if full else NICE)
-        if len(batch) > 1 and all(r.error and "did not finish" in r.error for r in out):
-            # One view held the batch up: each again, cheapest settings, until the batch has
-            # had twice the budget; what is left keeps its error.
-            cheapest = dot_source.LAYOUT_TIERS[-1][1]
-            deadline = time.perf_counter() + timeout
-            for k, (_, view, prefix, _) in enumerate(batch):
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    break
-                out[k] = dot.render_svg(dot_source.source(view, calls, prefix, cheapest), min(timeout, left), NICE)
-        return [(item[0], r) for item, r in zip(batch, out)]
-
-    if batches:
-        with ThreadPoolExecutor(min(2, len(batches))) as pool:
-            for pairs in pool.map(lay_out, batches):
-                results.update(pairs)
-    return results
 
 
 def _data(note: str | None) -> dict[str, Any]:
@@ -280,7 +232,7 @@ def _draw(run: CapturedRun, g: GraphCapture, views: list[dict], notices: list[No
                 ID,
             )
         )
-    results = _layout(todo, calls, run.options.dot_timeout)
+    results = lay_out(todo, calls, run.options.dot_timeout)
     info = _Info(run, g)
     timings: dict[str, float] = {}
     drawn: dict[str, dict] = {}
