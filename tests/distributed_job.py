@@ -20,11 +20,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "examples"))
-
-import nnviz_report  # noqa: E402
-from models import LlamaForCausalLM  # noqa: E402
+import nnviz_report
+from models import LlamaForCausalLM  # examples/, on PYTHONPATH (see tests/test_distributed.py)
 
 PG_TIMEOUT = 8.0  # the job's own collectives (FSDP's all-gathers) give up after this
 DIST_TIMEOUT = 30.0  # build_report's waits between steps

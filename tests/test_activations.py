@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import nnviz_report
-from conftest import DEVICES
+from helpers import DEVICES
 from models import DeadReLUNet, FunctionalNet, LSTMTagger, SaturatedSigmoidNet, TransformerClassifier
 
 
@@ -290,7 +290,7 @@ def test_modules_that_are_activations_in_practice_are_measured_as_themselves():
 
 
 def test_measuring_custom_activations_leaves_the_model_and_the_rng_alone():
-    from conftest import assert_same_state, state_of
+    from helpers import assert_same_state, state_of
 
     model, x = CustomActivations().train(), torch.randn(8, 6)
     before = state_of(model)

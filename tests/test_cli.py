@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, page_json
+from helpers import ROOT, page_json
 from models import TwoLayerNet
 from nnviz_report.cli import main
 

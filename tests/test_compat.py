@@ -9,7 +9,7 @@ import torch.distributed as dist
 from torch import nn
 
 import nnviz_report
-from conftest import page_view
+from helpers import page_view
 from nnviz_report import _compat
 
 

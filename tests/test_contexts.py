@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import nnviz_report
-from conftest import assert_same_state, state_of
+from helpers import assert_same_state, state_of
 from nnviz_report import NNVizError
 
 
@@ -82,7 +82,7 @@ class Detector(nn.Module):
 
 
 def test_nested_inputs_are_copied_and_described():
-    from conftest import page_view
+    from helpers import page_view
 
     a, b = torch.randn(3, 8, 8), torch.randn(3, 10, 10)
     keep = a.clone()
@@ -175,7 +175,7 @@ def test_text_that_is_not_unicode_shows_as_a_replacement_character(tmp_path):
     path = report.save(tmp_path / "r.html")
     html = path.read_bytes().decode("utf-8")  # strict: valid UTF-8
     assert "<h1>run \ufffd42</h1>" in html and "lin\ufffdear" in html
-    from conftest import page_json
+    from helpers import page_json
 
     data = page_json(html, "nnviz-data")
     assert data["title"] == "run \ufffd42" and data["feature_maps"][0]["name"] == "lin\ufffdear"
@@ -183,7 +183,7 @@ def test_text_that_is_not_unicode_shows_as_a_replacement_character(tmp_path):
 
 
 def test_cli_title_from_a_non_utf8_argument(tmp_path, capsys):
-    from conftest import ROOT, page_json
+    from helpers import ROOT, page_json
     from nnviz_report.cli import main
 
     out = tmp_path / "r.html"

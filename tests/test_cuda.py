@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import nnviz_report
-from conftest import ROOT, page_json
+from helpers import ROOT, page_json
 from models import ResNet18, ResNet50, TransformerClassifier
 from nnviz_report.cli import main
 

@@ -17,15 +17,15 @@ import pytest
 import torch
 
 import nnviz_report
-from conftest import ROOT
 from distributed_job import PG_TIMEOUT, BatchNormNet
+from helpers import ROOT, with_examples
 from nnviz_report import NNVizError
 
 JOB_TIMEOUT = 240  # seconds; the job takes ~20 s on 2 cores
 
 
 def torchrun(script: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env = with_examples(dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"))
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), *args],
         capture_output=True,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import nnviz_report
-from conftest import DEVICES
+from helpers import DEVICES
 from models import LSTMTagger, ResNet50, SmallCNN, TransformerClassifier
 from nnviz_report.capture.histograms import stats_and_histogram
 
@@ -251,7 +251,7 @@ def test_layer_selection_channels_and_example():
 
 
 def test_sequence_pictures_are_laid_out_by_what_the_dimensions_mean():
-    from conftest import page_json  # the pictures sit in #nnviz-images
+    from helpers import page_json  # the pictures sit in #nnviz-images
 
     report = nnviz_report.build_report(LSTMTagger(), torch.randint(0, 500, (3, 7)), graph=False)
     images = page_json(report.html, "nnviz-images")["feature_maps"]["pictures"]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import nnviz_report
-from conftest import page_view
+from helpers import page_view
 from models import ResNet18, SmallCNN, TransformerClassifier, UNet
 from nnviz_report import dot, dot_source
 from nnviz_report.capture.graph import capture_graph
@@ -270,13 +270,15 @@ def test_a_graph_of_70000_nodes_is_released_without_a_crash():
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT, with_examples
 
     code = (
-        "import sys, torch; sys.path.insert(0, 'examples'); from zoo import ChainedAdds; import nnviz_report; "
+        "import torch; from zoo import ChainedAdds; import nnviz_report; "
         "nnviz_report.build_report(ChainedAdds(70_000), torch.randn(2, 4), graph=False); print('built')"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=with_examples(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and "built" in done.stdout, done.stderr[-500:]
 
 

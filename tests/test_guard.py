@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import nnviz_report
-from conftest import DEVICES, assert_same_state, state_of
+from helpers import DEVICES, assert_same_state, state_of
 from models import ResNet18, TransformerClassifier
 from nnviz_report import NNVizError
 

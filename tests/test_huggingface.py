@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import need
+from helpers import need
 from nnviz_report import NNVizError
 
 transformers = need("transformers")

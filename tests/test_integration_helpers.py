@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers import ROOT
 from nnviz_report import NNVizError
 from nnviz_report import _integration as integ
 

@@ -14,7 +14,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import ROOT, need, page_json
+from helpers import ROOT, need, page_json
 from nnviz_report import NNVizError
 
 pl = need("lightning.pytorch")

@@ -14,7 +14,7 @@ import torch
 
 import nnviz_report
 from chromium import chromium, draw_everything, offline_page, report_frame
-from conftest import ROOT, need
+from helpers import ROOT, need
 from models import TwoLayerNet
 from nnviz_report import NNVizError
 

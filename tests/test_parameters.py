@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import nnviz_report
-from conftest import DEVICES, page_json, page_view
+from helpers import DEVICES, page_json, page_view
 from models import TwoLayerNet
 from nnviz_report.capture.parameters import compare
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, need, page_json
+from helpers import ROOT, need, page_json
 
 
 def example(heading: str) -> str:

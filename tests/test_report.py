@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import nnviz_report
-from conftest import ROOT, page_json, page_view
+from helpers import ROOT, page_json, page_view
 from models import ResNet18, TwoLayerNet
 from nnviz_report import NNVizError
 from nnviz_report.demo import train_demo

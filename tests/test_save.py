@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import nnviz_report
-from conftest import ROOT
+from helpers import ROOT
 from nnviz_report import NNVizError
 from nnviz_report.cli import main
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import nnviz_report
-from conftest import need, page_json
+from helpers import need, page_json
 from models import DeadReLUNet
 from nnviz_report import NNVizError
 
