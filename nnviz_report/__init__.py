@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 __all__ = ["NNVizError", "Report", "Snapshot", "__version__", "build_report", "read_report", "snapshot"]
 
 # The names that need torch are imported on first use: `nnviz-report --help` or a usage
-# error then answers at once instead of after torch's ~2.5 s import.
+# error then answers at once instead of after torch's import (seconds).
 _LAZY = {
     "build_report": ".report",
     "Report": ".report",

@@ -47,9 +47,8 @@ def _safe_svg(svg: str) -> bool:
     characters are ASCII's, as in HTML's tag and attribute names.
 
     The second part only looks where such an attribute could start: at a space before
-    "on", or at the last space before an "href", found with bytes.find. One regex spanning
-    from each ``<`` to each attribute took 10 ms on ResNet-50's graph (400 kB), holding
-    the GIL; this takes 3 ms, most of it the tag scan and the encoding."""
+    "on", or at the last space before an "href", found with bytes.find (one regex spanning
+    from each ``<`` to each attribute is slower and holds the GIL: docs/performance.md)."""
     data = svg.encode("utf-8")  # bytes: lower() and find() at memory speed
     if _OTHER_TAG.search(data):
         return False
@@ -173,9 +172,9 @@ def layout_environment() -> dict[str, str] | None:
     Graphviz's core and dot-layout plugins, when that can be set up, else the inherited one.
 
     Without the Pango plugin, dot sizes labels from its built-in font metrics instead of
-    starting fontconfig and shaping every label: layouts take half the time (ResNet-50's
-    full graph 0.09 -> 0.05 s) and no longer depend on the fonts installed, while the
-    browser draws the text with its own fonts either way. The folder is private to this
+    starting fontconfig and shaping every label: layouts are faster (docs/performance.md)
+    and no longer depend on the fonts installed, while the browser draws the text with its
+    own fonts either way. The folder is private to this
     process (``mkdtemp``: mode 0700) and removed at exit.
     """
     path = shutil.which("dot")

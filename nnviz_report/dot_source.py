@@ -65,7 +65,7 @@ def source(view: View, calls: Sequence[ModuleCall], prefix: str, extra: str = ""
     ``prefix + "c" + call id`` for clusters (the full view's module boxes). ``extra``: more
     graph attributes (layout limits).
 
-    Written directly (5x faster than building it with ``graphviz.Digraph``): every label
+    Written directly (much faster than building it with ``graphviz.Digraph``): every label
     goes through :func:`_label`, every other value is ours (ids from stable keys, colours).
     """
     clusters = view.clusters

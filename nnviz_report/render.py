@@ -48,8 +48,8 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 def valid_text(text: str) -> str:
     """``text`` with every lone surrogate replaced by U+FFFD. A file name or argument that
     is not UTF-8 reaches Python as such surrogates (a model can have them in a module
-    name too); they cannot be written as UTF-8. (Encoding is the check: several times
-    faster than searching for them.)"""
+    name too); they cannot be written as UTF-8. (Encoding is the check: faster than
+    searching for them.)"""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -101,15 +101,15 @@ def to_json(obj: Any) -> str:
 
 
 def packed(obj: Any) -> str:
-    """JSON, gzip (deterministic: no timestamp), base64. Level 1: the views of a ResNet-50
-    report with a before-state pack in 8.4 ms instead of 15.1 (level 4) or 42 (level 6),
-    to 381 kB instead of 329 or 305, next to 3.3 MB of pictures and plotly.js."""
+    """JSON, gzip (deterministic: no timestamp), base64. Level 1: several times faster than
+    higher levels, for a few tens of kB next to megabytes of pictures and plotly.js
+    (docs/performance.md)."""
     raw = _dumps_bytes(obj)
     return base64.b64encode(gzip.compress(raw, compresslevel=1, mtime=0)).decode("ascii")
 
 
 def unpacked(text: str) -> Any:
-    """The inverse of ``packed`` (for tests and scripts that read the view)."""
+    """The inverse of ``packed``."""
     return json.loads(gzip.decompress(base64.b64decode(text)))
 
 
@@ -150,7 +150,7 @@ def _sortval(value: Any) -> str:
 
 
 class _DedentingLoader(FileSystemLoader):
-    """Templates without their indentation (a quarter of a big report's markup): the
+    """Templates without their indentation (a large part of a big report's markup): the
     templates stay readable, the pages small. The page has no <pre> or <textarea>; the
     inlined CSS/JS and the JSON come from variables and are left alone."""
 
@@ -164,7 +164,7 @@ _DICT_ATTRIBUTES = frozenset(dir(dict))
 
 class _Environment(Environment):
     """Jinja's ``a.b`` tries ``getattr(a, "b")`` first, then ``a["b"]``; on a dict the first
-    step raises and catches AttributeError, half of a big report's rendering time. A plain
+    step raises and catches AttributeError, a large part of a big report's rendering time. A plain
     dict has no attributes but its methods, so looking the key up first (for any other
     name) gives the same answer."""
 

@@ -209,10 +209,9 @@ def full_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:
 
 def settle() -> None:
     """Collect the garbage the sharded forward pass and gathering left (the build pauses the
-    collector) before returning. Measured with examples/distributed.py on the CPU (gloo):
-    without it, 3 of 44 runs aborted at exit ("terminate called without an active
-    exception": a gloo thread freed an all-gather's tensors while Python shut down); with
-    it, none of 30."""
+    collector) before returning: left to Python's shutdown, a gloo thread may free an
+    all-gather's tensors while Python shuts down, and the process aborts at exit
+    (docs/performance.md)."""
     import gc
 
     gc.collect()

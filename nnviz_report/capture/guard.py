@@ -246,7 +246,7 @@ def _concurrent_use(what: str) -> NNVizError:
 
 
 def _save_values(tensors: list[torch.Tensor]) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
-    """One flat copy per device and dtype (ResNet-50's 159 buffers: 2 copies, not 159)."""
+    """One flat copy per device and dtype, not one per buffer."""
     groups: dict[tuple, list[torch.Tensor]] = {}
     for t in tensors:
         groups.setdefault((t.device, t.dtype), []).append(t)

@@ -48,12 +48,12 @@ def _strip(image: GridImage, jpeg: bool) -> tuple[np.ndarray, int]:
 
 def encode_all(images: dict[str, GridImage]) -> dict:
     """Every picture, stacked into a few sheets (one image file per format and width, not
-    one per layer: encoding 158 small files was most of this section's time), plus what
-    the browser needs to cut, colour and label each.
+    one per layer: encoding each small file costs more than its pixels), plus what the
+    browser needs to cut, colour and label each.
 
-    Pictures are JPEG (quality 80: half the bytes of PNG on feature maps, and a tenth of
-    its time: zlib finds little to match in noisy pixels), but tiny ones PNG (exact, as
-    small): tiles under 8 pixels a side (a JPEG block) or under JPEG_MIN_PIXELS in all.
+    Pictures are JPEG (quality 80: smaller and faster to encode than PNG on feature maps,
+    where zlib finds little to match in noisy pixels), but tiny ones PNG (exact, as small):
+    tiles under 8 pixels a side (a JPEG block) or under JPEG_MIN_PIXELS in all.
     """
     strips: dict[tuple[bool, int], list[tuple[str, np.ndarray]]] = {}
     pictures: dict[str, dict] = {}
