@@ -1,5 +1,5 @@
 # make demo: set up (Graphviz + .venv) and write report.html from the built-in demo.
-# make test: set up (Graphviz, Chromium + .venv), check lint and format, and run the whole test suite.
+# make test: set up (Graphviz, Chromium + .venv), check lint, format and types, and run the whole test suite.
 .PHONY: demo test lint setup bench bench-cuda bench-memory clean
 
 PYTHON_SOURCES = nnviz_report tests benchmarks examples scripts
@@ -13,10 +13,11 @@ test:
 	$(MAKE) lint
 	.venv/bin/python -m pytest
 
-# ruff (lint and format) on every Python file (settings in pyproject.toml).
+# ruff (lint and format) on every Python file, mypy on the package (settings in pyproject.toml).
 lint:
 	.venv/bin/ruff check $(PYTHON_SOURCES)
 	.venv/bin/ruff format --check $(PYTHON_SOURCES)
+	.venv/bin/mypy
 
 bench:
 	.venv/bin/python benchmarks/bench_build.py

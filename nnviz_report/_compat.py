@@ -21,6 +21,7 @@ from torch import nn
 
 # -- torch-function modes ---------------------------------------------------------------------
 
+_pop_mode_temporarily: Callable[[], contextlib.AbstractContextManager[Any]] | None
 try:  # what torch's own mode machinery uses (since torch 1.13)
     from torch.overrides import _pop_mode_temporarily
 except ImportError:  # pragma: no cover - checked by tests/test_compat.py

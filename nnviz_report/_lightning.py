@@ -30,7 +30,9 @@ _SHARDED = ("FSDP", "DeepSpeed", "ModelParallel")
 def make_callback(pl: ModuleType, module_name: str) -> type:
     """``NNVizCallback`` subclassing ``pl.Callback``."""
 
-    class NNVizCallback(pl.Callback):
+    callback: Any = pl.Callback
+
+    class NNVizCallback(callback):
         """Build an nnviz-report at the end of training (and every ``every_n_epochs``
         epochs), save it in the trainer's log dir and log it to every attached logger.
 
@@ -132,6 +134,7 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
                     "NNVizCallback(example_input=...) or set example_input_array on the LightningModule"
                 )
             report = build_report(pl_module, self._example, before=list(self._snapshots), **self.build_kwargs)
+            assert report is not None  # rank zero builds on its own
             html, data = trackers.write_files(report, folder, filename[: -len(".html")])
             self.saved.append(html)
             for logger in trainer.loggers:

@@ -67,6 +67,7 @@ def train_demo(steps: int = 60, seed: int = 0) -> tuple[DemoNet, torch.Tensor, S
     torch.manual_seed(seed)
     model = DemoNet()
     before = snapshot(model, label="before training")
+    assert before is not None  # a snapshot outside a distributed job
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()

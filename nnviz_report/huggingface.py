@@ -28,7 +28,10 @@ _transformers = integ.require("transformers", "'nnviz-report[huggingface]'")
 __all__ = ["NNVizTrainerCallback"]
 
 
-class NNVizTrainerCallback(_transformers.TrainerCallback):
+TrainerCallback: Any = _transformers.TrainerCallback
+
+
+class NNVizTrainerCallback(TrainerCallback):
     """Build an nnviz-report when ``Trainer.train()`` ends.
 
     ``example_input``: what the report runs the model on (a dict is passed as keyword
@@ -115,6 +118,7 @@ class NNVizTrainerCallback(_transformers.TrainerCallback):
         from .report import build_report
 
         report = build_report(model, self._example, before=self._snapshot, **self.build_kwargs)
+        assert report is not None  # the main process builds on its own
         folder = Path(args.output_dir)
         html, data = trackers.write_files(report, folder, self.filename[: -len(".html")])
         self.saved = html

@@ -16,7 +16,7 @@ import gzip
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,7 @@ class _DedentingLoader(FileSystemLoader):
     templates stay readable, the pages small. The page has no <pre> or <textarea>; the
     inlined CSS/JS and the JSON come from variables and are left alone."""
 
-    def get_source(self, environment: Environment, template: str):
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
         source, filename, uptodate = super().get_source(environment, template)
         return re.sub(r"\n[ \t]+", "\n", source), filename, uptodate
 
@@ -200,7 +200,7 @@ def _asset(name: str) -> str:
     return text
 
 
-def assets() -> dict[str, Markup]:
+def assets() -> dict[str, Markup | str]:
     """Our CSS/JS and the vendored plotly.js, to be inlined verbatim (checked above not to
     contain ``</script``, ``</style`` or ``<!--``)."""
     return {

@@ -159,4 +159,8 @@ class InputTrail:
 
     def carry(self, t: torch.Tensor, label: str) -> None:
         key = id(t)
-        self.carriers[key] = (weakref.ref(t, lambda _, key=key: self.carriers.pop(key, None)), label)
+
+        def forget(_: object) -> None:
+            self.carriers.pop(key, None)
+
+        self.carriers[key] = (weakref.ref(t, forget), label)

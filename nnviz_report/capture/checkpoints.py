@@ -17,6 +17,7 @@ Formats, and what stays on disk until the comparison asks for a tensor:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -187,7 +188,7 @@ def _open_index(index: Path) -> StoredTensors:
     for shard, path in shards.items():
         if path.suffix == ".safetensors" or _looks_like_safetensors(path):
             held, _ = _safetensors_specs(path)
-            readers[shard] = lambda names, path=path: _read_safetensors(path, names)
+            readers[shard] = functools.partial(_read_safetensors, path)
         else:
             opened = open_pickle(path)
             held = opened.specs

@@ -45,8 +45,9 @@ def class_name(module: nn.Module) -> str:
     bases = cls.__bases__
     if len(bases) == 2 and bases[0].__name__ == "FSDPModule":
         return bases[1].__name__
-    if cls.__name__ in WRAPPERS and isinstance(getattr(module, "module", None), nn.Module):
-        return class_name(module.module)
+    inner = getattr(module, "module", None)
+    if cls.__name__ in WRAPPERS and isinstance(inner, nn.Module):
+        return class_name(inner)
     return cls.__name__
 
 
@@ -175,7 +176,10 @@ def gather_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
     # FSDP1 on the CPU cannot offload to the CPU (torch 2.13 frees the storage it reads:
     # "setStorage ... out of bounds for storage of size 0"); there every rank gathers.
-    fsdp1_cpu = any(isinstance(m, FullyShardedDataParallel) and m.compute_device.type == "cpu" for m in model.modules())
+    fsdp1_cpu = any(
+        isinstance(m, FullyShardedDataParallel) and getattr(m.compute_device, "type", None) == "cpu"
+        for m in model.modules()
+    )
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=not fsdp1_cpu))
     if torch.distributed.get_rank() != 0:
         return {}

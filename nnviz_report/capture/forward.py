@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -124,10 +125,10 @@ class _Paused:
         self.grad = torch.is_grad_enabled()
         torch.set_grad_enabled(False)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:
             torch.set_grad_enabled(self.grad)
-            self.modes.__exit__(*exc)
+            self.modes.__exit__(kind, exc, tb)
         finally:
             self.recorder.paused = self.previous
 

@@ -272,7 +272,7 @@ def _fold_input_clones(graph: GraphCapture) -> None:
 def _drop_nodes(graph: GraphCapture, drop: set[int]) -> None:
     """Remove nodes (and edges touching them), renumbering the rest in order."""
     new_id: dict[int, int] = {}
-    kept = []
+    kept: list[GraphNode] = []
     for n in graph.nodes:
         if n.id not in drop:
             new_id[n.id] = len(kept)

@@ -157,9 +157,9 @@ class ModelState:
             _compat.put_parameter(m, name, p)
         for m, name, buf in self.buffer_slots:
             _compat.put_buffer(m, name, buf)
-        for p, requires_grad, _, _ in self.params:
-            if p.requires_grad != requires_grad:
-                p.requires_grad_(requires_grad)
+        for param, requires_grad, _, _ in self.params:
+            if param.requires_grad != requires_grad:
+                param.requires_grad_(requires_grad)
         return foreign or self.foreign(versions=False)  # calls counted while values went back
 
     def _restore_values(self) -> None:

@@ -34,7 +34,8 @@ def bin_counts_many(
     out: list[list[int]] = [[] for _ in items]
     chunks: list[list[int]] = []
     for on_device in by_device(sample for sample, _, _ in items):
-        chunk, size = [], 0
+        chunk: list[int] = []
+        size = 0
         for i in on_device:
             if chunk and size + items[i][0].numel() > BIN_CHUNK:
                 chunks.append(chunk)

@@ -159,14 +159,15 @@ class LayerRecorder:
         for path, kind in describe_non_tensors(output):
             self.skipped.append((call.name, call.call, path, kind))
         for path, t in tensors:
-            notes = []
+            notes: list[str] = []
             picture = None
             try:
                 picture = self._picture(module, t, path)
             except RuntimeError as exc:  # an exotic layout must not break the report
                 notes.append(f"no image: {exc}".split("\n")[0])
-            if picture is not None and picture.kind == "channels" and t.dim() > 4:
-                notes.append(drawn_slice(t.shape))
+            slice_note = drawn_slice(t.shape) if picture is not None and picture.kind == "channels" else None
+            if slice_note is not None:  # a tensor of more than 4 dimensions
+                notes.append(slice_note)
             if isinstance(module, nn.MultiheadAttention):
                 notes.append(MULTIHEAD_NOTE)
             stats, hist = stats_and_histogram(t, self.options.bins, pending=self.histograms)

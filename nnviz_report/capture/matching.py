@@ -22,7 +22,7 @@ class Weights:
     names, every name of each parameter (tied weights have several) and whether it trains.
     Built from the live model, or under FSDP from the full state gathered on rank 0."""
 
-    named: list[tuple[str, torch.Tensor]]
+    named: list[tuple[str, torch.Tensor]]  # Parameters, or the gathered state's tensors
     shapes: dict[str, tuple[int, ...]]
     aliases: dict[str, list[str]] = field(default_factory=dict)
     trainable: dict[str, bool] = field(default_factory=dict)
@@ -33,7 +33,7 @@ def weights_of(model: nn.Module) -> Weights:
     by_tensor: dict[int, list[str]] = {}
     for k, v in state.items():
         by_tensor.setdefault(id(v), []).append(k)
-    named = list(model.named_parameters())
+    named: list[tuple[str, torch.Tensor]] = list(model.named_parameters())
     return Weights(
         named=named,
         shapes={k: tuple(v.shape) for k, v in state.items()},

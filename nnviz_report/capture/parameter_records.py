@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -212,10 +211,11 @@ class _Values:
     ) -> _Values:
         n = len(afters)
         v = cls([None] * n, [None] * n, [None] * n, [None] * n, [None] * n, [None] * n, [1] * n)
-        wanted, where = [], []
+        wanted: list[tuple[torch.Tensor, float, float, int, bool]] = []
+        where: list[tuple[list[Histogram | None], int]] = []
         scatter: list[torch.Tensor] = []
         scattered: list[int] = []
-        biases: list[tuple[list[Any], int, torch.Tensor]] = []
+        biases: list[tuple[list[list[float | None] | None], int, torch.Tensor]] = []
         for i, (after, before) in enumerate(zip(afters, befores)):
             numel = after.numel()
             every = max(1, -(-numel // PARAMETER_SAMPLE))
@@ -236,8 +236,8 @@ class _Values:
                 where.append((v.hist_after, i))
             if is_bias[i]:
                 biases.append((v.bias_after, i, after))
-        for (column, i), hist in zip(where, histograms(wanted)):
-            column[i] = hist
+        for (hist_column, i), hist in zip(where, histograms(wanted)):
+            hist_column[i] = hist
         if scatter:
             rounded, at = round_sig(np.concatenate(to_numpy(scatter)), 3), 0
             for i, k in zip(scattered, range(0, len(scatter), 2)):
@@ -245,8 +245,8 @@ class _Values:
                 v.scatter_before[i] = rounded[at : at + n_before]
                 v.scatter_after[i] = rounded[at + n_before : at + n_before + n_after]
                 at += n_before + n_after
-        for (column, i, _), exact in zip(biases, float32_lists([as_float(t) for _, _, t in biases])):
-            column[i] = exact
+        for (bias_column, i, _), exact in zip(biases, float32_lists([as_float(t) for _, _, t in biases])):
+            bias_column[i] = exact
         return v
 
 

@@ -113,10 +113,10 @@ def finite_range(pairs: list[tuple[torch.Tensor, ParameterStats]]) -> tuple[floa
                 lo, hi = torch.aminmax(finite)
                 los.append(float(lo))
                 his.append(float(hi))
-        elif s.min is not None:
+        elif s.min is not None and s.max is not None:
             los.append(s.min)
             his.append(s.max)
-    return (min(los), max(his), all_finite) if los else (0.0, 0.0, all_finite)  # type: ignore[type-var]
+    return (min(los), max(his), all_finite) if los else (0.0, 0.0, all_finite)
 
 
 def histograms(items: list[tuple[torch.Tensor, float, float, int, bool]]) -> list[Histogram]:

@@ -159,7 +159,8 @@ def find_skips(graph: GraphCapture, calls: Sequence[ModuleCall]) -> tuple[list[S
             return None
 
         def chain(side: int) -> list[int]:
-            out, cur = [], best[2]
+            out: list[int] = []
+            cur: int | None = best[2]
             while cur is not None:
                 out.append(cur)
                 cur = parent[side][cur]

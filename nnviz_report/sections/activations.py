@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..capture.activations.kinds import SATURATING, SOFTMAX, ZEROING, kind_of
 from ..capture.activations.summary import ActivationCall, ActivationSummary
+from ..capture.histograms import Histogram
 from ..capture.run import ModelInfo
 from . import Notice, Section, ref
 from ._format import pct, plural
@@ -57,7 +60,7 @@ def _flags(c: ActivationCall, root: str) -> list[str]:
 def build(model: ModelInfo, summary: ActivationSummary) -> Section:
     root = model.class_name
     calls = []
-    rows = []
+    rows: list[dict[str, Any]] = []
     figures = {}
     warnings: list[str] = []
     for i, (c, curve_key) in enumerate(zip(summary.calls, summary.call_curves)):
@@ -86,7 +89,7 @@ def build(model: ModelInfo, summary: ActivationSummary) -> Section:
         fig_id = None
         if c.input_hist is not None and curve_key is not None:
             fig_id = f"act-call-{i}"
-            figures[fig_id] = _call_figure(i, c, curve_key)
+            figures[fig_id] = _call_figure(i, c.input_hist, curve_key)
         few = c.dead_fraction is not None and c.batch is not None and c.batch < DEAD_MIN_BATCH
         rows.append(
             {
@@ -217,8 +220,7 @@ def _gallery_figure(i: int, name: str) -> dict:
     }
 
 
-def _call_figure(i: int, c: ActivationCall, curve_key: str) -> dict:
-    h = c.input_hist
+def _call_figure(i: int, h: Histogram, curve_key: str) -> dict:
     width = (h.hi - h.lo) / len(h.counts) if h.hi > h.lo else 1.0
     pad = max((h.hi - h.lo) * 0.05, 0.1)
     curve = ("data", ID, "curves", curve_key)

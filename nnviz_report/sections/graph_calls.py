@@ -47,10 +47,10 @@ class CallGraph:
         self.skips_own = {s.call for s in graph.skips}  # calls that wrote a skip's merge
         self.skips_in: dict[int | None, int] = {}  # skips whose merge the call's subtree wrote
         for s in graph.skips:
-            c = s.call
-            while c is not None:
-                self.skips_in[c] = self.skips_in.get(c, 0) + 1
-                c = calls[c].parent
+            cid = s.call
+            while cid is not None:
+                self.skips_in[cid] = self.skips_in.get(cid, 0) + 1
+                cid = calls[cid].parent
 
     def _orders(self) -> dict[int, float]:
         """Per call: when its first operation was created (autograd's sequence numbers)."""
@@ -75,7 +75,8 @@ class CallGraph:
 
     def rep(self, container: int, node: int) -> str | None:
         """The atom ``node`` is part of in ``container``'s view, or None when outside."""
-        chain = self.chains[self.owner[node]] if self.owner[node] is not None else ()
+        owner = self.owner[node]
+        chain = self.chains[owner] if owner is not None else ()
         d = len(self.chains[container]) - 1
         if len(chain) > d and chain[d] == container:
             return f"n{node}" if len(chain) == d + 1 else f"m{chain[d + 1]}"
@@ -105,7 +106,8 @@ class CallGraph:
         return out
 
     def subtree(self, call: int) -> list[int]:
-        out, todo = [], [call]
+        out: list[int] = []
+        todo = [call]
         while todo:
             c = todo.pop()
             out.extend(self.own.get(c, ()))

@@ -126,15 +126,16 @@ class LevelBuilder:
         if n.kind in ("param", "leaf"):
             return f"i{u}", [n.name or "parameter", n.shape or ""], "param"
         mine = cg.chains[container]
-        theirs = cg.chains[cg.owner[u]] if cg.owner[u] is not None else ()
+        owner = cg.owner[u]
+        theirs = cg.chains[owner] if owner is not None else ()
         k = 0
         while k < min(len(mine), len(theirs)) and mine[k] == theirs[k]:
             k += 1
         if k < len(theirs):
             c = theirs[k]
             return f"c{c}", [f"from {cg.call_name(c)}"], "port"
-        owner = cg.call_name(theirs[-1]) if theirs else cg.model_name
-        return f"o{u}", [f"from {short_op(n.op or '?')}", f"in {owner}"], "port"
+        owner_name = cg.call_name(theirs[-1]) if theirs else cg.model_name
+        return f"o{u}", [f"from {short_op(n.op or '?')}", f"in {owner_name}"], "port"
 
     # -- one level ------------------------------------------------------------------------
     def call_level(self, c: int, view_id: str, parent: str | None) -> Level:
@@ -153,6 +154,7 @@ class LevelBuilder:
             if not op_view and cg.hidden[i]:
                 continue
             b = cg.rep(c, i)
+            assert b is not None  # i is in c's subtree
             if b not in atoms:
                 atoms[b] = self.node_atom(i, op_view) if b[0] == "n" else self.call_atom(int(b[1:]), c)
             preds = cg.preds[i] if op_view else cg.visible_preds(i)
@@ -167,10 +169,10 @@ class LevelBuilder:
                 if key not in atoms:
                     atoms[key] = Atom(key, label, kind_, -3.0, None)
                 edges.setdefault((key, b), ("data", False))
-            label = cg.g.nodes[i].entry
-            if label is not None:  # it read the model's input outside the graph (token ids)
-                key = f"x{list(cg.g.data_inputs).index(label)}" if label in cg.g.data_inputs else "x"
-                text = [label, cg.g.data_inputs.get(label, "")] if is_root else [label]
+            entry = cg.g.nodes[i].entry
+            if entry is not None:  # it read the model's input outside the graph (token ids)
+                key = f"x{list(cg.g.data_inputs).index(entry)}" if entry in cg.g.data_inputs else "x"
+                text = [entry, cg.g.data_inputs.get(entry, "")] if is_root else [entry]
                 key = key if is_root else "p" + key
                 if key not in atoms:
                     atoms[key] = Atom(key, text, "input", -3.0, None)

@@ -63,8 +63,9 @@ def fold(level: Level, cg: CallGraph) -> Level:
         group, first = seq[i : i + p * r], seq[i : i + p]
         key = f"f{first[0].key}"
         calls = [a.call for a in group if a.kind == "module" and a.call is not None]
+        opens: tuple | None
         if p == 1 and first[0].kind == "module":
-            c = first[0].call
+            c = calls[0]  # the first atom's call
             parent = cg.calls[c].parent
             names = [relative(cg.calls[m].name, cg.calls[parent].name if parent is not None else "") for m in calls]
             last = cg.calls[calls[-1]]
@@ -81,7 +82,9 @@ def fold(level: Level, cg: CallGraph) -> Level:
         elif p == 1:
             label, opens = [f"{first[0].label[0]} ×{r}"], None
         else:
-            pattern = " → ".join(cg.calls[a.call].type if a.kind == "module" else a.label[0] for a in first)
+            pattern = " → ".join(
+                cg.calls[a.call].type if a.kind == "module" and a.call is not None else a.label[0] for a in first
+            )
             label = [span([group[0].label[0], group[-1].label[0]]), f"{pattern} ×{r}"]
             opens = (
                 "level",

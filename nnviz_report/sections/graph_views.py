@@ -126,7 +126,7 @@ def full_view(graph: GraphCapture, calls: Sequence[ModuleCall]) -> View:
         else:
             label = [n.name or "", n.shape] if n.shape else [n.name or ""]
         atoms[f"n{n.id}"] = Atom(f"n{n.id}", label, n.kind, float(n.seq), None, call=n.call, skip=n.id in skips)
-    edges = {}
+    edges: dict[tuple[str, str], tuple[str, bool]] = {}
     for e in graph.edges:
         edges.setdefault((f"n{e.src}", f"n{e.dst}"), (e.kind, (e.src, e.dst) in on_path))
     level = bundle(Level("full", "Autograd graph (torchviz)", None, atoms, edges), calls)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .._text import listed
+from ..capture.histograms import Histogram
 from ..capture.parameters import ParameterComparison, ParamRecord
 from ..capture.run import ModelInfo
 from . import Notice, Section, ref
@@ -130,7 +131,7 @@ def build(model: ModelInfo, comp: ParameterComparison) -> Section:
     if has_before:
         summary = f"{plural(len(records), 'tensor')} compared with {comp.labels[0]}"
         if moved:
-            top = max(moved, key=lambda r: r.relative_change)
+            top = max(moved, key=lambda r: r.relative_change or 0.0)  # moved: all have one
             summary += f"; largest relative change {top.relative_change:.3g} ({top.name})"
     else:
         summary = f"{plural(len(records), 'tensor')}; no before state"
@@ -185,7 +186,9 @@ def _identity_figure(i: int, r: ParamRecord) -> dict:
     else:
         x, y = ref("assets", ID, "scatter", i, "before"), ref("assets", ID, "scatter", i, "after")
         label = "values" if r.scatter_every == 1 else f"every {ordinal(r.scatter_every)} value"
-    ends = [v for v in (r.before.min, r.after.min, r.before.max, r.after.max) if v is not None]
+    before = r.before
+    assert before is not None  # drawn only with a before-state
+    ends = [v for v in (before.min, r.after.min, before.max, r.after.max) if v is not None]
     lo, hi = (min(ends), max(ends)) if ends else (0.0, 1.0)
     return {
         "data": [
@@ -218,7 +221,7 @@ def _identity_figure(i: int, r: ParamRecord) -> dict:
     }
 
 
-def _bars(i: int, key: str, name: str, h) -> dict:
+def _bars(i: int, key: str, name: str, h: Histogram) -> dict:
     # The name (a snapshot's label, perhaps a checkpoint's file name) as Plotly text, and
     # into the hover label by reference: inside the template, "%{...}" would be read too.
     width = (h.hi - h.lo) / len(h.counts) if h.hi > h.lo else 1.0
@@ -234,11 +237,13 @@ def _bars(i: int, key: str, name: str, h) -> dict:
 
 
 def _hist_figure(i: int, r: ParamRecord, before_label: str) -> dict:
+    after = r.hist_after
+    assert after is not None  # drawn only with a histogram
     traces = []
     if r.hist_before is not None:
         traces.append(_bars(i, "hist_before", before_label, r.hist_before))
-    traces.append(_bars(i, "hist_after", "after", r.hist_after))
-    sampled = r.hist_after.every > 1
+    traces.append(_bars(i, "hist_after", "after", after))
+    sampled = after.every > 1
     return {
         "data": traces,
         "layout": {
@@ -248,7 +253,7 @@ def _hist_figure(i: int, r: ParamRecord, before_label: str) -> dict:
             "bargap": 0,
             "legend": _legend(),
             "xaxis": {"title": {"text": "value"}},
-            "yaxis": {"title": {"text": "count" + (f" (every {ordinal(r.hist_after.every)})" if sampled else "")}},
+            "yaxis": {"title": {"text": "count" + (f" (every {ordinal(after.every)})" if sampled else "")}},
         },
     }
 

@@ -73,9 +73,9 @@ GALLERY_X = torch.linspace(-6.0, 6.0, 121, dtype=torch.float64)  # step 0.1: kin
 
 @dataclass(frozen=True)
 class CurveInfo:
-    x: list[float]
-    y: list[float]
-    dy: list[float]
+    x: list[float | None]
+    y: list[float | None]
+    dy: list[float | None]
     output_range: tuple[float | None, float | None]  # None: unbounded on that side
     derivative_max: float
 

@@ -97,8 +97,9 @@ def classify_module(module: nn.Module) -> tuple[str, dict[str, Any]] | None:
         name = cls.__name__
         if ACTIVATION_CLASSES.get(name) is cls:
             params = {p: plain_value(getattr(module, p, None)) for p in ctor_defaults(name)}
-            if name == "PReLU" and module.weight.numel() > 1:
-                params["slopes"] = module.weight.numel()  # "weight" is their mean
+            weight = getattr(module, "weight", None)
+            if name == "PReLU" and isinstance(weight, torch.Tensor) and weight.numel() > 1:
+                params["slopes"] = weight.numel()  # "weight" is their mean
             return name, params
     return None
 
@@ -133,7 +134,7 @@ def _functional_table() -> dict[Callable, tuple[str, tuple[str, ...]]]:
         ("Softshrink", ("lambd",), (F.softshrink,)),
         ("Hardshrink", ("lambd",), (F.hardshrink, torch.hardshrink, T.hardshrink)),
         ("Tanhshrink", (), (F.tanhshrink,)),
-        ("Threshold", ("threshold", "value"), (F.threshold, F.threshold_, torch.threshold, torch.threshold_)),
+        ("Threshold", ("threshold", "value"), (F.threshold, F.threshold_, torch.threshold, torch.threshold_)),  # type: ignore[attr-defined]
         ("GLU", ("dim",), (F.glu,)),
         ("Softmax", ("dim",), (F.softmax, torch.softmax, T.softmax)),
         ("LogSoftmax", ("dim",), (F.log_softmax, torch.log_softmax, T.log_softmax)),
