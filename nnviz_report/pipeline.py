@@ -30,6 +30,7 @@ from torch import nn
 
 from . import __version__, dot
 from ._environment import BuildEnvironment
+from .capture import layers
 from .capture import run as capture_run
 from .capture.activations.summary import summarise_activations
 from .capture.histograms import CountedHistograms
@@ -95,10 +96,10 @@ def histograms_lane(run: CapturedRun) -> tuple[CountedHistograms, float]:
 
 def maps_lane(run: CapturedRun, counting: Future[tuple[CountedHistograms, float]]) -> tuple[RenderedSection, float]:
     """The feature-map section; returns it and the seconds the pictures took."""
-    pictures, seconds = _timed(capture_run.draw_pictures, run)
+    pictures, seconds = _timed(layers.draw_layer_pictures, run.forward.layers)
     counted, _ = counting.result()
-    layers = capture_run.finish_layers(run, pictures, counted)
-    return _built(lambda: feature_maps.build(run, layers)), seconds
+    finished = layers.finish_layers(run.forward.layers, pictures, counted)
+    return _built(lambda: feature_maps.build(run, finished)), seconds
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from .coverage import inference_tensors, scripted_modules, scripted_notes, uncal
 from .distributed import module_names
 from .guard import CALL_KINDS, ModelState, preserve_model_state
 from .histograms import PendingHistograms
-from .inputs import model_device, prepare_inputs, shape_text
+from .inputs import inputs_text, model_device, prepare_inputs
 from .layers import LayerRecord, LayerRecorder, RecentOutputs
 from .options import CaptureOptions
 
@@ -293,7 +293,7 @@ def _forward_error(
     done = len(tree.calls) - len(tree.stack)
     return NNVizError(
         f"the forward pass failed in {where} after {done} module calls: "
-        f"{type(exc).__name__}: {message} (example input: {shape_text(inputs) or 'none'}); "
+        f"{type(exc).__name__}: {message} (example input: {inputs_text(inputs) or 'none'}); "
         + (
             "the model's tensors were created under torch.inference_mode() and cannot be updated "
             "outside it: use mode='eval', or create the model outside inference mode"

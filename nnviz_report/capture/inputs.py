@@ -86,5 +86,5 @@ def _same_kind(original: Any, items: Any, plain: type) -> Any:
         return plain(items)
 
 
-def shape_text(inputs: Sequence[tuple[str, torch.Tensor]]) -> str:
+def inputs_text(inputs: Sequence[tuple[str, torch.Tensor]]) -> str:
     return ", ".join(f"{label}: {tuple(t.shape)} {str(t.dtype).replace('torch.', '')}" for label, t in inputs)

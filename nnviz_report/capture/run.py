@@ -4,8 +4,9 @@ work the forward pass left pending.
 :func:`capture` runs the forward pass and walks the autograd graph: a :class:`CapturedRun`,
 which nothing changes afterwards. The rest can run while Graphviz lays the graph out (the
 graph section needs none of it), each step returning what it made: :func:`count_histograms`,
-:func:`finish_layers` (the feature maps' pictures), :func:`measure_activations` (then
-``summarise_activations`` with the counts), and ``parameters.compare`` with the snapshots.
+``layers.draw_layer_pictures`` and ``layers.finish_layers`` (the feature maps),
+:func:`measure_activations` (then ``summarise_activations`` with the counts), and
+``parameters.compare`` with the snapshots.
 """
 
 from __future__ import annotations
@@ -21,17 +22,15 @@ import torch
 from torch import nn
 
 from ..errors import NNVizError
-from . import distributed, layers
+from . import distributed
 from .activations import summary as activation_summary
 from .activations.summary import MeasuredActivations
 from .distributed import Job, class_name
 from .forward import AutogradTrace, ForwardCapture, run_forward
 from .graph import GraphCapture, capture_graph
 from .histograms import CountedHistograms
-from .layers import LayerCapture
 from .matching import Weights
 from .options import CaptureOptions
-from .pictures import GridImage
 from .snapshot import Snapshot, load_checkpoint, unwrap_model
 
 
@@ -176,20 +175,10 @@ def count_histograms(run: CapturedRun) -> CountedHistograms:
     return run.forward.histograms.count()
 
 
-def draw_pictures(run: CapturedRun) -> list[GridImage]:
-    """The feature maps' pictures, from the small copies the hooks kept."""
-    return layers.draw_layer_pictures(run.forward.layers)
-
-
-def finish_layers(run: CapturedRun, pictures: list[GridImage], counted: CountedHistograms) -> list[LayerCapture]:
-    """The layer outputs as the feature-map section shows them."""
-    return layers.finish_layers(run.forward.layers, pictures, counted)
-
-
 def measure_activations(run: CapturedRun) -> MeasuredActivations:
     """The activations' probes, derivatives (one autograd call per activation function) and
     curves, with the model's custom activation modules in the mode of the forward pass."""
     fwd, mode = run.forward, run.options.mode
-    return activation_summary.measure_activations(
+    return activation_summary.measure_calls(
         fwd.activations, fwd.rnn_internals, fwd.custom, fwd.derivatives, None if mode == "as-is" else mode == "train"
     )

@@ -1,7 +1,7 @@
 """The activations as the report shows them: each call finished (its histogram counted, its
 derivatives in), the curves over the inputs the model really gave, and the gallery.
 
-:func:`measure_activations` does what needs the model's custom activation modules (probing
+:func:`measure_calls` does what needs the model's custom activation modules (probing
 them, the derivatives, the curves), in the mode of the forward pass; then
 :func:`summarise_activations` puts the finished calls together once the histograms are
 counted.
@@ -63,7 +63,7 @@ class MeasuredActivations:
     """The activation calls after the pass: probed, derivatives taken, curves drawn. The
     counts of their input histograms may still be pending."""
 
-    calls: list[ActivationRecord]  # the calls the report lists (see measure_activations)
+    calls: list[ActivationRecord]  # the calls the report lists (see measure_calls)
     derivatives: dict[int, DerivativeResult]
     probes: dict[tuple, Probe]  # custom activation modules, by (class name, params_key)
     curves: dict[str, dict[str, Any]]  # dense curves over the observed input ranges
@@ -83,7 +83,7 @@ class ActivationSummary:
     used: list[str]  # torch.nn class names, in order of first use
 
 
-def measure_activations(
+def measure_calls(
     records: Sequence[ActivationRecord],
     internals: Internals,
     custom: Mapping[tuple, CustomActivation],
