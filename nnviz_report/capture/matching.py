@@ -77,7 +77,6 @@ class StateMatch:
     missing: list[str]  # in the model, not in the state (tied names whose twin is there excluded)
     unexpected: list[str]  # in the state, not in the model
     mismatched: list[str]  # "name: state (a, b) vs model (c, d)"
-    matched: int  # parameters and buffers with the same name and shape
     tied: list[str] = field(default_factory=list)  # "name = twin": saved once, under the twin's name
     comparable: int = 0  # parameters found (under a name of theirs) with the same shape
     parameters: int = 0  # parameters of the model (tied ones once)
@@ -122,7 +121,6 @@ def match_state(model: nn.Module | Weights, state: Mapping[str, torch.Tensor]) -
         missing,
         unexpected,
         mismatched,
-        len(expected) - len(missing) - len(tied) - len(mismatched),
         tied,
         comparable,
         len(weights.named),
