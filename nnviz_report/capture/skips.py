@@ -13,7 +13,7 @@ branches) are branch merges, not skips.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -70,143 +70,158 @@ def _carries_input(graph: GraphCapture, preds: list[list[int]]) -> set[int]:
 
 
 def find_skips(graph: GraphCapture, calls: Sequence[ModuleCall]) -> tuple[list[SkipConnection], list[BranchMerge]]:
-    nodes = graph.nodes
-    preds: list[list[int]] = [[] for _ in nodes]
-    for e in graph.edges:
-        if e.kind == "data":
-            preds[e.dst].append(e.src)
+    """Every addition and concatenation of the graph that is a skip connection or a branch
+    merge, in node order."""
+    search = _Search(graph, calls)
+    skips: list[SkipConnection] = []
+    merges: list[BranchMerge] = []
+    for n in graph.nodes:
+        if n.op not in ADD_OPS and n.op not in CAT_OPS:
+            continue
+        found = search.merge(n.id)
+        if isinstance(found, SkipConnection):
+            skips.append(found)
+        elif isinstance(found, BranchMerge):
+            merges.append(found)
+    return skips, merges
 
-    def holds_param(i: int) -> bool:
-        n = nodes[i]
-        return n.kind == "param" or (n.op == "AccumulateGrad" and any(nodes[p].kind == "param" for p in preds[i]))
 
-    def uses_param(i: int) -> bool:
-        return any(holds_param(p) for p in preds[i])
+class _Search:
+    """What deciding whether a merge is a skip needs to know of the graph: each node's data
+    predecessors, which nodes carry the input, and which calls each call ran within."""
 
-    data = _carries_input(graph, preds)
+    def __init__(self, graph: GraphCapture, calls: Sequence[ModuleCall]):
+        self.nodes = graph.nodes
+        self.calls = calls
+        self.preds: list[list[int]] = [[] for _ in self.nodes]
+        for e in graph.edges:
+            if e.kind == "data":
+                self.preds[e.dst].append(e.src)
+        self.data = _carries_input(graph, self.preds)
+        self.enclosing: dict[int | None, frozenset[int]] = {}
 
-    def is_param_branch(i: int) -> bool:
+    def holds_param(self, i: int) -> bool:
+        n = self.nodes[i]
+        return n.kind == "param" or (
+            n.op == "AccumulateGrad" and any(self.nodes[p].kind == "param" for p in self.preds[i])
+        )
+
+    def uses_param(self, i: int) -> bool:
+        return any(self.holds_param(p) for p in self.preds[i])
+
+    def is_param_branch(self, i: int) -> bool:
         """Not an activation: a parameter, or computed from parameters alone (a position bias)."""
-        return i not in data or holds_param(i)
+        return i not in self.data or self.holds_param(i)
 
-    enclosing: dict[int | None, frozenset[int]] = {}
-
-    def inside(call: int | None) -> frozenset[int]:
+    def inside(self, call: int | None) -> frozenset[int]:
         """The call and every call it ran within."""
-        if call not in enclosing:
+        if call not in self.enclosing:
             chain = []
             c = call
             while c is not None:
                 chain.append(c)
-                c = calls[c].parent
-            enclosing[call] = frozenset(chain)
-        return enclosing[call]
+                c = self.calls[c].parent
+            self.enclosing[call] = frozenset(chain)
+        return self.enclosing[call]
 
-    def layers_on(path: list[int], merge_call: int | None) -> tuple[int, bool]:
+    def layers_on(self, path: list[int], merge_call: int | None) -> tuple[int, bool]:
         """The module calls with parameters that the path passes outside the merge's module,
         and whether it passes an op inside that module which uses a parameter."""
-        home = inside(merge_call)
+        home = self.inside(merge_call)
         found: set[int] = set()
         home_param = False
         for i in path[1:]:
-            c = nodes[i].call
+            c = self.nodes[i].call
             if c is None or c in home:
-                home_param = home_param or uses_param(i)
+                home_param = home_param or self.uses_param(i)
                 continue
-            if uses_param(i):
+            if self.uses_param(i):
                 found.add(c)
                 continue
             while c is not None and c not in home:
-                if calls[c].params:
+                if self.calls[c].params:
                     found.add(c)
                     break
-                c = calls[c].parent
+                c = self.calls[c].parent
         return len(found), home_param
 
-    order = range(len(nodes))
-
-    def nearest_common(a: int, b: int) -> tuple[tuple[int, int], int, list[int], list[int]] | None:
-        """The node both ``a`` and ``b`` come from with the least sum of distances (ties go to
-        the earlier node): ``((sum, order), node, chain to a, chain to b)``, each chain a
-        shortest one, ``node`` first. Breadth-first from both at once, level by level; once
-        the best sum is at most the level, every node with that sum has been seen by both."""
-        dist = ({a: 0}, {b: 0})
-        parent: tuple[dict[int, int | None], dict[int, int | None]] = ({a: None}, {b: None})
-        frontier = ([a], [b])
-        best = (0, order[a], a) if a == b else None
-        level = visited = 0
-        while (frontier[0] or frontier[1]) and not (best is not None and best[0] <= level):
-            level += 1
-            for side in (0, 1):
-                mine, other = dist[side], dist[1 - side]
-                nxt = []
-                for cur in frontier[side]:
-                    for p in preds[cur]:
-                        if p in mine or is_param_branch(p):
-                            continue
-                        mine[p] = level
-                        parent[side][p] = cur
-                        nxt.append(p)
-                        if p in other:
-                            cand = (level + other[p], order[p], p)
-                            if best is None or cand < best:
-                                best = cand
-                visited += len(nxt)
-                frontier[side][:] = nxt
-            if visited > SEARCH_BUDGET:
-                break
-        if best is None:
-            return None
-
-        def chain(side: int) -> list[int]:
-            out: list[int] = []
-            cur: int | None = best[2]
-            while cur is not None:
-                out.append(cur)
-                cur = parent[side][cur]
-            return out
-
-        return best[:2], best[2], chain(0), chain(1)
-
-    skips: list[SkipConnection] = []
-    merges: list[BranchMerge] = []
-    for n in nodes:
+    def merge(self, node: int) -> SkipConnection | BranchMerge | None:
+        """What the addition or concatenation ``node`` is: a skip connection (one operand goes
+        around the layers the other passes, unchanged or through a short projection), a
+        branch merge (every operand passes layers), or neither."""
+        n = self.nodes[node]
         is_add = n.op in ADD_OPS
-        if not is_add and n.op not in CAT_OPS:
-            continue
-        operands = list(dict.fromkeys(p for p in preds[n.id] if not is_param_branch(p)))
+        operands = list(dict.fromkeys(p for p in self.preds[node] if not self.is_param_branch(p)))
         if len(operands) < 2:
-            continue
+            return None
         pairs = [(i, i + 1) for i in range(len(operands) - 1)]
         if len(operands) <= ALL_PAIRS_UP_TO:
             pairs += [(i, j) for i in range(len(operands)) for j in range(i + 2, len(operands))]
         skip = branch = None
         for i, j in pairs:
-            found = nearest_common(operands[i], operands[j])
+            found = _nearest_common(self.preds, self.is_param_branch, operands[i], operands[j])
             if found is None:
                 continue
             key, source, chain_i, chain_j = found
             paths = [
-                (operands[i], chain_i, *layers_on(chain_i, n.call)),
-                (operands[j], chain_j, *layers_on(chain_j, n.call)),
+                (operands[i], chain_i, *self.layers_on(chain_i, n.call)),
+                (operands[j], chain_j, *self.layers_on(chain_j, n.call)),
             ]
             for (operand, chain, layers, home_param), (_, _, other, _) in (paths, paths[::-1]):
                 if other == 0 or home_param:
                     continue  # the other operand went through no layer, or this one is not a shortcut
                 if layers == 0 or (is_add and layers <= PROJECTION_LAYERS and layers < other):
-                    cand = (
-                        key,
-                        layers,
-                        SkipConnection(
-                            n.id, "residual" if is_add else "concat", n.call, source, operand, chain, layers > 0, other
-                        ),
-                    )
+                    kind = "residual" if is_add else "concat"
+                    cand = (key, layers, SkipConnection(node, kind, n.call, source, operand, chain, layers > 0, other))
                     if skip is None or cand[:2] < skip[:2]:
                         skip = cand
             if skip is None and branch is None and min(paths[0][2], paths[1][2]) > 0:
-                branch = BranchMerge(n.id, "sum" if is_add else "concat", n.call, source, len(operands))
-        if skip is not None:
-            skips.append(skip[2])
-        elif branch is not None:
-            merges.append(branch)
-    return skips, merges
+                branch = BranchMerge(node, "sum" if is_add else "concat", n.call, source, len(operands))
+        return skip[2] if skip is not None else branch
+
+
+def _nearest_common(
+    preds: list[list[int]], blocked: Callable[[int], bool], a: int, b: int
+) -> tuple[tuple[int, int], int, list[int], list[int]] | None:
+    """The node both ``a`` and ``b`` come from (through predecessors that are not
+    ``blocked``) with the least sum of distances (ties go to the earlier node): ``((sum,
+    node), node, chain to a, chain to b)``, each chain a shortest one, ``node`` first.
+    Breadth-first from both at once, level by level; once the best sum is at most the
+    level, every node with that sum has been seen by both."""
+    dist = ({a: 0}, {b: 0})
+    parent: tuple[dict[int, int | None], dict[int, int | None]] = ({a: None}, {b: None})
+    frontier = ([a], [b])
+    best = (0, a, a) if a == b else None
+    level = visited = 0
+    while (frontier[0] or frontier[1]) and not (best is not None and best[0] <= level):
+        level += 1
+        for side in (0, 1):
+            mine, other = dist[side], dist[1 - side]
+            nxt = []
+            for cur in frontier[side]:
+                for p in preds[cur]:
+                    if p in mine or blocked(p):
+                        continue
+                    mine[p] = level
+                    parent[side][p] = cur
+                    nxt.append(p)
+                    if p in other:
+                        cand = (level + other[p], p, p)
+                        if best is None or cand < best:
+                            best = cand
+            visited += len(nxt)
+            frontier[side][:] = nxt
+        if visited > SEARCH_BUDGET:
+            break
+    if best is None:
+        return None
+
+    def chain(side: int) -> list[int]:
+        out: list[int] = []
+        cur: int | None = best[2]
+        while cur is not None:
+            out.append(cur)
+            cur = parent[side][cur]
+        return out
+
+    return best[:2], best[2], chain(0), chain(1)

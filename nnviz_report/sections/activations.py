@@ -58,7 +58,56 @@ def _flags(c: ActivationCall, root: str) -> list[str]:
 
 
 def build(model: ModelInfo, summary: ActivationSummary) -> Section:
-    root = model.class_name
+    calls, rows, call_figures, warnings = _calls(summary, model.class_name)
+    gallery, cards, gallery_figures = _gallery(summary)
+    figures = {**call_figures, **gallery_figures}
+    internals = [
+        {
+            "module": m,
+            "type": t,
+            "activations": names,
+            "note": f"{t} applies {' and '.join(names)} inside its fused kernel; forward hooks cannot "
+            "see those inputs, so they are not measured",
+        }
+        for m, t, names in summary.internals
+    ]
+    data = {
+        "used": summary.used,
+        "gallery_x": summary.gallery[0].curve.x if summary.gallery else [],
+        "gallery": gallery,
+        "calls": calls,
+        "curves": summary.curves,
+        "internal": internals,
+        "flags": warnings,
+    }
+    notices = tuple(Notice("warning", w, ID) for w in warnings)
+    n_calls = len(summary.calls)
+    used_text = ", ".join(summary.used) if summary.used else "no activation functions"
+    return Section(
+        id=ID,
+        title=TITLE,
+        template=TEMPLATE,
+        data=data,
+        context={
+            "rows": rows,
+            "few_examples": min((r["few_examples"] for r in rows if r["few_examples"]), default=None),
+            "dead_min_batch": DEAD_MIN_BATCH,
+            "used_cards": [c for c in cards if c["used"]],
+            "other_cards": [c for c in cards if not c["used"]],
+            "internals": internals,
+            "warnings": warnings,
+            "used": summary.used,
+        },
+        figures=figures,
+        notices=notices,
+        summary=f"{used_text}; {plural(n_calls, 'call')} measured",
+    )
+
+
+def _calls(
+    summary: ActivationSummary, root: str
+) -> tuple[list[dict], list[dict[str, Any]], dict[str, dict], list[str]]:
+    """Per call: its entry in Report.data, its table row, its figure; and the warnings."""
     calls = []
     rows: list[dict[str, Any]] = []
     figures = {}
@@ -101,9 +150,14 @@ def build(model: ModelInfo, summary: ActivationSummary) -> Section:
                 "few_examples": c.batch if few else None,
             }
         )
+    return calls, rows, figures, warnings
 
+
+def _gallery(summary: ActivationSummary) -> tuple[list[dict], list[dict], dict[str, dict]]:
+    """Per gallery entry: its entry in Report.data, its card and its figure."""
     gallery = []
     cards = []
+    figures = {}
     for i, g in enumerate(summary.gallery):
         gallery.append(
             {
@@ -132,48 +186,7 @@ def build(model: ModelInfo, summary: ActivationSummary) -> Section:
                 "note": "the model's own module, called on a range of inputs" if g.custom else _gallery_note(g.name),
             }
         )
-
-    internals = [
-        {
-            "module": m,
-            "type": t,
-            "activations": names,
-            "note": f"{t} applies {' and '.join(names)} inside its fused kernel; forward hooks cannot "
-            "see those inputs, so they are not measured",
-        }
-        for m, t, names in summary.internals
-    ]
-    data = {
-        "used": summary.used,
-        "gallery_x": summary.gallery[0].curve.x if summary.gallery else [],
-        "gallery": gallery,
-        "calls": calls,
-        "curves": summary.curves,
-        "internal": internals,
-        "flags": warnings,
-    }
-    notices = tuple(Notice("warning", w, ID) for w in warnings)
-    n_calls = len(summary.calls)
-    used_text = ", ".join(summary.used) if summary.used else "no activation functions"
-    return Section(
-        id=ID,
-        title=TITLE,
-        template=TEMPLATE,
-        data=data,
-        context={
-            "rows": rows,
-            "few_examples": min((r["few_examples"] for r in rows if r["few_examples"]), default=None),
-            "dead_min_batch": DEAD_MIN_BATCH,
-            "used_cards": [c for c in cards if c["used"]],
-            "other_cards": [c for c in cards if not c["used"]],
-            "internals": internals,
-            "warnings": warnings,
-            "used": summary.used,
-        },
-        figures=figures,
-        notices=notices,
-        summary=f"{used_text}; {plural(n_calls, 'call')} measured",
-    )
+    return gallery, cards, figures
 
 
 def _gallery_note(name: str) -> str:

@@ -84,8 +84,43 @@ def build(model: ModelInfo, comp: ParameterComparison) -> Section:
     if has_before and any(r.history for r in records):
         figures["par-trajectory"] = _trajectory_figure(records)
 
+    notices = _notices(comp)
+
+    moved = [r for r in records if r.relative_change is not None]
+    if has_before:
+        summary = f"{plural(len(records), 'tensor')} compared with {comp.labels[0]}"
+        if moved:
+            top = max(moved, key=lambda r: r.relative_change or 0.0)  # moved: all have one
+            summary += f"; largest relative change {top.relative_change:.3g} ({top.name})"
+    else:
+        summary = f"{plural(len(records), 'tensor')}; no before state"
+    return Section(
+        id=ID,
+        title=TITLE,
+        template=TEMPLATE,
+        data=data,
+        context={
+            "cards": cards,
+            "has_before": has_before,
+            "labels": comp.labels,
+            "sources": comp.sources,
+            "open": len(cards) <= OPEN_MODULES,
+            "overview": "par-change" if has_before else "par-norms",
+            "trajectory": "par-trajectory" in figures,
+            "n_records": len(records),
+        },
+        figures=figures,
+        assets={"scatter": scatter},
+        notices=tuple(notices),
+        summary=summary,
+    )
+
+
+def _notices(comp: ParameterComparison) -> list[Notice]:
+    """No before-state, before-states that fit the model only partly, and flagged parameters."""
+    records = comp.records
     notices = []
-    if not has_before:
+    if not comp.labels:
         notices.append(
             Notice(
                 "info",
@@ -126,35 +161,7 @@ def build(model: ModelInfo, comp: ParameterComparison) -> Section:
         ]
         if hit:
             notices.append(Notice(level, f"{plural(len(hit), 'parameter')} {text}: {listed(hit, 4)}", ID))
-
-    moved = [r for r in records if r.relative_change is not None]
-    if has_before:
-        summary = f"{plural(len(records), 'tensor')} compared with {comp.labels[0]}"
-        if moved:
-            top = max(moved, key=lambda r: r.relative_change or 0.0)  # moved: all have one
-            summary += f"; largest relative change {top.relative_change:.3g} ({top.name})"
-    else:
-        summary = f"{plural(len(records), 'tensor')}; no before state"
-    return Section(
-        id=ID,
-        title=TITLE,
-        template=TEMPLATE,
-        data=data,
-        context={
-            "cards": cards,
-            "has_before": has_before,
-            "labels": comp.labels,
-            "sources": comp.sources,
-            "open": len(cards) <= OPEN_MODULES,
-            "overview": "par-change" if has_before else "par-norms",
-            "trajectory": "par-trajectory" in figures,
-            "n_records": len(records),
-        },
-        figures=figures,
-        assets={"scatter": scatter},
-        notices=tuple(notices),
-        summary=summary,
-    )
+    return notices
 
 
 def _legend() -> dict:
