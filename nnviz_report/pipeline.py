@@ -5,11 +5,12 @@ the work; every arrow is a value handed on, never a field filled in:
 
     graph lane       run ──▶ graph section (mostly waiting for Graphviz's processes)
     histograms lane  run ──▶ CountedHistograms
-    maps lane        run ──▶ pictures; + counts ──▶ feature-map section
+    maps lane        counts, run ──▶ pictures ──▶ feature-map section
     this thread      run ──▶ activation measures; model + snapshots ──▶ parameter comparison;
                      + counts ──▶ activations and parameters sections
 
-The maps lane and this thread wait for the histograms' future where they need the counts.
+The maps lane and this thread wait for the histograms' future where they need the counts
+(the maps lane first: it and the histograms lane are one lane's work in sequence).
 Each section is rendered (its HTML and packed browser payload) in the lane that built it.
 Numpy, PIL, zlib and most torch kernels let go of the GIL, so the lanes overlap.
 """
@@ -96,8 +97,8 @@ def histograms_lane(run: CapturedRun) -> tuple[CountedHistograms, float]:
 
 def maps_lane(run: CapturedRun, counting: Future[tuple[CountedHistograms, float]]) -> tuple[RenderedSection, float]:
     """The feature-map section; returns it and the seconds the pictures took."""
+    counted, _ = counting.result()  # after the counts, as one lane: not a third busy thread
     pictures, seconds = _timed(layers.draw_layer_pictures, run.forward.layers)
-    counted, _ = counting.result()
     finished = layers.finish_layers(run.forward.layers, pictures, counted)
     return _built(lambda: feature_maps.build(run, finished)), seconds
 
