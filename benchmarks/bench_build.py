@@ -251,7 +251,7 @@ def main() -> None:
     for name, m in (("ResNet-50", model), ("ResNet-152", ResNet152())):
         m.eval()
         t = time.perf_counter()
-        run = capture(m, x, None, CaptureOptions())
+        run = capture(m, x, CaptureOptions())
         t_capture = time.perf_counter() - t
         t = time.perf_counter()
         section = graph_section.build(run)
@@ -259,7 +259,7 @@ def main() -> None:
         views = section.data["views"]
         modules = [v for v in views if v["id"] != "full"]
         full = next((v for v in views if v["id"] == "full"), None)
-        timings = section.view["timings"]
+        timings = section.context["timings"]
         module_dot = sum(s for k, s in timings.items() if k != "full")
         print(
             f"{name} graph: capture (forward + hooks + graph walk) {t_capture:.2f} s, graph section "
