@@ -1,18 +1,21 @@
 """From a captured run to the page: the sections, built in lanes that each return their result.
 
-After the forward pass (``capture.run.capture``), three lane threads and this thread share
+After the forward pass (``capture.run.capture``), two lane threads and this thread share
 the work; every arrow is a value handed on, never a field filled in:
 
-    graph lane       run ──▶ graph section (mostly waiting for Graphviz's processes)
-    histograms lane  run ──▶ CountedHistograms
-    maps lane        counts, run ──▶ pictures ──▶ feature-map section
-    this thread      run ──▶ activation measures; model + snapshots ──▶ parameter comparison;
-                     + counts ──▶ activations and parameters sections
+    lane 1        run ──▶ graph section (mostly waiting for Graphviz's processes)
+    lane 2        run ──▶ CountedHistograms; then counts, run ──▶ pictures ──▶ feature-map section
+    this thread   run ──▶ activation measures; model + snapshots ──▶ parameter comparison;
+                  + counts ──▶ activations and parameters sections
 
-The maps lane and this thread wait for the histograms' future where they need the counts
-(the maps lane first: it and the histograms lane are one lane's work in sequence).
-Each section is rendered (its HTML and packed browser payload) in the lane that built it.
-Numpy, PIL, zlib and most torch kernels let go of the GIL, so the lanes overlap.
+The histograms and the maps are two tasks, queued in that order for the pool's second
+thread; the maps task and this thread wait for the histograms task's future where they
+need the counts. Run in another order, the maps would wait for the counts (the graph lane
+never waits for anything, so a thread is always free for them), never read them half done.
+Two lane threads, not three: each thread's allocations take memory of their own, and a
+third raised the build's peak (docs/performance.md). Each section is rendered (its HTML and packed
+browser payload) in the lane that built it. Numpy, PIL, zlib and most torch kernels let go
+of the GIL, so the lanes overlap.
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ def histograms_lane(run: CapturedRun) -> tuple[CountedHistograms, float]:
 
 def maps_lane(run: CapturedRun, counting: Future[tuple[CountedHistograms, float]]) -> tuple[RenderedSection, float]:
     """The feature-map section; returns it and the seconds the pictures took."""
-    counted, _ = counting.result()  # after the counts, as one lane: not a third busy thread
+    counted, _ = counting.result()
     pictures, seconds = _timed(layers.draw_layer_pictures, run.forward.layers)
     finished = layers.finish_layers(run.forward.layers, pictures, counted)
     return _built(lambda: feature_maps.build(run, finished)), seconds
@@ -119,7 +122,7 @@ def build_sections(
     weights: Weights | None,
 ) -> Built:
     """Every section of the page, built in lanes (see the module's docstring)."""
-    with env.lanes(3) as pool:
+    with env.lanes(2) as pool:
         try:
             graph_done = pool.submit(graph_lane, run)
             counting = pool.submit(histograms_lane, run)

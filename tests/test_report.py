@@ -219,3 +219,13 @@ def test_a_non_editable_wheel_renders_reports(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site)}
     subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True)
     assert "plotly.js (cartesian" in (tmp_path / "out.html").read_text(encoding="utf-8")
+
+
+def test_every_section_module_names_its_template_and_builds_its_own_section(demo_report):
+    from nnviz_report.pipeline import SECTIONS
+    from nnviz_report.render import templates_dir
+
+    assert [m.ID for m in SECTIONS] == [k for k in demo_report.data if k in {m.ID for m in SECTIONS}]
+    for module in SECTIONS:
+        assert (templates_dir() / module.TEMPLATE).is_file(), module.TEMPLATE
+        assert f'id="{module.ID}"' in demo_report.html and module.TITLE in demo_report.html
