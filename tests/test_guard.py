@@ -274,3 +274,18 @@ def test_a_nan_buffer_is_not_rewritten():
     nnviz_report.build_report(model, torch.randn(3, 4), graph=False)
     loss.backward()
     assert torch.isnan(model[1].running_var[0])
+
+
+@pytest.mark.parametrize("bag", [False, True])
+def test_an_embedding_with_max_norm_is_put_back(bag):
+    """embedding(max_norm=...) renormalises the rows it looks up, in place, from inside the
+    function: the report copies the weight first and puts it back."""
+    torch.manual_seed(0)
+    emb = nn.EmbeddingBag(10, 4, max_norm=0.5) if bag else nn.Embedding(10, 4, max_norm=0.5)
+    model = nn.Sequential(emb, nn.Linear(4, 2))
+    with torch.no_grad():
+        emb.weight.mul_(5)  # rows well above max_norm: the lookup would shrink them
+    before = state_of(model)
+    report = nnviz_report.build_report(model, torch.randint(0, 10, (3, 4)))
+    assert report.data["feature_maps"]
+    assert_same_state(before, state_of(model))

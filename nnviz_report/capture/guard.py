@@ -27,8 +27,12 @@ def _version(t: torch.Tensor) -> int | None:
 
 # Tensor methods whose names end in "_" but write no values.
 _NOT_WRITES = frozenset({"requires_grad_", "retain_grad", "share_memory_", "record_stream", "detach_"})
-CALL_KINDS: dict[Any, int] = {}  # func -> _NONE / _WRITES_FIRST / _BACKWARD, learnt on first sight
-_NONE, _WRITES_FIRST, _BACKWARD = 0, 1, 2
+CALL_KINDS: dict[Any, int] = {}  # func -> _NONE / _WRITES_FIRST / ..., learnt on first sight
+_NONE, _WRITES_FIRST, _BACKWARD, _RENORMS_WEIGHT = 0, 1, 2, 3
+# Functions that write a parameter from inside, where the torch-function mode does not look:
+# embedding and embedding_bag with max_norm renormalise the rows they look up in place
+# (torch.embedding_renorm_). Their weight is argument 1, max_norm argument 3.
+CALL_KINDS.update({f: _RENORMS_WEIGHT for f in (torch.nn.functional.embedding, torch.nn.functional.embedding_bag)})
 
 
 def _kind(func: Any) -> int:
@@ -105,6 +109,10 @@ class ModelState:
                 targets.extend(kwargs.values())
         elif kind == _BACKWARD and self.grads is None:
             self.grads = [(p, p.grad) for p, _, _, _ in self.params]
+        elif kind == _RENORMS_WEIGHT:
+            max_norm = kwargs.get("max_norm", args[3] if len(args) > 3 else None)
+            if max_norm is not None:
+                targets.append(kwargs.get("weight", args[1] if len(args) > 1 else None))
         if kwargs:
             targets.append(kwargs.get("out"))
             if kwargs.get("inplace") is True and args:
