@@ -155,10 +155,46 @@ def _interrupts_held() -> Iterator[list[int]]:
             signal.raise_signal(signal.SIGINT)
 
 
+def _open_descriptor(target: Path) -> int | None:
+    """The descriptor this process already has open that ``target`` names (/dev/stdout: 1,
+    /dev/stderr: 2, /dev/fd/N and /proc/self/fd/N: N), or None. Writing through it keeps
+    its offset and O_APPEND: ``-o /dev/stdout >> run.log`` appends to the log, where opening
+    the path again would start at its beginning (or, with O_TRUNC, empty it)."""
+    path = os.path.abspath(target)
+    fixed = {"/dev/stdout": 1, "/dev/stderr": 2}
+    if path in fixed:
+        return fixed[path]
+    for prefix in ("/dev/fd/", "/proc/self/fd/", f"/proc/{os.getpid()}/fd/"):
+        if path.startswith(prefix) and path[len(prefix):].isdigit():
+            return int(path[len(prefix):])
+    return None
+
+
+def _write_to_descriptor(target: Path, fd: int, data: bytes) -> None:
+    """Write to a descriptor the process owns, as it is (blocking or not), in chunks no
+    larger than a pipe takes without blocking once select() says it is writable."""
+    view = memoryview(data)
+    while view:
+        try:
+            if not select.select([], [fd], [], READER_STALL)[1]:
+                raise NNVizError(f"cannot write {target}: it took no data for {READER_STALL:g} s; "
+                                 "choose another output path")
+            written = os.write(fd, view[:select.PIPE_BUF])
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError as exc:
+            raise _error(target, exc) from exc
+        view = view[written:]
+
+
 def _write_into(target: Path, data: bytes) -> None:
     """Write into a device, FIFO or descriptor path, never waiting forever: a FIFO with no
     reader after READER_WAIT seconds, or a reader that takes no data for READER_STALL
     seconds, is an error."""
+    own = _open_descriptor(target)
+    if own is not None:
+        _write_to_descriptor(target, own, data)
+        return
     fifo = stat.S_ISFIFO(os.stat(target).st_mode)
     regular = stat.S_ISREG(os.stat(target).st_mode)  # /dev/stdout redirected to a file
     flags = os.O_WRONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | (os.O_TRUNC if regular else 0)

@@ -170,6 +170,21 @@ def test_cli_writes_the_page_to_stdout(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_stdout_appended_to_a_log_keeps_the_log(tmp_path):
+    """``-o /dev/fd/1 >> run.log``: the page goes after what the log held, which stays."""
+    log = tmp_path / "run.log"
+    log.write_text("epoch 1 done\n")
+    with open(log, "ab") as out:
+        result = subprocess.run(
+            [sys.executable, "-m", "nnviz_report", "build", f"{MODELS}:TwoLayerNet", "--input-shape", "2,20",
+             "--no-graph", "-o", "/dev/fd/1"],
+            stdout=out, stderr=subprocess.PIPE, cwd=tmp_path,
+        )
+    assert result.returncode == 0, result.stderr
+    text = log.read_text()
+    assert text.startswith("epoch 1 done\n<!DOCTYPE html>") and text.rstrip().endswith("</html>")
+
+
 INTERRUPTS = textwrap.dedent("""
     import os, signal, sys, threading, time
     from nnviz_report.report import Report
