@@ -12,8 +12,9 @@ import signal
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import NNVizError
 
@@ -88,10 +89,17 @@ def _error(target: Path, exc: OSError) -> NNVizError:
 
 
 def _replace(shown: Path, real: Path, data: bytes) -> None:
-    """A temporary file beside ``real``, written and flushed to disk, then renamed over it:
-    an earlier file stays intact until the new one is complete. An interrupt (SIGINT) while
-    this runs is held until the temporary file is gone, then delivered: the target is
-    either the earlier file or the new one, and no temporary file is left."""
+    replace_file(real, lambda f: f.write(data), shown)
+
+
+def replace_file(real: Path, write: Callable[[BinaryIO], object], shown: Path | None = None) -> None:
+    """A temporary file beside ``real``, filled by ``write(f)``, flushed to disk, then
+    renamed over it: an earlier file stays intact until the new one is complete. An
+    interrupt (SIGINT) while this runs is held until the temporary file is gone, then
+    delivered: the target is either the earlier file or the new one, and no temporary file
+    is left. A new file gets the permissions the umask gives; a replaced one keeps its own.
+    Every OSError is an NNVizError naming ``shown`` (default: ``real``)."""
+    shown = shown or real
     try:
         keep_mode = stat.S_IMODE(os.stat(real).st_mode) & 0o777  # no set-id or sticky bits
     except OSError:
@@ -100,7 +108,7 @@ def _replace(shown: Path, real: Path, data: bytes) -> None:
         fd, tmp = _temporary(shown, real)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                write(f)
                 f.flush()
                 if keep_mode is not None:
                     os.fchmod(f.fileno(), keep_mode)

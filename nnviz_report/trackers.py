@@ -16,8 +16,6 @@ imported unless the target comes from it.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -108,20 +106,17 @@ def _mlflow() -> Any:
 def write_files(report: Report, folder: Path, stem: str = "report") -> tuple[Path, Path]:
     """``<stem>.html`` (the page) and ``<stem>.json`` (``Report.data``) in ``folder``, each
     written atomically."""
+    from .output import replace_file
     from .render import _dumps_bytes
 
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NNVizError(f"cannot create {folder}: {exc.strerror or exc}; choose another folder") from None
     html = report.save(folder / f"{stem}.html")
     data = folder / f"{stem}.json"
-    fd, tmp = tempfile.mkstemp(prefix=f".{data.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_dumps_bytes(report.data))
-        os.replace(tmp, data)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    payload = _dumps_bytes(report.data)
+    replace_file(data, lambda f: f.write(payload))
     return html, data
 
 

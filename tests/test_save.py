@@ -256,3 +256,28 @@ def test_replacing_a_file_keeps_its_permission_bits(tmp_path, report):
     umask = os.umask(0o022)
     os.umask(umask)
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask
+
+
+def test_every_file_the_package_writes_is_written_the_same_careful_way(tmp_path):
+    """The page, a snapshot file and a tracker's report.json: the umask's permissions (not
+    0600), one NNVizError for a place that cannot be written."""
+    import torch
+    from models import TwoLayerNet
+
+    from nnviz_report.trackers import write_files
+
+    model = TwoLayerNet()
+    report = nnviz_report.build_report(model, torch.randn(2, 20), graph=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    expected = 0o666 & ~umask
+    html, data = write_files(report, tmp_path / "tracker")
+    nnviz_report.snapshot(model, path=tmp_path / "before.safetensors")
+    for path in (html, data, tmp_path / "before.safetensors"):
+        assert stat.S_IMODE(os.stat(path).st_mode) == expected, path
+    with pytest.raises(NNVizError, match="cannot"):
+        nnviz_report.snapshot(model, path="/proc/nnviz-test.safetensors")
+    with pytest.raises(NNVizError, match="cannot"):
+        write_files(report, Path("/proc/nnviz-test"))
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["before.safetensors", "report.html", "report.json",
+                                                            "tracker"]

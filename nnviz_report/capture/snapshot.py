@@ -7,14 +7,12 @@ saved state lines up with a model is :mod:`.matching`'s.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -153,22 +151,19 @@ def write_safetensors(state: dict[str, torch.Tensor], target: Path) -> None:
     header["__metadata__"] = {"format": "pt", "nnviz_report_tied": json.dumps(tied)}
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes it
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(len(text).to_bytes(8, "little"))
-            f.write(text)
-            with torch.no_grad():
-                for _, t in order:
-                    if t.numel():
-                        cpu = t.detach().to("cpu").contiguous().reshape(-1)
-                        f.write(cpu.view(torch.uint8).numpy().data)
-                        del cpu
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    def write(f: BinaryIO) -> None:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        with torch.no_grad():
+            for _, t in order:
+                if t.numel():
+                    cpu = t.detach().to("cpu").contiguous().reshape(-1)
+                    f.write(cpu.view(torch.uint8).numpy().data)
+                    del cpu
+
+    from ..output import replace_file
+
+    replace_file(target, write, Path(shown(target)))
 
 
 def _check_target(target: Path) -> None:
