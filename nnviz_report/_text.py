@@ -5,7 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def one_line(text: str) -> str:
+    """``text`` as one printable line: control characters (a newline, a terminal escape in a
+    name read from a file) and lone surrogates (bytes that were not UTF-8) written as
+    escapes. What the command line prints goes through it."""
+    return "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in text
+    )
+
+
 def listed(items: Sequence[str], limit: int) -> str:
-    """The first ``limit`` items, comma-separated, and how many more: ``a, b and 3 more``."""
-    shown = ", ".join(items[:limit])
+    """The first ``limit`` items, comma-separated (each as :func:`one_line`), and how many
+    more: ``a, b and 3 more``."""
+    shown = ", ".join(one_line(i) for i in items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._text import one_line
 from .cli_inputs import load_input, load_model, parse_device, random_inputs
 from .errors import NNVizError
 from .output import check_output_path
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(args)
         return _build(args)
     except NNVizError as exc:
-        print(f"nnviz-report: error: {exc}", file=sys.stderr)
+        print(f"nnviz-report: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("nnviz-report: interrupted; the output file was not touched", file=sys.stderr)
@@ -153,7 +154,7 @@ def _status_stream(output: Path) -> Any:
 def _finish(report: Any, output: Path, started: float) -> int:
     path = report.save(output)
     for w in report.warnings:
-        print(f"nnviz-report: warning: {w}", file=sys.stderr)
+        print(f"nnviz-report: warning: {one_line(w)}", file=sys.stderr)
     size = len(report.html.encode("utf-8")) / 1e6
     print(f"wrote {path} ({size:.1f} MB) in {time.perf_counter() - started:.1f} s", file=_status_stream(output))
     return 0

@@ -173,8 +173,8 @@ def _open_descriptor(target: Path) -> int | None:
     if path in fixed:
         return fixed[path]
     for prefix in ("/dev/fd/", "/proc/self/fd/", f"/proc/{os.getpid()}/fd/"):
-        if path.startswith(prefix) and path[len(prefix):].isdigit():
-            return int(path[len(prefix):])
+        if path.startswith(prefix) and path[len(prefix) :].isdigit():
+            return int(path[len(prefix) :])
     return None
 
 
@@ -185,9 +185,10 @@ def _write_to_descriptor(target: Path, fd: int, data: bytes) -> None:
     while view:
         try:
             if not select.select([], [fd], [], READER_STALL)[1]:
-                raise NNVizError(f"cannot write {target}: it took no data for {READER_STALL:g} s; "
-                                 "choose another output path")
-            written = os.write(fd, view[:select.PIPE_BUF])
+                raise NNVizError(
+                    f"cannot write {target}: it took no data for {READER_STALL:g} s; choose another output path"
+                )
+            written = os.write(fd, view[: select.PIPE_BUF])
         except (BlockingIOError, InterruptedError):
             continue
         except OSError as exc:

@@ -465,3 +465,34 @@ def test_a_file_name_that_is_not_utf8_loads(tmp_path, kind):
 
     report = nnviz_report.build_report(TwoLayerNet(), torch.randn(2, 20), before=path, graph=False)
     assert "epoch-\\xff\\xfe" in report.html
+
+
+def test_names_read_from_an_index_are_printed_as_one_plain_line(tmp_path, capsys):
+    """A tensor or shard name with a newline or a terminal escape sequence (an untrusted
+    index file) is shown escaped: the command line's error stays one line, no escape
+    reaches the terminal."""
+    from nnviz_report.cli import main
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    state = {k: v.contiguous() for k, v in _state().items()}
+    save_file(state, str(folder / "model.safetensors"))
+    hostile = "fc1.weight\n\x1b[31mred"
+    weight_map = {k: "model.safetensors" for k in state} | {hostile: "model.safetensors"}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    code = main(
+        [
+            "build",
+            "examples/models.py:TwoLayerNet",
+            "--input-shape",
+            "2,20",
+            "--no-graph",
+            "--before",
+            str(folder),
+            "-o",
+            str(tmp_path / "r.html"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "\x1b" not in err
+    assert "fc1.weight\\n\\x1b[31mred" in err

@@ -176,9 +176,21 @@ def test_stdout_appended_to_a_log_keeps_the_log(tmp_path):
     log.write_text("epoch 1 done\n")
     with open(log, "ab") as out:
         result = subprocess.run(
-            [sys.executable, "-m", "nnviz_report", "build", f"{MODELS}:TwoLayerNet", "--input-shape", "2,20",
-             "--no-graph", "-o", "/dev/fd/1"],
-            stdout=out, stderr=subprocess.PIPE, cwd=tmp_path,
+            [
+                sys.executable,
+                "-m",
+                "nnviz_report",
+                "build",
+                f"{MODELS}:TwoLayerNet",
+                "--input-shape",
+                "2,20",
+                "--no-graph",
+                "-o",
+                "/dev/fd/1",
+            ],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
         )
     assert result.returncode == 0, result.stderr
     text = log.read_text()
@@ -262,8 +274,8 @@ def test_every_file_the_package_writes_is_written_the_same_careful_way(tmp_path)
     """The page, a snapshot file and a tracker's report.json: the umask's permissions (not
     0600), one NNVizError for a place that cannot be written."""
     import torch
-    from models import TwoLayerNet
 
+    from models import TwoLayerNet
     from nnviz_report.trackers import write_files
 
     model = TwoLayerNet()
@@ -279,5 +291,9 @@ def test_every_file_the_package_writes_is_written_the_same_careful_way(tmp_path)
         nnviz_report.snapshot(model, path="/proc/nnviz-test.safetensors")
     with pytest.raises(NNVizError, match="cannot"):
         write_files(report, Path("/proc/nnviz-test"))
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["before.safetensors", "report.html", "report.json",
-                                                            "tracker"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [
+        "before.safetensors",
+        "report.html",
+        "report.json",
+        "tracker",
+    ]

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .._text import one_line
 from ..errors import NNVizError
 from .names import strip_prefixes
 from .pickled import open_dcp, open_pickle
@@ -123,7 +124,7 @@ def _safetensors_specs(p: Path) -> tuple[dict[str, TensorSpec], dict[str, str]]:
                 dtype = SAFETENSORS_DTYPES.get(view.get_dtype())
                 if dtype is None:
                     raise NNVizError(
-                        f"checkpoint {shown(p)}: tensor {name} has dtype {view.get_dtype()}, "
+                        f"checkpoint {shown(p)}: tensor {one_line(name)} has dtype {view.get_dtype()}, "
                         "which this torch cannot hold"
                     )
                 specs[name] = TensorSpec(tuple(view.get_shape()), dtype)
@@ -181,7 +182,7 @@ def _open_index(index: Path) -> StoredTensors:
                 "shards must sit beside their index"
             )
         if not path.is_file():
-            raise NNVizError(f"{where} names shard {shard}, which is missing from {shown(folder)}")
+            raise NNVizError(f"{where} names shard {one_line(shard)}, which is missing from {shown(folder)}")
         shards[shard] = path
     specs: dict[str, TensorSpec] = {}
     readers: dict[str, Callable[[list[str]], dict[str, torch.Tensor]]] = {}
@@ -196,7 +197,7 @@ def _open_index(index: Path) -> StoredTensors:
         for name, file in weight_map.items():
             if file == shard:
                 if name not in held:
-                    raise NNVizError(f"{where} puts {name} in {shard}, which does not hold it")
+                    raise NNVizError(f"{where} puts {one_line(name)} in {one_line(shard)}, which does not hold it")
                 specs[name] = held[name]
 
     def read(names: list[str]) -> dict[str, torch.Tensor]:

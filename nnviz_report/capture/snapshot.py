@@ -151,6 +151,7 @@ def write_safetensors(state: dict[str, torch.Tensor], target: Path) -> None:
     header["__metadata__"] = {"format": "pt", "nnviz_report_tied": json.dumps(tied)}
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+
     def write(f: BinaryIO) -> None:
         f.write(len(text).to_bytes(8, "little"))
         f.write(text)

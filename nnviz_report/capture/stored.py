@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .._text import one_line
 from ..errors import NNVizError
 
 
@@ -107,7 +108,7 @@ class StoredTensors(Mapping):
             t = got.get(stored)
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != self.specs[name].shape:
                 raise NNVizError(
-                    f"{self.source} changed while it was read: {name} is no longer the "
+                    f"{self.source} changed while it was read: {one_line(name)} is no longer the "
                     f"{self.specs[name].shape} tensor its index names"
                 )
             out[name] = t
