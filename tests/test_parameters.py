@@ -427,3 +427,20 @@ def test_a_snapshot_label_reaches_plotly_as_text():
     assert all(
         t["name"] == "&lt;b&gt;epoch&lt;/b&gt; %{y} &lt;a href='javascript:alert(1)'&gt;x&lt;/a&gt;" for t in named
     )
+
+
+def test_a_last_slice_of_one_value_still_gives_mean_and_std(monkeypatch):
+    """A tensor of k * SLICE + 1 values: its last slice holds one value, which has no std
+    of its own; the report's statistics must still be those of the whole tensor."""
+    from nnviz_report.capture import parameter_stats
+
+    model = nn.Linear(3, 3)  # a 9-value weight
+    before = nnviz_report.snapshot(model)
+    with torch.no_grad():
+        model.weight.add_(0.1)
+    x = torch.randn(2, 3)
+    whole = nnviz_report.build_report(model, x, before=before, graph=False).data["parameters"]
+    monkeypatch.setattr(parameter_stats, "SLICE", 4)  # 4 + 4 + 1 values
+    sliced = nnviz_report.build_report(model, x, before=before, graph=False).data["parameters"]
+    assert sliced[0]["after"]["std"] is not None
+    _close(sliced, whole)

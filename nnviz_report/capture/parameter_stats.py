@@ -73,9 +73,13 @@ def large_stats(t: torch.Tensor) -> ParameterStats:
     nan, inf = sum(p.nan_count for p in parts), sum(p.inf_count for p in parts)
     lo = None if any(p.min is None for p in parts) else min(p.min for p in parts)  # type: ignore[type-var]
     hi = None if any(p.max is None for p in parts) else max(p.max for p in parts)  # type: ignore[type-var]
-    if all(p.mean is not None and p.std is not None for p in parts):
+    # A one-value slice has no std (n - 1 = 0): it adds nothing to the sum of squares.
+    if all(p.mean is not None and (p.std is not None or p.numel == 1) for p in parts):
         mean = math.fsum(p.numel * p.mean for p in parts) / n  # type: ignore[operator]
-        m2 = math.fsum((p.numel - 1) * p.std**2 + p.numel * (p.mean - mean) ** 2 for p in parts)  # type: ignore[operator]
+        m2 = math.fsum(
+            (p.numel - 1) * (p.std or 0.0) ** 2 + p.numel * (p.mean - mean) ** 2  # type: ignore[operator]
+            for p in parts
+        )
         std = math.sqrt(m2 / (n - 1))
         norm = math.sqrt(max(m2 + n * mean**2, 0.0))
         return ParameterStats(mean, std, lo, hi, finite_or_none(norm), nan, inf)
