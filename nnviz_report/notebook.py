@@ -5,7 +5,8 @@ Colab, and a multi-MB ``data:`` URL fails in Chromium. The frame is sandboxed wi
 allowed and nothing else (the page needs no storage, no pop-ups and no access to the
 notebook). Above it, a plain caption says what the report is, so a notebook reopened
 untrusted, whose viewer drops the frame and the script, still says what was there; with
-scripts on, the caption offers the page in a new tab (a Blob URL made when clicked).
+scripts on, the caption offers the page as a download (a Blob URL made when clicked: opened
+as a page, it would run in the notebook's origin, outside the sandbox).
 Links inside the page scroll the frame (the page's own script handles them: in a
 ``srcdoc`` frame ``href="#..."`` would load the notebook's URL into it).
 """
@@ -30,8 +31,10 @@ _LENGTH = re.compile(r"\d+(\.\d+)?(px|vh|em|rem|%)")
 _OPEN_SCRIPT = """(function () {
   var frame = document.getElementById("%(id)s"), caption = document.getElementById("%(id)s-caption");
   if (!frame || !caption || !window.Blob || !window.URL) return;
+  // A download, not a page opened from here: a Blob URL made here has the notebook's origin,
+  // and the report would run there outside its sandbox.
   var a = document.createElement("a"), url = null;
-  a.textContent = "open in a new tab"; a.href = "#"; a.target = "_blank"; a.rel = "noopener";
+  a.textContent = "save as HTML"; a.href = "#"; a.download = "nnviz-report.html";
   a.addEventListener("click", function () {
     if (!url) url = URL.createObjectURL(new Blob([frame.getAttribute("srcdoc")], { type: "text/html" }));
     a.href = url;
@@ -76,7 +79,7 @@ def _height(height: int | str | None) -> str:
 
 def frame_html(report: Report, *, height: int | str | None = None, link: str | None = None) -> str:
     """The caption, the page in a sandboxed ``srcdoc`` iframe, and the script that offers it
-    in a new tab. ``link``: the saved file, linked from the caption."""
+    as a download. ``link``: the saved file, linked from the caption."""
     fid = f"nnviz-{uuid.uuid4().hex[:12]}"
     esc = _html.escape
     caption = esc(caption_text(report))

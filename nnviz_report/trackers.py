@@ -135,7 +135,9 @@ def findings_markdown(report: Report, html: Path | None) -> str:
 
 
 def _md(text: str) -> str:
-    for ch in "\\`*_[]<>|":
+    """``text`` as literal Markdown on one line: a newline would start a heading or a list."""
+    text = " ".join(text.split())
+    for ch in "\\`*_[]<>|#":
         text = text.replace(ch, "\\" + ch)
     return text
 

@@ -128,10 +128,12 @@ def test_exported_notebook_in_chromium(notebook, tmp_path):
         page.goto((folder / "example.html").as_uri())
         frame = report_frame(page)
         assert frame.url == "about:srcdoc"
-        # The caption and its new-tab link, outside the frame.
+        # The caption and its download link (never a page opened in the notebook's origin),
+        # outside the frame.
         caption = page.locator("p[id$='-caption']").first
         assert "nnviz-report: notebook example" in caption.inner_text()
-        assert caption.locator("a", has_text="open in a new tab").count() == 1
+        save = caption.locator("a", has_text="save as HTML")
+        assert save.count() == 1 and save.get_attribute("download") == "nnviz-report.html"
         # A table-of-contents click scrolls the frame, nothing else: no navigation of the
         # frame or the notebook page, no scrolling of the notebook page.
         page_url, page_y = page.url, page.evaluate("window.scrollY")

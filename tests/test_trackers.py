@@ -139,9 +139,10 @@ def test_markdown_escapes_the_title(report):
 
     from nnviz_report.trackers import findings_markdown
 
-    hostile = replace(report, data={**report.data, "title": "<img src=x onerror=alert(1)> *bold*"})
+    hostile = replace(report, data={**report.data, "title": "<img src=x onerror=alert(1)> *bold*\n# heading"})
     text = findings_markdown(hostile, None)
     first = text.split("\n")[0]
+    assert "\\# heading" in first and "\n# " not in text  # a newline in the title starts no heading
     assert first.startswith("**nnviz-report: ") and first.endswith("**")
     title = first[len("**nnviz-report: ") : -2]
     assert re.search(r"(?<!\\)[<>*]", title) is None  # every markup character escaped
