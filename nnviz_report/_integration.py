@@ -155,13 +155,21 @@ def barrier(timeout: float, what: str = "the report") -> bool:
     return True
 
 
+def sharded(model: Any) -> bool:
+    """The model's parameters are split across the ranks (FSDP): every rank must then call
+    snapshot() and build_report() (rank 0 gets the results), not rank zero alone."""
+    from .capture.distributed import is_sharded
+
+    return model is not None and is_sharded(model)
+
+
 def sharded_strategy(name: str) -> NNVizError:
-    # Where issue 17 plugs in: with a distributed-aware build_report (every rank calls it,
-    # FSDP gathers the full state), these strategies call it on every rank instead.
+    """A sharding nnviz-report cannot gather (DeepSpeed, Megatron, Lightning's ModelParallel).
+    FSDP is supported: build_report and snapshot gather the full state on every rank."""
     return NNVizError(
-        f"{name} shards the model over the ranks; nnviz-report cannot build a report of a sharded "
-        "model yet: use DDP (strategy='ddp') for the run you report on, or build the report after "
-        "training from a saved full checkpoint (nnviz-report build ... --after CHECKPOINT)"
+        f"{name} shards the model over the ranks in a way nnviz-report cannot gather (FSDP it can); "
+        "use DDP or FSDP for the run you report on, or build the report after training from a saved "
+        "full checkpoint (nnviz-report build ... --after CHECKPOINT)"
     )
 
 

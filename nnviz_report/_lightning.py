@@ -24,7 +24,8 @@ from . import _integration as integ
 from . import trackers
 from .errors import NNVizError
 
-_SHARDED = ("FSDP", "DeepSpeed", "ModelParallel")
+_UNSUPPORTED = ("DeepSpeed", "ModelParallel")  # shardings build_report cannot gather (FSDP it can)
+MAX_POINTS = 6  # snapshots kept for every_n_epochs trajectories: the first and the latest
 
 
 def make_callback(pl: ModuleType, module_name: str) -> type:
@@ -70,17 +71,21 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             self._snapshots: list[Any] = []
             self._example: Any = None
             self._no_example: str | None = None  # why the first batch gave no example
+            self._sharded = False  # FSDP: every rank snapshots and builds (rank zero writes)
 
         # ---- events -------------------------------------------------------------------
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             strategy = type(trainer.strategy).__name__
-            if any(s in strategy for s in _SHARDED):
+            if any(s in strategy for s in _UNSUPPORTED):
                 raise integ.sharded_strategy(strategy)
             integ.cpu_group()  # a collective: every rank makes the barrier's group now
             self._snapshots = []
             self._example = None
             self._no_example = None
-            if not trainer.is_global_zero:
+            # FSDP: snapshot() and build_report() gather the full parameters, collectives,
+            # so every rank calls them (each with its own first batch); rank zero writes.
+            self._sharded = integ.sharded(pl_module)
+            if not (trainer.is_global_zero or self._sharded):
                 return
             from .capture.snapshot import snapshot
 
@@ -94,7 +99,7 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
                 self._example = integ.cpu_copy(given)
 
         def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-            if self._example is None and self._no_example is None and trainer.is_global_zero:
+            if self._example is None and self._no_example is None and (trainer.is_global_zero or self._sharded):
                 try:
                     self._example = integ.cpu_copy(integ.input_from_batch(batch))
                 except NNVizError as exc:  # only rank zero is here: raising would hang the others
@@ -106,10 +111,14 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             epoch = trainer.current_epoch + 1
             stem = self.filename[: -len(".html")]
             self._report(trainer, pl_module, f"{stem}-epoch{epoch}.html")
-            if trainer.is_global_zero:
+            if trainer.is_global_zero or self._sharded:
                 from .capture.snapshot import snapshot
 
-                self._snapshots.append(snapshot(pl_module, label=f"epoch {epoch}"))
+                point = snapshot(pl_module, label=f"epoch {epoch}")
+                if point is not None:
+                    self._snapshots.append(point)
+                    if len(self._snapshots) > MAX_POINTS:  # a full copy each: the first and the latest
+                        del self._snapshots[1]
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
             self._report(trainer, pl_module, self.filename)
@@ -118,7 +127,7 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
         def _report(self, trainer: Any, pl_module: Any, filename: str) -> None:
             folder = trainer.log_dir  # a broadcast: read on every rank
             folder = Path(folder if folder is not None else trainer.default_root_dir)
-            if trainer.is_global_zero:
+            if trainer.is_global_zero or self._sharded:
                 try:
                     self._build_and_log(trainer, pl_module, folder, filename)
                 except Exception as exc:  # noqa: BLE001 - the finished training run outlives a failed report
@@ -134,7 +143,8 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
                     "NNVizCallback(example_input=...) or set example_input_array on the LightningModule"
                 )
             report = build_report(pl_module, self._example, before=list(self._snapshots), **self.build_kwargs)
-            assert report is not None  # rank zero builds on its own
+            if report is None:  # FSDP, not rank zero: the report is rank zero's
+                return
             html, data = trackers.write_files(report, folder, filename[: -len(".html")])
             self.saved.append(html)
             for logger in trainer.loggers:

@@ -17,7 +17,7 @@ _accelerate = integ.require("accelerate", "'nnviz-report[accelerate]'")
 
 __all__ = ["report"]
 
-_SHARDED = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
+_UNSUPPORTED = ("DEEPSPEED", "MEGATRON_LM")  # shardings build_report cannot gather (FSDP it can)
 
 
 def report(
@@ -27,7 +27,9 @@ def report(
 
     The model is unwrapped first (``accelerator.unwrap_model``: DDP, torch.compile), so
     the forward pass never goes through a DDP wrapper, whose forward is a collective. With
-    DDP every process holds the full parameters, so nothing needs gathering. The other
+    DDP every process holds the full parameters, so nothing needs gathering; with FSDP
+    every process takes part in the forward pass and the gathering (take ``before`` with
+    :func:`nnviz_report.snapshot` on every process too). DeepSpeed and Megatron are refused. The other
     processes wait at a barrier (at most ``timeout`` seconds) until the build is done; an
     error of the build is raised on the main process after that barrier. Returns the
     :class:`~nnviz_report.Report` on the main process and None elsewhere. Other keyword
@@ -38,13 +40,20 @@ def report(
     if not (isinstance(timeout, (int, float)) and timeout > 0):
         raise NNVizError(f"timeout must be a positive number of seconds, not {timeout!r}")
     kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type)).upper()
-    if any(s in kind for s in _SHARDED):
-        # Issue 17 plugs in here: every process calls a distributed-aware build_report,
-        # which gathers the full state dict; only the main process renders.
+    if any(s in kind for s in _UNSUPPORTED):
         raise integ.sharded_strategy(kind)
     integ.check_build_kwargs(build_kwargs)
     integ.cpu_group()  # a collective: every process makes the barrier's group now
     module = accelerator.unwrap_model(model)
+    if integ.sharded(module):
+        # FSDP: every process takes part in the forward pass and in gathering the full
+        # state; build_report keeps them in step and gives the report to rank 0 only. An
+        # error is raised on every process alike.
+        from .report import build_report
+
+        result = build_report(module, example_input, before=before, **build_kwargs)
+        integ.barrier(timeout, "the main process's nnviz-report")
+        return result
     result = error = None
     if accelerator.is_main_process:
         from .report import build_report

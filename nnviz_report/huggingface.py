@@ -64,18 +64,24 @@ class NNVizTrainerCallback(TrainerCallback):
         self._snapshot: Any = None
         self._example: Any = None
         self._targets: list[Any] = []
+        self._sharded = False  # FSDP: every process snapshots and builds
+        self._ready = False  # on_train_begin got what the report needs
 
     def on_train_begin(
         self, args: Any, state: Any, control: Any, model: Any = None, train_dataloader: Any = None, **kwargs: Any
     ) -> None:
-        if getattr(args, "fsdp", None) or getattr(args, "deepspeed", None):
-            raise integ.sharded_strategy("FSDP" if getattr(args, "fsdp", None) else "DeepSpeed")
+        if getattr(args, "deepspeed", None):
+            raise integ.sharded_strategy("DeepSpeed")
         integ.cpu_group()  # a collective: every process makes the barrier's group now
         self._snapshot = self._example = None
         self._targets = []
+        self._ready = False
+        # FSDP (from TrainingArguments or accelerate's config): snapshot() gathers the full
+        # parameters, a collective, so every process calls it; rank 0 gets the copy.
+        self._sharded = integ.sharded(model)
         if self.example_input is None:
             _check_dataset(train_dataloader)  # on every process: an error here ends them all alike
-        if not state.is_world_process_zero:
+        if not (state.is_world_process_zero or self._sharded):
             return
         from .capture.snapshot import snapshot
 
@@ -88,8 +94,9 @@ class NNVizTrainerCallback(TrainerCallback):
                 example = self._first_examples(args, train_dataloader)
             self._snapshot = snapshot(model, label="start")
             self._example = example
-            self._targets = _active_runs()
-        except Exception as exc:  # noqa: BLE001 - only this process got here: raising would leave the others waiting
+            self._targets = _active_runs() if state.is_world_process_zero else []
+            self._ready = True
+        except Exception as exc:  # noqa: BLE001 - raising would leave the other processes waiting
             self._snapshot = None
             integ.warn_failed("no report will be made at the end of this training run", exc)
 
@@ -107,7 +114,7 @@ class NNVizTrainerCallback(TrainerCallback):
         return integ.cpu_copy(integ.input_from_batch(batch, self.drop_keys))
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if state.is_world_process_zero and self._snapshot is not None:
+        if self._ready and (state.is_world_process_zero or self._sharded):
             try:
                 self._build_and_log(args, state, model)
             except Exception as exc:  # noqa: BLE001 - the finished training run outlives a failed report
@@ -118,7 +125,8 @@ class NNVizTrainerCallback(TrainerCallback):
         from .report import build_report
 
         report = build_report(model, self._example, before=self._snapshot, **self.build_kwargs)
-        assert report is not None  # the main process builds on its own
+        if report is None:  # FSDP, not rank 0: the report is rank 0's
+            return
         folder = Path(args.output_dir)
         html, data = trackers.write_files(report, folder, self.filename[: -len(".html")])
         self.saved = html

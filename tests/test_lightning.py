@@ -130,6 +130,19 @@ def test_first_batch_every_n_epochs_and_csv_logger(tmp_path):
     assert not (folder / "nnviz-report").exists()  # no second copy for the CSV logger's own folder
 
 
+def test_every_n_epochs_keeps_the_first_and_the_latest_snapshots(tmp_path, monkeypatch):
+    """Each trajectory point is a full copy of the model: a long run keeps the first and the
+    latest few, not one per epoch."""
+    from nnviz_report import _lightning
+
+    monkeypatch.setattr(_lightning, "MAX_POINTS", 3)
+    callback = NNVizCallback(every_n_epochs=1, graph=False)
+    trainer(tmp_path, [callback], False, max_epochs=4).fit(Classifier(), loader())
+    data = json.loads(callback.saved[-1].with_suffix(".json").read_bytes())
+    labels = [point["label"] for point in data["parameters"][0]["history"]]
+    assert labels == ["start", "epoch 3", "epoch 4", "after"]
+
+
 def test_a_failed_build_is_a_warning_and_training_ends(tmp_path):
     callback = NNVizCallback(example_input=torch.randn(4, 7))  # the wrong width for Linear(20, ...)
     with warnings.catch_warnings(record=True) as caught:
