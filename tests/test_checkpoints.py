@@ -496,3 +496,23 @@ def test_names_read_from_an_index_are_printed_as_one_plain_line(tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "\x1b" not in err
     assert "fc1.weight\\n\\x1b[31mred" in err
+
+
+def test_a_bin_shard_whose_keys_all_share_a_prefix_keeps_them(tmp_path):
+    """A real submodule called ``module`` whose tensors all land in one .bin shard: the
+    ``module.`` prefix is a DDP wrapper's only when every name of the checkpoint has it."""
+    from torch import nn
+
+    model = nn.Sequential()
+    model.add_module("module", nn.Linear(3, 3))
+    model.add_module("head", nn.Linear(3, 2))
+    state = model.state_dict()
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    torch.save({k: v for k, v in state.items() if k.startswith("module.")}, folder / "a.bin")
+    torch.save({k: v for k, v in state.items() if k.startswith("head.")}, folder / "b.bin")
+    weight_map = {k: "a.bin" if k.startswith("module.") else "b.bin" for k in state}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    snap = load_checkpoint(folder)
+    assert sorted(snap.tensors) == sorted(state)
+    assert torch.equal(snap.tensors["module.weight"], state["module.weight"])

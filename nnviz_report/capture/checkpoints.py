@@ -191,7 +191,7 @@ def _open_index(index: Path) -> StoredTensors:
             held, _ = _safetensors_specs(path)
             readers[shard] = functools.partial(_read_safetensors, path)
         else:
-            opened = open_pickle(path)
+            opened = open_pickle(path, strip=False)  # prefixes come off once, over the whole map
             held = opened.specs
             readers[shard] = opened.read
         for name, file in weight_map.items():

@@ -30,10 +30,10 @@ def strip_prefixes(names: list[str]) -> dict[str, str]:
     return mapping
 
 
-def unwrap_state(obj: Any, source: str) -> dict[str, torch.Tensor]:
+def unwrap_state(obj: Any, source: str, strip: bool = True) -> dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` dict from a bare state_dict or a ``{"state_dict" |
     "model_state_dict" | "model": ...}`` wrapper (Lightning's ``.ckpt`` is the first), with
-    ``module.`` and ``_orig_mod.`` prefixes removed."""
+    ``module.`` and ``_orig_mod.`` prefixes removed (``strip``)."""
     for _ in range(3):
         if not isinstance(obj, Mapping):
             break
@@ -53,4 +53,6 @@ def unwrap_state(obj: Any, source: str) -> dict[str, torch.Tensor]:
             f"{source} holds no tensors (top-level keys: {keys}); expected a state_dict or "
             f"a dict with one of {', '.join(WRAPPER_KEYS)}"
         )
+    if not strip:
+        return state
     return {new: state[old] for new, old in strip_prefixes(list(state)).items()}

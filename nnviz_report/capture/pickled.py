@@ -100,9 +100,12 @@ def _is_lightning(p: Path) -> bool:
     return False
 
 
-def open_pickle(p: Path) -> StoredTensors:
+def open_pickle(p: Path, strip: bool = True) -> StoredTensors:
+    """A torch.save file's tensors, read on demand; ``strip``: with ``module.`` /
+    ``_orig_mod.`` prefixes removed (not for one shard of many: its keys may all start with
+    a prefix that the other shards' keys do not)."""
     source = f"checkpoint {shown(p)}"
-    state = unwrap_state(_load_pickle(p), source)
+    state = unwrap_state(_load_pickle(p), source, strip)
     specs = {k: TensorSpec(tuple(v.shape), v.dtype) for k, v in state.items()}
     if not zipfile.is_zipfile(p):  # a legacy pickle: read whole, kept in memory
         whole = state
@@ -110,7 +113,7 @@ def open_pickle(p: Path) -> StoredTensors:
     del state  # memory-mapped tensors: opened again, and let go, for each group that is read
 
     def read(names: list[str]) -> dict[str, torch.Tensor]:
-        again = unwrap_state(_load_pickle(p), source)
+        again = unwrap_state(_load_pickle(p), source, strip)
         return {n: again[n] for n in names}
 
     return StoredTensors(specs, read, source)
