@@ -411,6 +411,44 @@ def test_the_svg_is_deterministic():
     assert not re.search(r"\d{9,}", first["full"]), "no memory addresses in ids"
 
 
+SVG_OF_A_DENSENET = """
+import hashlib, json, sys, torch
+from helpers import page_view
+from zoo import DenseNet
+import nnviz_report
+torch.manual_seed(0)
+report = nnviz_report.build_report(DenseNet((4,), growth=4, init=8, num_classes=2), torch.ones(1, 3, 16, 16))
+views = page_view(report.html)["assets"]["graph"]["views"]
+print(json.dumps({k: hashlib.sha256(v["svg"].encode()).hexdigest() for k, v in views.items()}))
+"""
+
+
+def test_the_svg_is_the_same_in_every_process():
+    """String hashing differs between processes (PYTHONHASHSEED): no view may depend on the
+    order a set of names iterates in (DenseNet's junctions did)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    def hashes(seed: str) -> dict:
+        env = dict(
+            os.environ,
+            PYTHONHASHSEED=seed,
+            PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT / "examples"), str(ROOT)]),
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", SVG_OF_A_DENSENET], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first = hashes("1")
+    assert any(k != "root" and k != "full" for k in first) and first == hashes("2") == hashes("3")
+
+
 HOSTILE = [
     "<img src=x onerror=alert(1)>",
     "javascript:alert(1)",

@@ -194,9 +194,15 @@ def bundle(level: Level, calls: Sequence[ModuleCall] | None = None) -> Level:
             rewired[t] = {junctions[members]}
     if not junctions:
         return level
+
+    def in_order(keys: set[str]) -> list[str]:
+        """Sets iterate in an order that changes between processes (string hashing): edges are
+        added in the atoms' order, so that the same model gives the same SVG."""
+        return sorted(keys, key=lambda k: order.get(k, (float("-inf"), k)))
+
     edges = {(a, c): v for (a, c), v in level.edges.items() if not (c in rewired and a in preds[c] and not v[1])}
     for t, sources in rewired.items():
-        for a in sources:
+        for a in in_order(sources):
             edges.setdefault((a, t), ("data", False))
     atoms = dict(level.atoms)
     for members, key in junctions.items():
@@ -212,7 +218,7 @@ def bundle(level: Level, calls: Sequence[ModuleCall] | None = None) -> Level:
             None,
             call=_common_call([level.atoms[m].call for m in members if m in level.atoms], calls),
         )
-        for a in feeds[key]:
+        for a in in_order(feeds[key]):
             edges.setdefault((a, key), ("data", False))
     return Level(level.id, level.title, level.parent, atoms, edges, level.call, level.note)
 
