@@ -1,6 +1,6 @@
 # make demo: set up (Graphviz + .venv) and write report.html from the built-in demo.
 # make test: set up (Graphviz, Chromium + .venv), check lint, format and types, and run the whole test suite.
-.PHONY: demo test lint setup bench bench-cuda bench-memory clean
+.PHONY: demo test lint setup bench bench-graph bench-cuda bench-memory clean
 
 PYTHON_SOURCES = nnviz_report tests benchmarks examples scripts
 
@@ -22,6 +22,11 @@ lint:
 bench:
 	.venv/bin/python benchmarks/bench_build.py
 	.venv/bin/python benchmarks/bench_open.py
+
+# the graph on the zoo (examples/zoo.py and, when installed, transformers' models), with the
+# 10^5- and 10^6-node chains and torchviz's make_dot + dot as the baseline: about a minute.
+bench-graph:
+	.venv/bin/python benchmarks/bench_graph.py --huge --torchviz
 
 bench-cuda:
 	.venv/bin/python benchmarks/bench_cuda.py
