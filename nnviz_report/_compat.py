@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import functools
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,22 @@ def compiled_module(model: nn.Module) -> nn.Module | None:
     """The module ``torch.compile`` wrapped (``OptimizedModule._orig_mod``), or None."""
     inner = getattr(model, "_orig_mod", None)
     return inner if isinstance(inner, nn.Module) else None
+
+
+def eager_stance() -> contextlib.AbstractContextManager[Any]:
+    """Every ``torch.compile`` directive ignored while it is entered (``set_stance("force_eager")``,
+    process-wide), or nothing to do: when Dynamo was never imported, nothing was compiled
+    (and importing it would cost seconds); inside a compiled region, or in a torch without
+    stances, nothing either."""
+    if "torch._dynamo" not in sys.modules:
+        return contextlib.nullcontext()
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    if set_stance is None:
+        return contextlib.nullcontext()
+    try:
+        return set_stance("force_eager")
+    except RuntimeError:  # "attempted to set_stance in a torch.compile region"
+        return contextlib.nullcontext()
 
 
 # -- autograd ------------------------------------------------------------------------------------

@@ -23,6 +23,11 @@ class BuildEnvironment:
     - In the calling thread, autograd is on and inference mode off, whatever the caller's
       context (``torch.no_grad()``, ``torch.inference_mode()``): the example input's copy
       must be an autograd leaf for the graph to start at it.
+    - Where anything may have been compiled (Dynamo imported), ``torch.compile`` is set to
+      run eagerly, process-wide (``torch.compiler.set_stance("force_eager")``, the previous
+      stance put back on exit): a compiled submodule would hide its layers from the hooks
+      and its operations from the autograd graph, and Dynamo would trace the hooks' own
+      code (seconds of recompiling).
     - While :meth:`lanes` runs: torch's CPU kernels run on one thread, in the calling
       thread and in each lane thread (OpenMP's and MKL's per-thread settings, put back in
       the calling thread on exit): two-thread kernels on busy cores spin-wait for each
@@ -41,6 +46,7 @@ class BuildEnvironment:
                 stack.callback(gc.enable)
             stack.enter_context(torch.inference_mode(False))
             stack.enter_context(torch.enable_grad())
+            stack.enter_context(_compat.eager_stance())
             self._stack = stack.pop_all()
         return self
 

@@ -161,6 +161,33 @@ def test_a_torchscript_block_inside_a_model():
     assert "TorchScript modules: block: compiled code runs without Python hooks" in report.html
 
 
+def test_a_compiled_block_inside_a_model_runs_eagerly_for_the_report():
+    """A ``torch.compile``d submodule would hide its layers from the hooks and its operations
+    from the graph (one CompiledFunctionBackward), and Dynamo would trace the hooks. The
+    build runs it eagerly; compiled code runs compiled again afterwards."""
+    torch._dynamo.reset()
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.compile(nn.Sequential(Residual(), Residual()), backend="aot_eager")
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    model, x = Outer(), torch.randn(3, 4)
+    model(x)  # compiled once, as after training
+    before = state_of(model)
+    report = nnviz_report.build_report(model, x)
+    assert_same_state(before, state_of(model))
+    names = [e["name"] for e in report.data["feature_maps"]]
+    assert names[:2] == ["body._orig_mod.0.fc", "body._orig_mod.1.fc"] and names[-1] == "head"
+    assert report.data["graph"]["residual_connections"] == 2
+    compiled = model.body(x.clone().requires_grad_())
+    assert type(compiled.grad_fn).__name__ == "CompiledFunctionBackward", "compiled code runs compiled again"
+
+
 def test_a_model_on_the_meta_device_is_a_clear_error():
     with pytest.raises(NNVizError, match=r"on the meta device \(weight: a shape without values\).*to_empty"):
         nnviz_report.build_report(nn.Linear(3, 2, device="meta"), torch.randn(2, 3))
