@@ -174,6 +174,44 @@ def test_a_skip_from_the_model_input_says_so():
     assert skip["source"] == "input"
 
 
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_reentrant_checkpoints_hide_their_skips_and_say_so(reentrant):
+    """A segment checkpointed with use_reentrant=True ran under no_grad: one opaque node."""
+    from torch.utils.checkpoint import checkpoint
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return x + torch.relu(self.fc(x))
+
+    class Checkpointed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList(Block() for _ in range(3))
+
+        def forward(self, x):
+            for block in self.blocks:
+                x = checkpoint(block, x, use_reentrant=reentrant)
+            return x
+
+    report = nnviz_report.build_report(Checkpointed(), torch.randn(2, 8))
+    warned = [f["text"] for f in report.data["findings"] if f["section"] == "graph"]
+    assert [e["name"] for e in report.data["feature_maps"]] == ["blocks.0.fc", "blocks.1.fc", "blocks.2.fc"]
+    if reentrant:
+        assert report.data["graph"]["residual_connections"] == 0
+        assert warned == [
+            "3 activation-checkpoint segments with use_reentrant=True are one opaque node each "
+            "(CheckpointFunctionBackward) in the autograd graph: the operations inside, and any skip "
+            "connection among them, are not drawn or counted (their layers' feature maps are shown); "
+            "torch.utils.checkpoint(..., use_reentrant=False) records them"
+        ]
+    else:
+        assert report.data["graph"]["residual_connections"] == 3 and warned == []
+
+
 def test_tensors_in_a_dataclass_output_are_graph_outputs():
     g, _ = graph_of(DataclassOutput(), torch.randn(2, 8))
     assert sorted(n.name for n in g.nodes if n.kind == "output") == ["output.embedding", "output.logits"]

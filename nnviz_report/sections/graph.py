@@ -105,6 +105,21 @@ def _context(note: str | None) -> dict[str, Any]:
     }
 
 
+# The backward node of torch.utils.checkpoint(..., use_reentrant=True): its forward ran
+# under no_grad, so the graph holds one node where the segment's operations would be.
+REENTRANT_CHECKPOINT = "CheckpointFunctionBackward"
+
+
+def _checkpoint_text(count: int) -> str:
+    return (
+        f"{plural(count, 'activation-checkpoint segment')} with use_reentrant=True "
+        f"{'is one opaque node' if count == 1 else 'are one opaque node each'} "
+        "(CheckpointFunctionBackward) in the autograd graph: the operations inside, and any skip "
+        "connection among them, are not drawn or counted (their layers' feature maps are shown); "
+        "torch.utils.checkpoint(..., use_reentrant=False) records them"
+    )
+
+
 def build(run: CapturedRun) -> Section:
     g = run.graph
     if g is None:
@@ -126,6 +141,9 @@ def build(run: CapturedRun) -> Section:
     drawing = _draw(run, g, data["views"], notices) if g.nodes else _Drawing({}, [], {}, None, None, 0)
     if g.truncated:
         notices.append(Notice("warning", g.note or "the autograd graph was cut short", ID))
+    checkpoints = sum(1 for n in g.nodes if n.op == REENTRANT_CHECKPOINT)
+    if checkpoints:
+        notices.append(Notice("warning", _checkpoint_text(checkpoints), ID))
     summary = f"{plural(len(g.nodes), 'node')}, {plural(g.residual_count, 'residual connection')}"
     if g.concat_count:
         summary += f", {plural(g.concat_count, 'concatenation skip')}"
