@@ -212,6 +212,36 @@ def test_reentrant_checkpoints_hide_their_skips_and_say_so(reentrant):
         assert report.data["graph"]["residual_connections"] == 3 and warned == []
 
 
+def test_an_outer_skip_goes_around_the_layers_of_the_inner_ones():
+    """The layers an outer skip goes around are those on every path, not on the shortest one,
+    which runs through the inner skips' shortcuts."""
+
+    class Inner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(8, 8), nn.Linear(8, 8)
+
+        def forward(self, x):
+            return x + self.fc2(torch.relu(self.fc1(x)))
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(8, 8)
+            self.body = nn.Sequential(Inner(), Inner(), nn.Linear(8, 8))
+
+        def forward(self, x):
+            h = self.head(x)
+            return h + self.body(h)
+
+    skips = nnviz_report.build_report(Outer(), torch.randn(2, 8)).data["graph"]["skips"]
+    assert sorted((s["module"], s["source"], s["around"]) for s in skips) == [
+        ("", "head", 5),
+        ("body.0", "head", 2),
+        ("body.1", "body.0", 2),
+    ]
+
+
 def test_tensors_in_a_dataclass_output_are_graph_outputs():
     g, _ = graph_of(DataclassOutput(), torch.randn(2, 8))
     assert sorted(n.name for n in g.nodes if n.kind == "output") == ["output.embedding", "output.logits"]

@@ -37,7 +37,7 @@ class SkipConnection:
     operand: int  # the operand that arrives through the skip path
     path: list[int]  # source ... operand (just the source: an identity skip)
     projection: bool  # the skip path has layers on it (a downsample)
-    around: int  # layers on the other operand's path: what the skip goes around
+    around: int  # layers on the other operand's paths from the source (all of them): what the skip goes around
 
 
 @dataclass
@@ -167,17 +167,56 @@ class _Search:
                 (operands[i], chain_i, *self.layers_on(chain_i, n.call)),
                 (operands[j], chain_j, *self.layers_on(chain_j, n.call)),
             ]
-            for (operand, chain, layers, home_param), (_, _, other, _) in (paths, paths[::-1]):
+            for (operand, chain, layers, home_param), (main, _, other, _) in (paths, paths[::-1]):
                 if other == 0 or home_param:
                     continue  # the other operand went through no layer, or this one is not a shortcut
                 if layers == 0 or (is_add and layers <= PROJECTION_LAYERS and layers < other):
                     kind = "residual" if is_add else "concat"
-                    cand = (key, layers, SkipConnection(node, kind, n.call, source, operand, chain, layers > 0, other))
+                    found_skip = SkipConnection(node, kind, n.call, source, operand, chain, layers > 0, other)
+                    cand = (key, layers, found_skip, main)
                     if skip is None or cand[:2] < skip[:2]:
                         skip = cand
             if skip is None and branch is None and min(paths[0][2], paths[1][2]) > 0:
                 branch = BranchMerge(node, "sum" if is_add else "concat", n.call, source, len(operands))
-        return skip[2] if skip is not None else branch
+        if skip is None:
+            return branch
+        found_skip = skip[2]
+        found_skip.around = max(found_skip.around, self.layers_between(found_skip.source, skip[3], n.call))
+        return found_skip
+
+    def layers_between(self, source: int, target: int, merge_call: int | None) -> int:
+        """The layers on every path from ``source`` to ``target``, not only on a shortest one:
+        what an outer skip goes around includes the layers that inner skips go around (0
+        where the search runs over its budget)."""
+        first = self.nodes[source].seq  # autograd numbers ops in creation order: none older
+        ancestors = {target}
+        todo = [target]
+        while todo:
+            cur = todo.pop()
+            if cur == source:
+                continue
+            for p in self.preds[cur]:
+                if p in ancestors or self.is_param_branch(p) or -1 < self.nodes[p].seq < first:
+                    continue
+                ancestors.add(p)
+                todo.append(p)
+            if len(ancestors) > SEARCH_BUDGET:
+                return 0
+        if source not in ancestors:
+            return 0
+        succ: dict[int, list[int]] = {}
+        for i in ancestors:
+            for p in self.preds[i]:
+                if p in ancestors:
+                    succ.setdefault(p, []).append(i)
+        between = {source}
+        todo = [source]
+        while todo:
+            for j in succ.get(todo.pop(), ()):
+                if j not in between:
+                    between.add(j)
+                    todo.append(j)
+        return self.layers_on([source, *sorted(between - {source})], merge_call)[0]
 
 
 def _nearest_common(
