@@ -471,3 +471,39 @@ def test_a_5d_map_says_which_slice_is_drawn():
     )
     assert conv["notes"] == [note]
     assert note in report.html
+
+
+def test_complex_values_are_summarised_by_magnitude_and_the_page_says_so():
+    class Spectral(nn.Module):
+        """A Fourier layer: complex weights and a complex output."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(5, dtype=torch.cfloat))
+
+        def forward(self, x):
+            return torch.fft.rfft(x) * self.w
+
+    class FNO(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.spectral = Spectral()
+
+        def forward(self, x):
+            return torch.fft.irfft(self.spectral(x), n=8)
+
+    model, x = FNO(), torch.randn(3, 8)
+    report = nnviz_report.build_report(model, x)
+    (entry,) = report.data["feature_maps"]
+    z = model.spectral(x).detach()
+    assert entry["dtype"] == "complex64" and entry["mean"] == pytest.approx(z.abs().mean().item(), rel=1e-5)
+    (param,) = report.data["parameters"]
+    assert param["dtype"] == "complex64"
+    assert param["after"]["min"] == pytest.approx(model.spectral.w.detach().abs().min().item(), rel=1e-6)
+    texts = {f["section"]: f["text"] for f in report.data["findings"] if "complex" in f["text"]}
+    assert texts == {
+        "feature_maps": "1 complex layer output is summarised by magnitude, |z| (statistics, histograms and "
+        "pictures): spectral",
+        "parameters": "1 complex parameter is summarised by magnitude, |w| (statistics, histograms and changes): "
+        "spectral.w",
+    }

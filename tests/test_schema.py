@@ -139,6 +139,7 @@ SCHEMA = {
             "name": str,
             "module": str,
             "shape": [int],
+            "dtype": str,
             "numel": int,
             "requires_grad": bool,
             "is_bias": bool,

@@ -48,6 +48,7 @@ class ParamRecord:
     name: str
     module: str
     shape: list[int]
+    dtype: str  # "float32", "complex64", ...: complex values are summarised by their magnitude
     numel: int
     requires_grad: bool
     is_bias: bool
@@ -103,6 +104,7 @@ def records_of(
                 name=name,
                 module=name.rpartition(".")[0],
                 shape=list(p.shape),
+                dtype=str(p.dtype).replace("torch.", ""),
                 numel=p.numel(),
                 requires_grad=requires_grad,
                 is_bias=is_bias[i],

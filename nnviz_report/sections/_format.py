@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 
+from .._text import listed
+
 
 def pct(x: float | None) -> str:
     if x is None:
@@ -22,6 +24,13 @@ def ordinal(n: int) -> str:
 
 def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def complex_text(names: list[str], what: str, magnitude: str, shown: str) -> str:
+    """The notice for complex tensors: their numbers are of the magnitude (``stats.as_float``)."""
+    verb = "is" if len(names) == 1 else "are"
+    counted = plural(len(names), "complex " + what)
+    return f"{counted} {verb} summarised by magnitude, {magnitude} ({shown}): {listed(names, 4)}"
 
 
 def plotly_text(s: str) -> str:

@@ -13,7 +13,7 @@ from ..capture.layers import LayerCapture
 from ..capture.pictures import GridImage
 from ..capture.run import CapturedRun
 from . import Notice, Section
-from ._format import plotly_text, plural
+from ._format import complex_text, plotly_text, plural
 
 ID = "feature_maps"
 TITLE = "Feature maps"
@@ -165,6 +165,12 @@ def build(run: CapturedRun, layers: list[LayerCapture]) -> Section:
     if zero_layers:
         notices.append(
             Notice("warning", f"{plural(len(zero_layers), 'layer output')} entirely zero: {listed(zero_layers, 4)}", ID)
+        )
+
+    complex_ = [f"{e['name']}{e['output']}" for e in entries if e["dtype"].startswith("complex")]
+    if complex_:
+        notices.append(
+            Notice("info", complex_text(complex_, "layer output", "|z|", "statistics, histograms and pictures"), ID)
         )
 
     if fwd.scripted:  # what the report cannot show, at the top of the page too

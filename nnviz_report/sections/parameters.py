@@ -7,7 +7,7 @@ from ..capture.histograms import Histogram
 from ..capture.parameters import ParameterComparison, ParamRecord
 from ..capture.run import ModelInfo
 from . import Notice, Section, ref
-from ._format import ordinal, plotly_text, plural
+from ._format import complex_text, ordinal, plotly_text, plural
 
 ID = "parameters"
 TITLE = "Parameters before vs after training"
@@ -25,6 +25,7 @@ def _record_data(r: ParamRecord) -> dict:
         "name": r.name,
         "module": r.module,
         "shape": r.shape,
+        "dtype": r.dtype,
         "numel": r.numel,
         "requires_grad": r.requires_grad,
         "is_bias": r.is_bias,
@@ -148,6 +149,11 @@ def _notices(comp: ParameterComparison) -> list[Notice]:
             )
         if match.tied:
             notices.append(Notice("info", f"{source} ({label}) saves tied weights once: {listed(match.tied, 4)}", ID))
+    complex_ = [r.name for r in records if r.dtype.startswith("complex")]
+    if complex_:
+        notices.append(
+            Notice("info", complex_text(complex_, "parameter", "|w|", "statistics, histograms and changes"), ID)
+        )
     for flag, level, text in (
         ("NaN", "warning", "with NaN/Inf values"),
         ("exploded", "warning", "that exploded"),
