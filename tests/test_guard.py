@@ -237,6 +237,47 @@ def test_the_report_does_not_call_into_another_threads_forward():
     assert outputs[0].shape == (5, 4)
 
 
+def test_a_second_build_of_the_same_model_meanwhile_is_refused_before_it_touches_it():
+    """Two builds of one model at once: the second recorded the first's hooks and eval mode
+    as the model's own and put them back after the first had removed them."""
+    shared = nn.Linear(4, 4)
+    model = Rendezvous(None)
+    model.fc = shared
+    model.train()
+    model.fc.register_full_backward_hook(lambda module, grad_in, grad_out: None)
+    other_model = nn.Sequential(nn.Linear(4, 4), shared)  # shares a module with the first
+    refused = []
+
+    def second_build(errors):
+        for m in (model, other_model):
+            modes = [mm.training for mm in m.modules()]
+            hooks = [len(mm._forward_hooks) for mm in m.modules()]
+            try:
+                nnviz_report.build_report(m, torch.randn(2, 4), graph=False)
+                errors.append(f"built {type(m).__name__} during the other build")
+            except NNVizError as exc:
+                refused.append(str(exc))
+            if [mm.training for mm in m.modules()] != modes or [len(mm._forward_hooks) for mm in m.modules()] != hooks:
+                errors.append("the refused build changed modes or hooks")
+
+    model.step = second_build
+    before = state_of(model)
+    report = nnviz_report.build_report(model, torch.randn(2, 4), graph=False)
+    assert [e["name"] for e in report.data["feature_maps"]] == ["fc"]
+    assert (
+        refused
+        == [
+            "another report of this model (or of a module it shares) is being built right now, in another "
+            "thread; build one report of a model at a time (this one left the model untouched)"
+        ]
+        * 2
+    )
+    assert_same_state(before, state_of(model))
+    assert model.training and model.fc.training
+    assert not model.fc._forward_hooks and not model.fc._forward_pre_hooks and len(model.fc._backward_hooks) == 1
+    nnviz_report.build_report(other_model, torch.randn(2, 4), graph=False)  # free again afterwards
+
+
 def test_threads_started_during_a_build_keep_torchs_thread_count():
     """The build runs its own kernels on one thread each, without torch.set_num_threads,
     which is process-wide: a thread started meanwhile kept 1 thread for its whole life."""

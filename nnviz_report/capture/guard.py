@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -224,23 +225,48 @@ def preserve_model_state(
     (they go when those are put back) and before the values are: a call another thread
     makes after the values are recorded is counted by the time they are put back.
     """
-    state = ModelState(model)
-    try:
-        if add_hooks is not None:
-            add_hooks(state)
-        state.record_values()
-        yield state
-    except Exception as exc:
+    with _one_build_at_a_time(model):
+        state = ModelState(model)
+        try:
+            if add_hooks is not None:
+                add_hooks(state)
+            state.record_values()
+            yield state
+        except Exception as exc:
+            foreign = state.restore()
+            if foreign is not None:
+                raise _concurrent_use(foreign) from exc
+            raise
+        except BaseException:
+            state.restore()
+            raise
         foreign = state.restore()
         if foreign is not None:
-            raise _concurrent_use(foreign) from exc
-        raise
-    except BaseException:
-        state.restore()
-        raise
-    foreign = state.restore()
-    if foreign is not None:
-        raise _concurrent_use(foreign)
+            raise _concurrent_use(foreign)
+
+
+_BUSY: set[int] = set()  # id() of every module a build is running the forward pass of
+_BUSY_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_build_at_a_time(model: nn.Module) -> Iterator[None]:
+    """Refuse a second build of a model (or of a module shared with it) while one runs in
+    another thread, before touching it: the second would record the first's hooks and eval
+    mode as the model's own, and put them back after the first had removed them."""
+    ids = {id(m) for m in model.modules()}
+    with _BUSY_LOCK:
+        if not ids.isdisjoint(_BUSY):
+            raise NNVizError(
+                "another report of this model (or of a module it shares) is being built right now, in "
+                "another thread; build one report of a model at a time (this one left the model untouched)"
+            )
+        _BUSY.update(ids)
+    try:
+        yield
+    finally:
+        with _BUSY_LOCK:
+            _BUSY.difference_update(ids)
 
 
 def _concurrent_use(what: str) -> NNVizError:
