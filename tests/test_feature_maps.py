@@ -507,3 +507,24 @@ def test_complex_values_are_summarised_by_magnitude_and_the_page_says_so():
         "parameters": "1 complex parameter is summarised by magnitude, |w| (statistics, histograms and changes): "
         "spectral.w",
     }
+
+
+def test_nan_made_by_the_models_own_forward_is_reported():
+    """The model's output is no layer's output when the root's forward computes it."""
+
+    class RootLog(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            y = self.fc(x)
+            return {"log": torch.log(y - y.max() - 1) * torch.tensor([1.0, 1.0, 0.0, 1.0]), "y": y / 0.0}
+
+    report = nnviz_report.build_report(RootLog(), torch.randn(2, 4))
+    (entry,) = report.data["feature_maps"]
+    assert entry["nan_count"] == entry["inf_count"] == 0
+    found = [f["text"] for f in report.data["findings"] if f["section"] == "feature_maps"]
+    assert found == ["The model's output has NaN/Inf values: output['log'] (8 NaN), output['y'] (8 Inf)"]
+    finite = nnviz_report.build_report(nn.Linear(4, 4), torch.randn(2, 4))
+    assert not [f for f in finite.data["findings"] if f["section"] == "feature_maps"]

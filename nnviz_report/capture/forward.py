@@ -40,7 +40,9 @@ from .guard import CALL_KINDS, ModelState, preserve_model_state
 from .histograms import PendingHistograms
 from .inputs import inputs_text, model_device, prepare_inputs
 from .layers import LayerRecord, LayerRecorder, RecentOutputs
+from .nested import iter_tensors
 from .options import CaptureOptions
+from .stats import non_finite
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class ForwardCapture:
     notes: list[str]
     no_autograd: str | None = None  # why the forward pass ran without autograd (no graph)
     scripted: bool = False  # TorchScript modules ran (notes[0] says what is missing)
+    output_non_finite: tuple[tuple[str, int, int], ...] = ()  # the model's output: (path, NaN, Inf)
 
 
 class AutogradTrace:
@@ -277,6 +280,7 @@ def run_forward(model: nn.Module, example_input: Any, options: CaptureOptions) -
         notes=notes,
         no_autograd=no_autograd,
         scripted=bool(scripted),
+        output_non_finite=tuple(non_finite(list(iter_tensors(output)))),
     )
     trace = AutogradTrace(output, inputs, rec.tree.owner, rec.trail.entries, rec.tree.keepalive, rec.tree.gathered)
     return forward, trace

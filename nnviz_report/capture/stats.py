@@ -173,3 +173,15 @@ def to_numpy(tensors: list[torch.Tensor]) -> list[np.ndarray]:
             out[i] = flat[at : at + n].reshape(tuple(tensors[i].shape))
             at += n
     return out  # type: ignore[return-value]
+
+
+def non_finite(tensors: list[tuple[str, torch.Tensor]]) -> list[tuple[str, int, int]]:
+    """``(path, NaN count, Inf count)`` of each floating or complex tensor that has any,
+    read back together."""
+    floats = [(p, t.detach()) for p, t in tensors if t.is_floating_point() or t.is_complex()]
+    if not floats:
+        return []
+    with torch.no_grad():
+        counts = read_scalars([c for _, t in floats for c in (torch.isnan(t).sum(), torch.isinf(t).sum())])
+    found = [(p, int(counts[2 * i]), int(counts[2 * i + 1])) for i, (p, _) in enumerate(floats)]
+    return [f for f in found if f[1] or f[2]]

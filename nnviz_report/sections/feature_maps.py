@@ -159,6 +159,12 @@ def build(run: CapturedRun, layers: list[LayerCapture]) -> Section:
         notices.append(
             Notice("warning", f"{plural(len(nan_layers), 'layer output')} with NaN/Inf: {listed(nan_layers, 4)}", ID)
         )
+    if fwd.output_non_finite:
+        found = [
+            f"output{path} ({' and '.join(f'{n} {w}' for n, w in ((nan, 'NaN'), (inf, 'Inf')) if n)})"
+            for path, nan, inf in fwd.output_non_finite
+        ]
+        notices.append(Notice("warning", f"The model's output has NaN/Inf values: {listed(found, 4)}", ID))
     zero_layers = [
         f"{e['name']}{e['output']}" for e in entries if e["zero_fraction"] == 1.0 and e["shape"] and min(e["shape"]) > 0
     ]
