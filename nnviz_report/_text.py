@@ -15,6 +15,12 @@ def one_line(text: str) -> str:
     )
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none (an
+    empty ``EOFError``)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def listed(items: Sequence[str], limit: int) -> str:
     """The first ``limit`` items, comma-separated (each as :func:`one_line`), and how many
     more: ``a, b and 3 more``."""

@@ -16,7 +16,7 @@ from . import __version__
 from ._text import one_line
 from .cli_inputs import load_input, load_model, parse_device, random_inputs
 from .errors import NNVizError
-from .output import check_output_path
+from .output import check_output_path, output_path
 
 DTYPES = {
     "float32": "float32",
@@ -165,7 +165,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .report import build_report
 
     started = time.perf_counter()
-    output = Path(args.output)
+    output = output_path(args.output)
     check_output_path(output)
     if args.steps < 0:
         raise NNVizError("--steps must be 0 or more")
@@ -179,7 +179,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    output = Path(args.output)
+    output = output_path(args.output)
     from .report import build_report
 
     check_output_path(output)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from ._text import first_line
 from .errors import NNVizError
 
 
@@ -37,14 +39,12 @@ def parse_device(text: str) -> Any:
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    parts = [p for p in re.split(r"[,x× ]+", text.strip().strip("()[]")) if p]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        shape = ()
-    if not shape or any(s < 0 for s in shape):
+    """``1,3,224,224``, ``1x3x224x224``, ``(1, 3, 224, 224)`` or ``1 3 224 224``; anything
+    else (``1,x``: a typo) is an error, not a shorter shape."""
+    body = text.strip().strip("()[]").strip()
+    if not re.fullmatch(r"\d+(?:\s*[,x×]\s*\d+|\s+\d+)*\s*,?", body):
         raise NNVizError(f"--input-shape {text!r} is not a shape; write it like 1,3,224,224")
-    return shape
+    return tuple(int(p) for p in re.findall(r"\d+", body))
 
 
 def random_inputs(shapes: list[str], dtype_name: str, high: int, seed: int) -> Any:
@@ -55,16 +55,23 @@ def random_inputs(shapes: list[str], dtype_name: str, high: int, seed: int) -> A
     dtype = getattr(torch, dtype_name)
     gen = torch.Generator().manual_seed(seed)
     tensors = []
+    if high < 1 and not dtype.is_floating_point and dtype != torch.bool:
+        raise NNVizError("--input-high must be at least 1")
     for text in shapes:
         shape = parse_shape(text)
-        if dtype.is_floating_point:
-            tensors.append(torch.randn(shape, generator=gen).to(dtype))
-        elif dtype == torch.bool:
-            tensors.append(torch.randint(0, 2, shape, generator=gen).bool())
-        else:
-            if high < 1:
-                raise NNVizError("--input-high must be at least 1")
-            tensors.append(torch.randint(0, high, shape, generator=gen, dtype=dtype))
+        try:
+            if dtype.is_floating_point:
+                tensors.append(torch.randn(shape, generator=gen).to(dtype))
+            elif dtype == torch.bool:
+                tensors.append(torch.randint(0, 2, shape, generator=gen).bool())
+            else:
+                tensors.append(torch.randint(0, high, shape, generator=gen, dtype=dtype))
+        except (RuntimeError, MemoryError) as exc:  # "can't allocate memory"
+            why = "not enough memory" if "alloc" in str(exc) or isinstance(exc, MemoryError) else first_line(exc)[:120]
+            raise NNVizError(
+                f"--input-shape {text}: a random input of {math.prod(shape):,} values cannot be made ({why}); "
+                "give a smaller shape"
+            ) from None
     return tensors[0] if len(tensors) == 1 else tuple(tensors)
 
 
@@ -82,7 +89,7 @@ def load_input(path: Path) -> Any:
             f"refused to load {path}: it needs code to unpickle; save plain tensors with torch.save"
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise NNVizError(f"{path} is not a torch.save file or is corrupt ({str(exc).splitlines()[0][:160]})") from exc
+        raise NNVizError(f"{path} is not a torch.save file or is corrupt ({first_line(exc)[:160]})") from exc
     if isinstance(obj, (torch.Tensor, tuple, list, dict)):
         return obj
     raise NNVizError(f"{path} holds a {type(obj).__name__}; expected a tensor, a tuple/list or a dict of tensors")
@@ -148,7 +155,7 @@ def _import(module_part: str) -> Any:
             f"cannot import {module_part}: {exc}; run from the folder that contains it, "
             "or give the path to the .py file"
         ) from exc
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module that calls sys.exit() on import too
         where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
         raise NNVizError(
             f"importing {module_part} failed: {type(exc).__name__}: "

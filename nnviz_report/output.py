@@ -22,6 +22,20 @@ READER_WAIT = 10.0  # seconds a FIFO may wait for its reader to open it
 READER_STALL = 60.0  # seconds a device or FIFO may take no data before the write fails
 
 
+def output_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, or an NNVizError for what a Path would hide or the system refuse:
+    a NUL byte, or a trailing slash (``out/``: a folder, which ``Path`` drops) on a name
+    that is not an existing folder."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if "\0" in text:
+        raise NNVizError(f"output path {text!r} contains a NUL byte; choose another output path")
+    if text.endswith((os.sep, "/")) and not os.path.isdir(text):
+        raise NNVizError(f"output {text} ends with a slash, a folder that does not exist; give a file name")
+    return Path(text)
+
+
 def check_output_path(target: Path) -> str:
     """How ``target`` will be written, or an NNVizError saying why it cannot be:
     ``"file"`` (a regular file, or none yet: written beside it and renamed over it; a

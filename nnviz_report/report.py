@@ -22,7 +22,7 @@ from .capture.options import MODES, CaptureOptions
 from .capture.run import BeforeArg, capture, capture_sharded, check_model, resolve_before
 from .capture.stored import shown
 from .errors import NNVizError
-from .output import write_output
+from .output import output_path, write_output
 
 # What build_report(example_input=...) takes: a tensor (model(x)), a tuple or list of
 # positional inputs (model(*x)), or a mapping of keyword inputs (model(**x)). Tensors may
@@ -56,7 +56,7 @@ class Report:
         fails or an interrupt arrives. A symbolic link is followed (the file it names is
         replaced, the link stays). A device, a FIFO or /dev/stdout is written into, in
         place. Any failure is an :class:`NNVizError`."""
-        target = Path(path)
+        target = output_path(path)
         write_output(target, self.html.encode("utf-8"))
         return target
 

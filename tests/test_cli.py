@@ -127,6 +127,12 @@ def broken(tmp_path):
             return (os.system, (f"touch {tmp_path / 'PWNED'}",))
 
     torch.save({"fc1.weight": Payload()}, tmp_path / "evil.pt")
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save(torch.empty(2, 20, device="meta"), tmp_path / "meta_input.pt")
+    sparse = TwoLayerNet().state_dict()
+    sparse["fc1.weight"] = sparse["fc1.weight"].to_sparse()
+    torch.save(sparse, tmp_path / "sparse.pt")
     return tmp_path
 
 
@@ -178,6 +184,27 @@ def broken(tmp_path):
             "--device meta holds no values",
         ),
         (["build", "{MODELS}:TwoLayerNet", "--input-shape", "2,20", "--device", "cuda:99"], "--device cuda:99"),
+        (["build", "{T}/exits.py:Net", "--input-shape", "1"], "importing {T}/exits.py failed: SystemExit: 3"),
+        (["build", "{MODELS}:TwoLayerNet", "--input", "{T}/empty.pt"], "is not a torch.save file or is corrupt"),
+        (["build", "{MODELS}:TwoLayerNet", "--input", "{T}/meta_input.pt"], "input is on the meta device"),
+        (["build", "{MODELS}:TwoLayerNet", "--input-shape", "2,x"], "--input-shape '2,x' is not a shape"),
+        (["build", "{MODELS}:TwoLayerNet", "--input-shape", "2,x,20"], "--input-shape '2,x,20' is not a shape"),
+        (
+            ["build", "{MODELS}:TwoLayerNet", "--input-shape", "100000,100000,100000"],
+            "cannot be made (not enough memory); give a smaller shape",
+        ),
+        (
+            ["build", "{MODELS}:TwoLayerNet", "--input-shape", "2,20", "--before", "{T}/sparse.pt"],
+            "fc1.weight is a sparse tensor (torch.sparse_coo); save the dense values",
+        ),
+        (
+            ["build", "{MODELS}:TwoLayerNet", "--input-shape", "2,20", "--after", "{T}/sparse.pt"],
+            "fc1.weight is a sparse tensor",
+        ),
+        (
+            ["build", "{MODELS}:TwoLayerNet", "--input-shape", "2,20", "-o", "{T}/new.html/"],
+            "ends with a slash, a folder that does not exist",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_1_and_no_output(broken, capsys, argv, expected):

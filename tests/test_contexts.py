@@ -229,3 +229,16 @@ def test_cli_title_from_a_non_utf8_argument(tmp_path, capsys):
     )
     assert code == 0, capsys.readouterr().err
     assert page_json(out.read_text(encoding="utf-8"), "nnviz-data")["title"] == "run \ufffd"
+
+
+def test_meta_and_sparse_tensors_where_values_are_needed_are_clear_errors():
+    model = nn.Linear(4, 2)
+    with pytest.raises(NNVizError, match=r"example input's tensor input\[1\] is on the meta device"):
+        nnviz_report.build_report(model, (torch.randn(2, 4), torch.empty(3, device="meta")))
+    state = model.state_dict()
+    sparse = {**state, "weight": state["weight"].to_sparse()}
+    with pytest.raises(NNVizError, match=r"weight is a sparse tensor \(torch.sparse_coo\); save the dense values"):
+        nnviz_report.build_report(model, torch.randn(2, 4), before=sparse)
+    meta = {k: torch.empty_like(v, device="meta") for k, v in state.items()}
+    with pytest.raises(NNVizError, match=r"weight is on the meta device \(a shape without values\)"):
+        nnviz_report.build_report(model, torch.randn(2, 4), before=meta)

@@ -297,3 +297,13 @@ def test_every_file_the_package_writes_is_written_the_same_careful_way(tmp_path)
         "report.json",
         "tracker",
     ]
+
+
+def test_paths_a_path_object_would_hide_or_the_system_refuse(tmp_path, report):
+    with pytest.raises(NNVizError, match="contains a NUL byte"):
+        report.save(str(tmp_path / "a\0b.html"))
+    with pytest.raises(NNVizError, match="ends with a slash, a folder that does not exist; give a file name"):
+        report.save(f"{tmp_path}/new.html/")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(NNVizError, match="is a folder"):
+        report.save(f"{tmp_path}/")

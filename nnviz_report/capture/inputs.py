@@ -37,6 +37,11 @@ def prepare_inputs(
 
     def copy(value: Any, label: str) -> Any:
         if isinstance(value, torch.Tensor):
+            if value.is_meta:
+                raise NNVizError(
+                    f"the example input's tensor {label} is on the meta device (a shape {tuple(value.shape)} without "
+                    "values), so there is nothing to run; pass real values, e.g. torch.randn(shape)"
+                )
             if id(value) not in copies:
                 t = value.detach().to(device=device, copy=True)
                 labelled.append((label, t))
