@@ -444,3 +444,16 @@ def test_a_last_slice_of_one_value_still_gives_mean_and_std(monkeypatch):
     sliced = nnviz_report.build_report(model, x, before=before, graph=False).data["parameters"]
     assert sliced[0]["after"]["std"] is not None
     _close(sliced, whole)
+
+
+def test_nan_in_the_before_state_is_blamed_on_the_before_state():
+    model = nn.Linear(4, 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    before["weight"][0, 0] = float("nan")
+    texts = [f["text"] for f in nnviz_report.build_report(model, torch.randn(2, 4), before=before).data["findings"]]
+    assert "1 parameter with NaN/Inf values in the before-state (the checkpoint or snapshot): weight" in texts
+    assert not any(t.startswith("1 parameter with NaN/Inf values:") for t in texts), "the model itself is finite"
+    with torch.no_grad():
+        model.bias[0] = float("inf")
+    texts = [f["text"] for f in nnviz_report.build_report(model, torch.randn(2, 4), before=before).data["findings"]]
+    assert "1 parameter with NaN/Inf values: bias" in texts and "1 layer output with NaN/Inf: Linear" in texts

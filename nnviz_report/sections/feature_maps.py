@@ -154,26 +154,29 @@ def build(run: CapturedRun, layers: list[LayerCapture]) -> Section:
         )
 
     notices = []
-    nan_layers = [f"{e['name']}{e['output']}" for e in entries if e["nan_count"] or e["inf_count"]]
+    root = run.model.class_name
+
+    def label(e: dict) -> str:
+        return f"{e['name'] or root}{e['output']}"
+
+    nan_layers = [label(e) for e in entries if e["nan_count"] or e["inf_count"]]
     if nan_layers:
         notices.append(
             Notice("warning", f"{plural(len(nan_layers), 'layer output')} with NaN/Inf: {listed(nan_layers, 4)}", ID)
         )
-    if fwd.output_non_finite:
+    if fwd.output_non_finite and not any(e["name"] == "" for e in entries):  # else: the root is a layer above
         found = [
             f"output{path} ({' and '.join(f'{n} {w}' for n, w in ((nan, 'NaN'), (inf, 'Inf')) if n)})"
             for path, nan, inf in fwd.output_non_finite
         ]
         notices.append(Notice("warning", f"The model's output has NaN/Inf values: {listed(found, 4)}", ID))
-    zero_layers = [
-        f"{e['name']}{e['output']}" for e in entries if e["zero_fraction"] == 1.0 and e["shape"] and min(e["shape"]) > 0
-    ]
+    zero_layers = [label(e) for e in entries if e["zero_fraction"] == 1.0 and e["shape"] and min(e["shape"]) > 0]
     if zero_layers:
         notices.append(
             Notice("warning", f"{plural(len(zero_layers), 'layer output')} entirely zero: {listed(zero_layers, 4)}", ID)
         )
 
-    complex_ = [f"{e['name']}{e['output']}" for e in entries if e["dtype"].startswith("complex")]
+    complex_ = [label(e) for e in entries if e["dtype"].startswith("complex")]
     if complex_:
         notices.append(
             Notice("info", complex_text(complex_, "layer output", "|z|", "statistics, histograms and pictures"), ID)

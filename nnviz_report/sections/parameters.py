@@ -155,19 +155,24 @@ def _notices(comp: ParameterComparison) -> list[Notice]:
             Notice("info", complex_text(complex_, "parameter", "|w|", "statistics, histograms and changes"), ID)
         )
     for flag, level, text in (
-        ("NaN", "warning", "with NaN/Inf values"),
+        ("in the trained values", "warning", "with NaN/Inf values"),
+        ("before training", "warning", "with NaN/Inf values in the before-state (the checkpoint or snapshot)"),
         ("exploded", "warning", "that exploded"),
         ("unchanged:", "warning", "unchanged by training although trainable"),
         ("frozen", "info", "frozen (requires_grad=False)"),
     ):
-        hit = [
-            r.name
-            for r in records
-            if any(f.startswith(flag) or (flag == "NaN" and f.startswith("Inf")) for f in r.flags)
-        ]
+        hit = [r.name for r in records if any(_flagged(f, flag) for f in r.flags)]
         if hit:
             notices.append(Notice(level, f"{plural(len(hit), 'parameter')} {text}: {listed(hit, 4)}", ID))
     return notices
+
+
+def _flagged(flag: str, kind: str) -> bool:
+    """Whether ``flag`` (a ParamRecord flag) is of ``kind``: NaN/Inf flags end with where the
+    values are ("... in the trained values", "... before training"), the others start with it."""
+    if kind in ("in the trained values", "before training"):
+        return flag.startswith(("NaN", "Inf")) and flag.endswith(kind)
+    return flag.startswith(kind)
 
 
 def _legend() -> dict:
