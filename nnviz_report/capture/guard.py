@@ -75,6 +75,7 @@ class ModelState:
         plain = [m for m in modules if not isinstance(m, torch.jit.ScriptModule)]
         self.slots = [(m, name, p) for m in plain for name, p in _compat.parameter_slots(m)]
         self.buffer_slots = [(m, name, buf) for m in plain for name, buf in _compat.buffer_slots(m)]
+        self.held = [(m, _compat.held_names(m)) for m in plain]
         self.names = {id(p): n for n, p in model.named_parameters()}
         # (parameter, requires_grad, version, an alias of its tensor: same storage, sizes and
         # strides, which also keeps that storage alive)
@@ -166,6 +167,8 @@ class ModelState:
             _compat.put_parameter(m, name, p)
         for m, name, buf in self.buffer_slots:
             _compat.put_buffer(m, name, buf)
+        for m, held in self.held:  # registered during the forward pass: a lazily made cache
+            _compat.drop_added(m, held)
         for param, requires_grad, _, _ in self.params:
             if param.requires_grad != requires_grad:
                 param.requires_grad_(requires_grad)
