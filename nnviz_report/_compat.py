@@ -135,26 +135,6 @@ def put_buffer(module: nn.Module, name: str, buf: torch.Tensor | None) -> None:
         module._buffers[name] = buf
 
 
-def held_names(module: nn.Module) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    """The names of the parameters, buffers and submodules ``module`` holds itself."""
-    if not HAS_SLOTS:
-        return (
-            frozenset(n for n, _ in module.named_parameters(recurse=False, remove_duplicate=False)),
-            frozenset(n for n, _ in module.named_buffers(recurse=False, remove_duplicate=False)),
-            frozenset(n for n, _ in module.named_children()),
-        )
-    return frozenset(module._parameters), frozenset(module._buffers), frozenset(module._modules)
-
-
-def drop_added(module: nn.Module, held: tuple[frozenset[str], frozenset[str], frozenset[str]]) -> list[str]:
-    """Remove the parameters, buffers and submodules ``module`` holds beyond ``held`` (what
-    :func:`held_names` gave before); returns their names."""
-    added = [n for now, before in zip(held_names(module), held) for n in now - before]
-    for name in added:
-        delattr(module, name)
-    return added
-
-
 def hook_dicts(module: nn.Module) -> list[tuple[str, dict[Any, Any]]]:
     """Every per-module hook registry (``_forward_hooks``, ``_forward_pre_hooks_with_kwargs``,
     ``_backward_hooks``, state-dict hooks, ...), found by name, so that a registry a later

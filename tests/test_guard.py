@@ -332,29 +332,30 @@ def test_an_embedding_with_max_norm_is_put_back(bag):
     assert_same_state(before, state_of(model))
 
 
-def test_parameters_buffers_and_modules_registered_by_forward_are_removed_again():
-    """A forward pass that registers a cache (a buffer), a parameter or a submodule on
-    first use left them behind, and a later strict load_state_dict failed."""
+def test_hooks_and_buffers_the_models_own_forward_installs_once_stay():
+    """transformers installs output-capturing hooks on the first forward pass and sets a flag
+    that says so; removing the hooks but not the flag broke every later forward pass."""
 
-    class Lazy(nn.Module):
+    class CapturesOnce(nn.Module):
         def __init__(self):
             super().__init__()
             self.fc = nn.Linear(4, 4)
-            self.register_buffer("cache", torch.zeros(2), persistent=False)
+            self.captured = []
 
         def forward(self, x):
-            if not hasattr(self, "rotary"):
-                self.register_buffer("rotary", torch.arange(x.shape[0], dtype=torch.float32))
-                self.fc.register_parameter("extra", nn.Parameter(torch.ones(1)))
-                self.head = nn.Linear(4, 2)
-            self.cache = torch.ones(3)  # replaces a registered buffer
-            return self.head(self.fc(x) + self.rotary[:, None])
+            if not getattr(self, "_installed", False):
+                self.fc.register_forward_hook(lambda module, args, out: self.captured.append(out))
+                self.register_buffer("cache", torch.ones(1), persistent=False)
+                self._installed = True
+            self.captured.clear()
+            out = self.fc(x) * self.cache
+            assert len(self.captured) == 1, "the model's own hook ran"
+            return out
 
-    model = Lazy()
-    keys, before = list(model.state_dict()), state_of(model)
-    report = nnviz_report.build_report(model, torch.randn(3, 4), before=nnviz_report.snapshot(model))
-    assert [e["name"] for e in report.data["feature_maps"]] == ["fc"]  # head is made during the pass: no hook
-    assert list(model.state_dict()) == keys and [n for n, _ in model.named_modules()] == ["", "fc"]
-    assert not hasattr(model, "rotary") and not hasattr(model, "head") and not hasattr(model.fc, "extra")
-    assert_same_state(before, state_of(model))
-    model.load_state_dict(Lazy().state_dict())  # strict, as before the report
+    model = CapturesOnce()
+    user_hook = model.fc.register_forward_pre_hook(lambda module, args: None)
+    report = nnviz_report.build_report(model, torch.randn(2, 4))
+    assert [e["name"] for e in report.data["feature_maps"]] == ["fc"]
+    assert list(model.fc._forward_pre_hooks) == [user_hook.id], "the capture's hooks are gone, the user's stay"
+    assert len(model.fc._forward_hooks) == 1 and hasattr(model, "cache")
+    model(torch.randn(3, 4))  # the model works as after any forward pass of its own

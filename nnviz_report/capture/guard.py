@@ -71,11 +71,12 @@ class ModelState:
         self.model = model
         self.training = [(m, m.training) for m in modules]
         self.hooks = [(d, dict(d)) for m in modules for _, d in _compat.hook_dicts(m)]
+        # The capture's own entries in those dicts (mark_own_hooks); None until they are all in.
+        self.own_hooks: list[tuple[dict, list]] | None = None
         # Which objects the modules hold (TorchScript modules' slots cannot change from Python).
         plain = [m for m in modules if not isinstance(m, torch.jit.ScriptModule)]
         self.slots = [(m, name, p) for m in plain for name, p in _compat.parameter_slots(m)]
         self.buffer_slots = [(m, name, buf) for m in plain for name, buf in _compat.buffer_slots(m)]
-        self.held = [(m, _compat.held_names(m)) for m in plain]
         self.names = {id(p): n for n, p in model.named_parameters()}
         # (parameter, requires_grad, version, an alias of its tensor: same storage, sizes and
         # strides, which also keeps that storage alive)
@@ -89,6 +90,13 @@ class ModelState:
         self.cpu_rng: torch.Tensor | None = None
         self.cuda_rng: list[torch.Tensor] | None = None
         self.foreign_calls = 0  # module calls from other threads (counted by the capture's hooks)
+
+    def mark_own_hooks(self) -> None:
+        """What the hook dicts hold beyond their recorded entries now is the capture's: only
+        that is removed on restore. A model whose forward pass registers hooks of its own
+        (transformers' output capturing, installed once with a flag that says so) keeps
+        them, as after any forward pass."""
+        self.own_hooks = [(live, [k for k in live if k not in entries]) for live, entries in self.hooks]
 
     def record_values(self) -> None:
         """Parameters (aliases and version counters, no copies), buffers (a copy) and the
@@ -159,16 +167,19 @@ class ModelState:
             self._restore_values()
         for m, mode in self.training:
             m.training = mode
-        for live, entries in self.hooks:
-            if list(live.items()) != list(entries.items()):
-                live.clear()
-                live.update(entries)
+        if self.own_hooks is None:  # adding the capture's hooks failed part way: all since go
+            for live, entries in self.hooks:
+                if list(live.items()) != list(entries.items()):
+                    live.clear()
+                    live.update(entries)
+        else:  # the capture's own; hooks the model's code added or removed meanwhile stay so
+            for live, keys in self.own_hooks:
+                for key in keys:
+                    live.pop(key, None)
         for m, name, p in self.slots:
             _compat.put_parameter(m, name, p)
         for m, name, buf in self.buffer_slots:
             _compat.put_buffer(m, name, buf)
-        for m, held in self.held:  # registered during the forward pass: a lazily made cache
-            _compat.drop_added(m, held)
         for param, requires_grad, _, _ in self.params:
             if param.requires_grad != requires_grad:
                 param.requires_grad_(requires_grad)
@@ -214,8 +225,10 @@ def preserve_model_state(
     Inside the block the model may be switched to eval mode, have hooks added and run a
     forward pass (which, in train mode, updates BatchNorm statistics, and may write its
     own parameters: see :class:`ModelState`). On exit, normal or not, every module is as it
-    was: the same hook dicts with the same entries in the same order, the same parameter
-    and buffer objects holding the same values, the same flags.
+    was: the same parameter and buffer objects holding the same values, the same flags,
+    the hook dicts without the capture's hooks. What the model's own forward pass adds or
+    removes, as any forward pass of it would (hooks it installs once, a buffer it
+    registers on first use, attributes), stays.
 
     One exception: when another thread used the model meanwhile (its module calls reach
     the report's hooks; its optimizer steps change parameters where the report cannot see
@@ -233,6 +246,7 @@ def preserve_model_state(
         try:
             if add_hooks is not None:
                 add_hooks(state)
+            state.mark_own_hooks()
             state.record_values()
             yield state
         except Exception as exc:
