@@ -242,3 +242,12 @@ def test_meta_and_sparse_tensors_where_values_are_needed_are_clear_errors():
     meta = {k: torch.empty_like(v, device="meta") for k, v in state.items()}
     with pytest.raises(NNVizError, match=r"weight is on the meta device \(a shape without values\)"):
         nnviz_report.build_report(model, torch.randn(2, 4), before=meta)
+
+
+def test_a_lazy_module_before_its_first_call_is_a_clear_error():
+    model = nn.Sequential(nn.LazyLinear(4), nn.ReLU())
+    for call in (lambda: nnviz_report.build_report(model, torch.randn(2, 3)), lambda: nnviz_report.snapshot(model)):
+        with pytest.raises(NNVizError, match=r"lazy parameters not made yet \(0.weight.*run it once first"):
+            call()
+    model(torch.randn(2, 3))
+    assert nnviz_report.build_report(model, torch.randn(2, 3)).data["feature_maps"][0]["name"] == "0"

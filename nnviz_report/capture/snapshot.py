@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from .. import _compat
 from ..errors import NNVizError
@@ -52,7 +53,14 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         elif (inner := _compat.compiled_module(model)) is not None:
             model = inner
         else:
-            return model
+            break
+    lazy = next((n for n, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)), None)
+    if lazy is not None:
+        raise NNVizError(
+            f"the model has lazy parameters not made yet ({lazy}: a LazyLinear or other Lazy module before its "
+            "first call); run it once first, model(example_input), so that they get their shapes and values"
+        )
+    return model
 
 
 def snapshot(
