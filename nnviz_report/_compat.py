@@ -135,6 +135,17 @@ def put_buffer(module: nn.Module, name: str, buf: torch.Tensor | None) -> None:
         module._buffers[name] = buf
 
 
+_functorch_level: Callable[[], int | None] | None = getattr(
+    getattr(torch._C, "_functorch", None), "maybe_current_level", None
+)
+
+
+def in_functorch_transform() -> bool:
+    """Whether this runs inside ``torch.func.vmap``, ``grad`` or another functorch transform,
+    where tensors are wrappers whose values cannot be read (False where torch does not say)."""
+    return _functorch_level is not None and _functorch_level() is not None
+
+
 def hook_dicts(module: nn.Module) -> list[tuple[str, dict[Any, Any]]]:
     """Every per-module hook registry (``_forward_hooks``, ``_forward_pre_hooks_with_kwargs``,
     ``_backward_hooks``, state-dict hooks, ...), found by name, so that a registry a later

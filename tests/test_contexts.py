@@ -251,3 +251,29 @@ def test_a_lazy_module_before_its_first_call_is_a_clear_error():
             call()
     model(torch.randn(2, 3))
     assert nnviz_report.build_report(model, torch.randn(2, 3)).data["feature_maps"][0]["name"] == "0"
+
+
+def test_modules_called_inside_vmap_are_listed_as_not_captured():
+    """torch.func.vmap runs modules on wrapper tensors whose values cannot be read: the
+    statistics used to fail the whole build, blaming the input."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    class Ensemble(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.members = nn.ModuleList(nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8)) for _ in range(3))
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            params, buffers = stack_module_state(list(self.members))
+            call = lambda p, b, x: functional_call(self.members[0], (p, b), (x,))  # noqa: E731
+            return self.head(torch.relu(vmap(call, in_dims=(0, 0, None))(params, buffers, x).mean(0)))
+
+    model = Ensemble()
+    before = state_of(model)
+    report = nnviz_report.build_report(model, torch.randn(5, 8))
+    assert_same_state(before, state_of(model))
+    assert [e["name"] for e in report.data["feature_maps"]] == ["head"]
+    assert [c["function"] for c in report.data["activations"]["calls"]] == ["torch.relu"]  # not the GELUs in vmap
+    assert report.data["graph"]["nodes"] > 20
+    assert "members.0.0" in report.html and "inside torch.func.vmap / grad" in report.html

@@ -163,7 +163,8 @@ class _Recorder:
             return
         with self.pause():
             frame = self.tree.enter(module, name, args, kwargs)
-            frame.activation = self.activations.module_call(module, frame.call, args, kwargs)
+            if not _compat.in_functorch_transform():
+                frame.activation = self.activations.module_call(module, frame.call, args, kwargs)
             self.tree.stack.append(frame)
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -171,6 +172,11 @@ class _Recorder:
         if self.paused or not stack or stack[-1].module is not module:
             return
         with self.pause():
+            if _compat.in_functorch_transform():  # vmap's batched tensors: no values to read
+                frame, _ = self.tree.exit(None)
+                if frame.call.leaf:
+                    self.layers.skipped.append((frame.call.name, frame.call.call, "", TRANSFORMED))
+                return
             frame, tensors = self.tree.exit(output)
             call = frame.call
             if call.leaf:
@@ -181,8 +187,13 @@ class _Recorder:
                 self.activations.module_return(frame.activation, tensors)
 
     def functional(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        if _compat.in_functorch_transform():
+            return func(*args, **kwargs)
         owner = self.tree.stack[-1] if self.tree.stack else None
         return self.activations.functional(owner, func, args, kwargs, self.pause)
+
+
+TRANSFORMED = "tensors inside torch.func.vmap / grad (wrappers without readable values)"
 
 
 class _FunctionalActivations(TorchFunctionMode):
