@@ -54,6 +54,9 @@ def test_the_private_symbols_exist_on_the_pinned_torch():
     assert _compat.sequence_nr(y.grad_fn) >= 0 and _compat.sequence_nr(y.grad_fn.next_functions[0][0]) >= 0
     assert _compat.view_base(y) is not None and _compat.view_base(x) is None
     assert _compat.version(x) == 0
+    assert _compat._functorch_level is torch._C._functorch.maybe_current_level
+    assert not _compat.in_functorch_transform()
+    assert torch.func.vmap(lambda t: torch.tensor(_compat.in_functorch_transform()) + t * 0)(torch.zeros(2)).all()
     assert _compat.writes_first_argument(torch.ops.aten.add_.Tensor) is True
     assert _compat.writes_first_argument(torch.ops.aten.add.Tensor) is False
     assert _compat.writes_first_argument(torch.add) is None
