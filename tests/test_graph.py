@@ -242,6 +242,24 @@ def test_an_outer_skip_goes_around_the_layers_of_the_inner_ones():
     ]
 
 
+@pytest.mark.parametrize("container", [set, lambda items: (t for t in items)])
+def test_a_set_or_generator_output_is_named_not_called_free_of_grad(container):
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return container([self.a(x), self.b(x)])
+
+    note = nnviz_report.build_report(Odd(), torch.randn(2, 4)).data["graph"]["note"]
+    kind = "set" if container is set else "generator"
+    assert note == (
+        f"the output is a {kind}, which the report does not look into, so there is no autograd graph to draw; "
+        "return tensors in a tuple, list or dict"
+    )
+
+
 def test_tensors_in_a_dataclass_output_are_graph_outputs():
     g, _ = graph_of(DataclassOutput(), torch.randn(2, 8))
     assert sorted(n.name for n in g.nodes if n.kind == "output") == ["output.embedding", "output.logits"]

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .. import _compat
-from .nested import iter_tensors
+from .nested import describe_non_tensors, iter_tensors
 from .skips import BranchMerge, SkipConnection, find_skips
 
 MAX_NODES = 1_000_000  # the walk stops here: a larger graph is reported by its module calls
@@ -30,6 +30,10 @@ KIND_COLOR = {
     "output": "darkolivegreen1",
     "view": "darkolivegreen3",
 }
+
+
+# Output leaves that are values, not containers the report could have looked into.
+PLAIN_VALUES = frozenset({"None", "int", "float", "bool", "str", "complex", "bytes"})
 
 
 @dataclass(slots=True)
@@ -219,6 +223,13 @@ def capture_graph(
     """
     roots = [(path, t) for path, t in iter_tensors(output) if t.requires_grad]
     if not roots:
+        unread = [(p or "the output", kind) for p, kind in describe_non_tensors(output) if kind not in PLAIN_VALUES]
+        if unread:  # a set, a generator: not followed (a set's order is not even fixed)
+            where, kind = unread[0]
+            return GraphCapture(
+                note=f"{'output' + where if where != 'the output' else where} is a {kind}, which the report does "
+                "not look into, so there is no autograd graph to draw; return tensors in a tuple, list or dict"
+            )
         return GraphCapture(
             note="the output does not depend on anything that requires grad, so there is no autograd graph to draw"
         )
