@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -205,6 +206,15 @@ def eager_stance() -> contextlib.AbstractContextManager[Any]:
 
 
 # -- autograd ------------------------------------------------------------------------------------
+
+
+def output_numel(fn: Any, nr: int) -> int | None:
+    """How many values the forward output ``nr`` of autograd node ``fn`` had (from the
+    metadata autograd keeps to check gradients' shapes), or None where torch does not say."""
+    try:
+        return math.prod(fn._input_metadata[nr].shape)
+    except (AttributeError, IndexError, RuntimeError, TypeError):
+        return None
 
 
 def sequence_nr(fn: Any) -> int:

@@ -55,6 +55,9 @@ def test_the_private_symbols_exist_on_the_pinned_torch():
     assert _compat.view_base(y) is not None and _compat.view_base(x) is None
     assert _compat.version(x) == 0
     assert _compat._functorch_level is torch._C._functorch.maybe_current_level
+    summed = y + torch.ones(1, requires_grad=True)
+    assert _compat.output_numel(summed.grad_fn, 0) == 3
+    assert [_compat.output_numel(f, nr) for f, nr in summed.grad_fn.next_functions] == [3, 1]
     assert not _compat.in_functorch_transform()
     assert torch.func.vmap(lambda t: torch.tensor(_compat.in_functorch_transform()) + t * 0)(torch.zeros(2)).all()
     assert _compat.writes_first_argument(torch.ops.aten.add_.Tensor) is True

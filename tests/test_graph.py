@@ -260,6 +260,45 @@ def test_a_set_or_generator_output_is_named_not_called_free_of_grad(container):
     )
 
 
+def test_a_conditioning_vector_broadcast_into_every_block_is_not_a_skip():
+    """A diffusion U-Net adds its time embedding, projected, to every block's activations:
+    the embedding also reached the block's input through earlier blocks, but a broadcast
+    (B, C, 1, 1) operand is a conditioning, not an activation carried around layers."""
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.temb, self.conv2 = (
+                nn.Conv2d(8, 8, 3, padding=1),
+                nn.Linear(16, 8),
+                nn.Conv2d(8, 8, 3, padding=1),
+            )
+
+        def forward(self, x, t):
+            h = self.conv1(torch.relu(x)) + self.temb(t)[:, :, None, None]
+            return x + self.conv2(torch.relu(h))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.time, self.inp = nn.Linear(1, 16), nn.Conv2d(3, 8, 3, padding=1)
+            self.blocks = nn.ModuleList(Block() for _ in range(3))
+
+        def forward(self, x, t):
+            te, h = self.time(t[:, None]), self.inp(x)
+            for block in self.blocks:
+                h = block(h, te)
+            return h
+
+    g = nnviz_report.build_report(Net(), (torch.randn(2, 3, 8, 8), torch.tensor([1.0, 2.0]))).data["graph"]
+    assert (g["residual_connections"], g["concat_skips"], g["branch_merges"]) == (3, 0, 0)
+    assert sorted((s["module"], s["source"]) for s in g["skips"]) == [
+        ("blocks.0", "inp"),
+        ("blocks.1", "blocks.0"),
+        ("blocks.2", "blocks.1"),
+    ]
+
+
 def test_tensors_in_a_dataclass_output_are_graph_outputs():
     g, _ = graph_of(DataclassOutput(), torch.randn(2, 8))
     assert sorted(n.name for n in g.nodes if n.kind == "output") == ["output.embedding", "output.logits"]

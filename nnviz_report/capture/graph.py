@@ -18,7 +18,7 @@ import torch
 
 from .. import _compat
 from .nested import describe_non_tensors, iter_tensors
-from .skips import BranchMerge, SkipConnection, find_skips
+from .skips import ADD_OPS, BranchMerge, SkipConnection, find_skips
 
 MAX_NODES = 1_000_000  # the walk stops here: a larger graph is reported by its module calls
 
@@ -66,6 +66,8 @@ class GraphCapture:
     # Inputs outside the autograd graph (token ids): label -> "(shape) dtype"; the ops that
     # read them are marked GraphNode.entry.
     data_inputs: dict[str, str] = field(default_factory=dict)
+    # (operand, addition): operands broadcast to the sum's shape (a bias, a conditioning vector)
+    broadcast: set[tuple[int, int]] = field(default_factory=set)
 
     @property
     def residual_count(self) -> int:
@@ -101,6 +103,7 @@ class _Walk:
         self.index: dict[int, int] = {}  # id(object) -> node index
         self.seen: set[int] = set()
         self.truncated = False
+        self.broadcast: set[tuple[int, int]] = set()
 
     def node(
         self,
@@ -167,6 +170,8 @@ class _Walk:
                         continue
                     stack.append(self.enter(u))
                 self.edges.append(GraphEdge(self.index[id(u)], self.index[id(fn)], "data"))
+                if type(fn).__name__ in ADD_OPS:
+                    self._note_broadcast(fn, u, nexts[i][1])
                 continue
             stack.pop()
             saved = _saved_tensors(fn)
@@ -174,6 +179,12 @@ class _Walk:
             for t in saved:
                 self.seen.add(id(t))
                 self.edges.append(GraphEdge(me, self.tensor(t, "saved"), "saved"))
+
+    def _note_broadcast(self, fn: Any, operand: Any, nr: int) -> None:
+        """Whether ``operand`` (output ``nr`` of it) had fewer values than the sum ``fn``."""
+        mine, theirs = _compat.output_numel(fn, 0), _compat.output_numel(operand, nr)
+        if mine is not None and theirs is not None and theirs < mine:
+            self.broadcast.add((self.index[id(operand)], self.index[id(fn)]))
 
     def add_base_tensor(self, var: torch.Tensor, kind: str, name: str | None) -> None:
         chain: list[tuple[torch.Tensor, str, str | None, int | None]] = [(var, kind, name, None)]
@@ -240,6 +251,7 @@ def capture_graph(
         walk.nodes,
         walk.edges,
         truncated=walk.truncated,
+        broadcast=walk.broadcast,
         data_inputs={
             label: f"{_size(t)} {str(t.dtype).replace('torch.', '')}" for label, t in inputs if not t.requires_grad
         },
@@ -275,6 +287,7 @@ def _fold_input_clones(graph: GraphCapture) -> None:
             continue
         for i in out.get(clones[0], []):
             graph.edges[i].src = acc[0]
+        graph.broadcast = {(acc[0] if a == clones[0] else a, b) for a, b in graph.broadcast}
         drop.add(clones[0])
     if drop:
         _drop_nodes(graph, drop)
@@ -296,6 +309,7 @@ def _drop_nodes(graph: GraphCapture, drop: set[int]) -> None:
             e.src, e.dst = new_id[e.src], new_id[e.dst]
             edges.append(e)
     graph.edges = edges
+    graph.broadcast = {(new_id[a], new_id[b]) for a, b in graph.broadcast if a in new_id and b in new_id}
 
 
 def _attribute_tensors(graph: GraphCapture) -> None:

@@ -98,6 +98,7 @@ class _Search:
             if e.kind == "data":
                 self.preds[e.dst].append(e.src)
         self.data = _carries_input(graph, self.preds)
+        self.broadcast = graph.broadcast
         self.enclosing: dict[int | None, frozenset[int]] = {}
 
     def holds_param(self, i: int) -> bool:
@@ -154,6 +155,9 @@ class _Search:
         operands = list(dict.fromkeys(p for p in self.preds[node] if not self.is_param_branch(p)))
         if len(operands) < 2:
             return None
+        # An operand broadcast to the sum's shape (x + cond[:, :, None, None]) is a bias or a
+        # conditioning, not an activation carried around layers, and no branch of equal rank.
+        broadcast = {o for o in operands if (o, node) in self.broadcast}
         pairs = [(i, i + 1) for i in range(len(operands) - 1)]
         if len(operands) <= ALL_PAIRS_UP_TO:
             pairs += [(i, j) for i in range(len(operands)) for j in range(i + 2, len(operands))]
@@ -168,7 +172,7 @@ class _Search:
                 (operands[j], chain_j, *self.layers_on(chain_j, n.call)),
             ]
             for (operand, chain, layers, home_param), (main, _, other, _) in (paths, paths[::-1]):
-                if other == 0 or home_param:
+                if other == 0 or home_param or operand in broadcast:
                     continue  # the other operand went through no layer, or this one is not a shortcut
                 if layers == 0 or (is_add and layers <= PROJECTION_LAYERS and layers < other):
                     kind = "residual" if is_add else "concat"
@@ -176,7 +180,7 @@ class _Search:
                     cand = (key, layers, found_skip, main)
                     if skip is None or cand[:2] < skip[:2]:
                         skip = cand
-            if skip is None and branch is None and min(paths[0][2], paths[1][2]) > 0:
+            if skip is None and branch is None and min(paths[0][2], paths[1][2]) > 0 and not broadcast:
                 branch = BranchMerge(node, "sum" if is_add else "concat", n.call, source, len(operands))
         if skip is None:
             return branch
