@@ -299,6 +299,34 @@ def test_a_conditioning_vector_broadcast_into_every_block_is_not_a_skip():
     ]
 
 
+@pytest.mark.parametrize("inner_skip", [False, True])
+def test_two_branches_are_a_branch_merge_even_when_one_is_a_residual_block(inner_skip):
+    """The shortest chain through a residual block runs through its identity: 0 layers,
+    which made the sum of two branches (HRNet's fusion) a skip around the other."""
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 8), nn.LayerNorm(8))
+
+        def forward(self, x):  # 4 layers: more than a projection shortcut's
+            return torch.relu(x + self.body(x)) if inner_skip else torch.relu(self.body(x))
+
+    class TwoStream(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.a = nn.Linear(8, 8), Block()
+            self.b = nn.Sequential(*(m for _ in range(3) for m in (nn.Linear(8, 8), nn.LayerNorm(8), nn.ReLU())))
+
+        def forward(self, x):
+            x = self.stem(x)
+            return self.a(x) + self.b(x)
+
+    g = nnviz_report.build_report(TwoStream(), torch.randn(2, 8)).data["graph"]
+    assert (g["residual_connections"], g["branch_merges"]) == (int(inner_skip), 1)
+    assert [s["module"] for s in g["skips"]] == (["a"] if inner_skip else [])
+
+
 def test_tensors_in_a_dataclass_output_are_graph_outputs():
     g, _ = graph_of(DataclassOutput(), torch.randn(2, 8))
     assert sorted(n.name for n in g.nodes if n.kind == "output") == ["output.embedding", "output.logits"]

@@ -171,6 +171,9 @@ class _Search:
                 (operands[i], chain_i, *self.layers_on(chain_i, n.call)),
                 (operands[j], chain_j, *self.layers_on(chain_j, n.call)),
             ]
+            # A shortest chain may run through inner skips' shortcuts (a residual block on a
+            # branch: 0 layers); what is short is counted again over every path.
+            paths = [(o, c, self.recount(source, o, layers, n.call), hp) for o, c, layers, hp in paths]
             for (operand, chain, layers, home_param), (main, _, other, _) in (paths, paths[::-1]):
                 if other == 0 or home_param or operand in broadcast:
                     continue  # the other operand went through no layer, or this one is not a shortcut
@@ -188,10 +191,19 @@ class _Search:
         found_skip.around = max(found_skip.around, self.layers_between(found_skip.source, skip[3], n.call))
         return found_skip
 
+    def recount(self, source: int, operand: int, layers: int, merge_call: int | None) -> int:
+        """``layers`` on a shortest chain; if that is few enough to make a shortcut, the
+        layers on every path instead."""
+        if layers > PROJECTION_LAYERS:
+            return layers
+        return max(layers, self.layers_between(source, operand, merge_call))
+
     def layers_between(self, source: int, target: int, merge_call: int | None) -> int:
         """The layers on every path from ``source`` to ``target``, not only on a shortest one:
         what an outer skip goes around includes the layers that inner skips go around (0
         where the search runs over its budget)."""
+        if source == target:
+            return 0
         first = self.nodes[source].seq  # autograd numbers ops in creation order: none older
         ancestors = {target}
         todo = [target]
