@@ -71,6 +71,7 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             self._snapshots: list[Any] = []
             self._example: Any = None
             self._no_example: str | None = None  # why the first batch gave no example
+            self._lazy_start = False  # the "start" snapshot waits for Lazy modules' first call
             self._sharded = False  # FSDP: every rank snapshots and builds (rank zero writes)
 
         # ---- events -------------------------------------------------------------------
@@ -87,9 +88,8 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             self._sharded = integ.sharded(pl_module)
             if not (trainer.is_global_zero or self._sharded):
                 return
-            from .capture.snapshot import snapshot
-
-            self._snapshots = [snapshot(pl_module, label="start")]
+            self._lazy_start = False
+            self._take_snapshot(pl_module, "start")
             given = (
                 self.example_input
                 if self.example_input is not None
@@ -112,13 +112,34 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             stem = self.filename[: -len(".html")]
             self._report(trainer, pl_module, f"{stem}-epoch{epoch}.html")
             if trainer.is_global_zero or self._sharded:
-                from .capture.snapshot import snapshot
+                self._take_snapshot(pl_module, f"epoch {epoch}")
+                if len(self._snapshots) > MAX_POINTS:  # a full copy each: the first and the latest
+                    del self._snapshots[1]
 
-                point = snapshot(pl_module, label=f"epoch {epoch}")
-                if point is not None:
-                    self._snapshots.append(point)
-                    if len(self._snapshots) > MAX_POINTS:  # a full copy each: the first and the latest
-                        del self._snapshots[1]
+        def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+            if self._lazy_start:  # Lazy modules have their values now, before the first step
+                self._lazy_start = False
+                self._take_snapshot(pl_module, "start", first=True)
+
+        def _take_snapshot(self, pl_module: Any, label: str, first: bool = False) -> None:
+            """A snapshot added to the trajectory; one that fails is a warning (the training
+            run goes on), except a model whose Lazy modules are not made yet: its "start" is
+            taken before the first optimizer step."""
+            from .capture.snapshot import snapshot
+
+            try:
+                point = snapshot(pl_module, label=label)
+            except NNVizError as exc:
+                if label == "start" and not first and "lazy parameters" in str(exc):
+                    self._lazy_start = True
+                    return
+                integ.warn_failed(f"no {label!r} snapshot for the report", exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - a failed snapshot must not end the training run
+                integ.warn_failed(f"no {label!r} snapshot for the report", exc)
+                return
+            if point is not None:
+                self._snapshots.insert(0 if first else len(self._snapshots), point)
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
             self._report(trainer, pl_module, self.filename)

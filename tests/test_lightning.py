@@ -171,6 +171,41 @@ def test_a_batch_without_an_input_is_a_warning_at_the_end(tmp_path):
     assert "example_input_array" in message
 
 
+def test_lazy_modules_get_their_start_snapshot_before_the_first_step(tmp_path):
+    """A LazyLinear has no values at on_train_start: the snapshot there failed and ended the
+    training run; it is taken before the first optimizer step instead."""
+
+    class Lazy(Classifier):
+        def __init__(self):
+            super().__init__()
+            self.net[0] = torch.nn.LazyLinear(16)
+
+    callback = NNVizCallback()
+    trainer(tmp_path, [callback], False).fit(Lazy(), loader())
+    [page] = callback.saved
+    params = json.loads(page.with_suffix(".json").read_bytes())["parameters"]
+    assert [p["name"] for p in params] == ["net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"]
+    assert all(p["relative_change"] > 0 for p in params), "compared with the values before the first step"
+
+
+def test_a_failed_snapshot_is_a_warning_and_training_goes_on(tmp_path, monkeypatch):
+    import nnviz_report.capture.snapshot as snapshots
+
+    def broken(model, label="before", **kwargs):
+        raise RuntimeError(f"cannot copy ({label})")
+
+    monkeypatch.setattr(snapshots, "snapshot", broken)
+    callback = NNVizCallback(every_n_epochs=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer(tmp_path, [callback], False).fit(Classifier(), loader())
+    assert [str(w.message) for w in caught if "snapshot" in str(w.message)] == [
+        "nnviz-report: no 'start' snapshot for the report: RuntimeError: cannot copy (start)",
+        "nnviz-report: no 'epoch 1' snapshot for the report: RuntimeError: cannot copy (epoch 1)",
+    ]
+    assert [p.name for p in callback.saved] == ["nnviz-report-epoch1.html", "nnviz-report.html"]
+
+
 def test_arguments_are_checked_when_the_callback_is_made():
     with pytest.raises(NNVizError, match="every_n_epochs"):
         NNVizCallback(every_n_epochs=0)
