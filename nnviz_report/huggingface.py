@@ -79,8 +79,15 @@ class NNVizTrainerCallback(TrainerCallback):
         # FSDP (from TrainingArguments or accelerate's config): snapshot() gathers the full
         # parameters, a collective, so every process calls it; rank 0 gets the copy.
         self._sharded = integ.sharded(model)
-        if self.example_input is None:
-            _check_dataset(train_dataloader)  # on every process: an error here ends them all alike
+        if self.example_input is None and not _indexable(train_dataloader):  # every process alike
+            integ.warn_failed(
+                "no report will be made at the end of this training run",
+                NNVizError(
+                    "the training set is not a sized, indexable dataset (an IterableDataset?), so it gives no "
+                    "example input; pass NNVizTrainerCallback(example_input=...)"
+                ),
+            )
+            return
         if not (state.is_world_process_zero or self._sharded):
             return
         from .capture.snapshot import snapshot
@@ -139,19 +146,18 @@ class NNVizTrainerCallback(TrainerCallback):
             warnings.warn(f"nnviz-report: {text}", RuntimeWarning, stacklevel=2)
 
 
-def _check_dataset(loader: Any) -> None:
+def _indexable(loader: Any) -> bool:
+    """Whether the training set has a length and items by index, to take examples from."""
     import torch
 
     dataset = getattr(loader, "dataset", None)
+    if dataset is None or isinstance(dataset, torch.utils.data.IterableDataset):
+        return False
     try:
-        if dataset is None or isinstance(dataset, torch.utils.data.IterableDataset):
-            raise TypeError
         len(dataset)
     except TypeError:
-        raise NNVizError(
-            "the training set is not a sized, indexable dataset (an IterableDataset?); pass "
-            "NNVizTrainerCallback(example_input=...)"
-        ) from None
+        return False
+    return True
 
 
 def _active_runs() -> list[trackers.Target]:
