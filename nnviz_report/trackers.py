@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._text import first_line
 from .errors import NNVizError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,16 +49,7 @@ def resolve(target: Any) -> Target:
     """What ``target`` is and where its files go."""
     mod, cls = _module(target), type(target).__name__
     if isinstance(target, str):
-        mlflow = _mlflow()
-        client = mlflow.MlflowClient()
-        try:
-            client.get_run(target)
-        except mlflow.exceptions.MlflowException:
-            raise NNVizError(
-                f"no MLflow run with id {target!r} at {mlflow.get_tracking_uri()}; pass a run id "
-                "(run.info.run_id) and set the tracking URI the run was made with"
-            ) from None
-        return Target("mlflow", client, target)
+        return _mlflow_run(target)
     if mod.startswith(_LIGHTNING):
         if cls == "MLFlowLogger":
             return Target("mlflow", target.experiment, target.run_id)
@@ -74,7 +66,7 @@ def resolve(target: Any) -> Target:
     if mod.startswith("mlflow"):
         info = getattr(target, "info", None)
         if info is not None and getattr(info, "run_id", None):
-            return Target("mlflow", _mlflow().MlflowClient(), info.run_id)
+            return _mlflow_run(info.run_id)
     if mod.startswith("wandb") and hasattr(target, "log") and hasattr(target, "log_artifact"):
         if getattr(target, "disabled", False) or type(target).__name__ == "RunDisabled":
             raise NNVizError("the W&B run is disabled (WANDB_MODE=disabled); nothing to log to")
@@ -87,12 +79,26 @@ def resolve(target: Any) -> Target:
     if target is None:
         raise NNVizError(
             "log_to(None): pass an MLflow run (or its id), a W&B run, a SummaryWriter, "
-            "a dvclive Live or a Lightning logger; mlflow.active_run() is None outside a run"
+            "a dvclive Live or a Lightning logger (mlflow.active_run() and wandb.run are None outside a run)"
         )
     raise NNVizError(
         f"cannot log to a {cls} ({mod}); pass an MLflow run or run id, a W&B run, a SummaryWriter, "
         "a dvclive Live or a Lightning logger"
     )
+
+
+def _mlflow_run(run_id: str) -> Target:
+    """The MLflow run ``run_id`` in the current tracking store, or an NNVizError."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    try:
+        client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise NNVizError(
+            f"no MLflow run with id {run_id!r} at {mlflow.get_tracking_uri()}; pass a run id "
+            "(run.info.run_id) and set the tracking URI the run was made with"
+        ) from None
+    return Target("mlflow", client, run_id)
 
 
 def _mlflow() -> Any:
@@ -153,13 +159,19 @@ def log_files(target: Any, html: Path, data: Path, report: Report, step: int | N
         import wandb
 
         run = t.obj
-        # The page's text, not its path: given a path, W&B may link its media file to
-        # ours (allow_media_symlink), and log_to's copy is temporary.
-        run.log({KEY: wandb.Html(html.read_text(encoding="utf-8"), inject=False)})
-        artifact = wandb.Artifact(f"{KEY}-{run.id}", type=KEY, description=report.data.get("title"))
-        artifact.add_file(str(html), name=html.name)
-        artifact.add_file(str(data), name=data.name)
-        run.log_artifact(artifact)
+        try:
+            # The page's text, not its path: given a path, W&B may link its media file to
+            # ours (allow_media_symlink), and log_to's copy is temporary.
+            run.log({KEY: wandb.Html(html.read_text(encoding="utf-8"), inject=False)})
+            artifact = wandb.Artifact(f"{KEY}-{run.id}", type=KEY, description=report.data.get("title"))
+            artifact.add_file(str(html), name=html.name)
+            artifact.add_file(str(data), name=data.name)
+            run.log_artifact(artifact)
+        except wandb.errors.Error as exc:  # a finished run: "Run (...) is finished"
+            raise NNVizError(
+                f"cannot log to the W&B run {run.id}: {first_line(exc)[:200]}; log the report before "
+                "run.finish() (inside the `with wandb.init()` block)"
+            ) from None
         return f"{artifact.name} (W&B artifact) and the media panel '{KEY}'"
     if t.kind == "tensorboard":
         t.obj.add_text(KEY, findings_markdown(report, html), global_step=step)

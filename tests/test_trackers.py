@@ -43,6 +43,10 @@ def test_mlflow_run_and_run_id(report, offline_trackers, tmp_path):
     assert where == f"runs:/{run.info.run_id}/nnviz-report/report.html"
     with pytest.raises(NNVizError, match=r"no MLflow run with id 'report.html' at sqlite:"):
         report.log_to("report.html")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'other.db'}")  # the run object is of another store
+    with pytest.raises(NNVizError, match=rf"no MLflow run with id '{run.info.run_id}' at sqlite:.*other.db"):
+        report.log_to(run)
+    mlflow.set_tracking_uri(offline_trackers)
     for run_id in (run.info.run_id, other):
         folder = mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path="nnviz-report", dst_path=str(tmp_path / run_id)
@@ -67,6 +71,10 @@ def test_wandb_offline_run(report, offline_trackers, tmp_path):
         assert media[0].read_bytes() == report.html.encode("utf-8")
     finally:
         run.finish()
+    with pytest.raises(NNVizError, match=rf"cannot log to the W&B run {run.id}: .*finished.*before run.finish"):
+        report.log_to(run)
+    with pytest.raises(NNVizError, match=r"wandb.run are None outside a run"):
+        report.log_to(wandb.run)
     staged = [p for p in (tmp_path / "wandb-data").rglob("*") if p.is_file()]
     assert report.html.encode("utf-8") in {
         p.read_bytes() for p in staged if p.stat().st_size == len(report.html.encode())
@@ -124,7 +132,7 @@ def test_dvclive_lightning_logger(report, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "target, message",
     [
-        (None, "mlflow.active_run() is None"),
+        (None, "mlflow.active_run() and wandb.run are None outside a run"),
         (object(), "cannot log to a object"),
         (3.5, "cannot log to a float"),
     ],
