@@ -109,6 +109,7 @@ def test_notebook_outputs(notebook):
     assert html_output["data"]["text/plain"].startswith("<Report: nnviz-report: notebook example · Sequential")
     assert len(html_output["data"]["text/plain"]) < 300
     assert (folder / "report.html").is_file() and 'href="report.html"' in second[0]["data"]["text/html"]
+    assert len(second) == 1, "no echo of the returned path"
     # Opened untrusted (sanitized), the frame and the script are gone; the caption still says what was there.
     assert "<iframe" not in untrusted and "<script>(function" not in untrusted
     assert "nnviz-report: notebook example · Sequential" in _html.unescape(untrusted)
