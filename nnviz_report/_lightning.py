@@ -68,7 +68,7 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             self.timeout = float(timeout)
             self.build_kwargs = integ.check_build_kwargs(build_kwargs)
             self.saved: list[Path] = []  # pages written (on global rank zero)
-            self._snapshots: list[Any] = []
+            self._snapshots: list[tuple[Any, int]] = []  # (snapshot, trainer.global_step when taken)
             self._example: Any = None
             self._no_example: str | None = None  # why the first batch gave no example
             self._lazy_start = False  # the "start" snapshot waits for Lazy modules' first call
@@ -89,7 +89,7 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             if not (trainer.is_global_zero or self._sharded):
                 return
             self._lazy_start = False
-            self._take_snapshot(pl_module, "start")
+            self._take_snapshot(trainer, pl_module, "start")
             given = (
                 self.example_input
                 if self.example_input is not None
@@ -112,16 +112,16 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             stem = self.filename[: -len(".html")]
             self._report(trainer, pl_module, f"{stem}-epoch{epoch}.html")
             if trainer.is_global_zero or self._sharded:
-                self._take_snapshot(pl_module, f"epoch {epoch}")
+                self._take_snapshot(trainer, pl_module, f"epoch {epoch}")
                 if len(self._snapshots) > MAX_POINTS:  # a full copy each: the first and the latest
                     del self._snapshots[1]
 
         def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
             if self._lazy_start:  # Lazy modules have their values now, before the first step
                 self._lazy_start = False
-                self._take_snapshot(pl_module, "start", first=True)
+                self._take_snapshot(trainer, pl_module, "start", first=True)
 
-        def _take_snapshot(self, pl_module: Any, label: str, first: bool = False) -> None:
+        def _take_snapshot(self, trainer: Any, pl_module: Any, label: str, first: bool = False) -> None:
             """A snapshot added to the trajectory; one that fails is a warning (the training
             run goes on), except a model whose Lazy modules are not made yet: its "start" is
             taken before the first optimizer step."""
@@ -139,7 +139,7 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
                 integ.warn_failed(f"no {label!r} snapshot for the report", exc)
                 return
             if point is not None:
-                self._snapshots.insert(0 if first else len(self._snapshots), point)
+                self._snapshots.insert(0 if first else len(self._snapshots), (point, trainer.global_step))
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
             self._report(trainer, pl_module, self.filename)
@@ -163,7 +163,11 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
                     f"no example input ({self._no_example or 'no training batch was seen'}): pass "
                     "NNVizCallback(example_input=...) or set example_input_array on the LightningModule"
                 )
-            report = build_report(pl_module, self._example, before=list(self._snapshots), **self.build_kwargs)
+            # A snapshot taken at this very step (the last epoch's) is the model itself: not twice.
+            before = [
+                snap for snap, step in self._snapshots if step != trainer.global_step or snap is self._snapshots[0][0]
+            ]
+            report = build_report(pl_module, self._example, before=before, **self.build_kwargs)
             if report is None:  # FSDP, not rank zero: the report is rank zero's
                 return
             html, data = trackers.write_files(report, folder, filename[: -len(".html")])
