@@ -147,6 +147,12 @@ def in_functorch_transform() -> bool:
     return _functorch_level is not None and _functorch_level() is not None
 
 
+def holds_packed_weights(module: nn.Module) -> bool:
+    """A quantized module (``torch.ao.nn.quantized``, dynamic or static): its weights are
+    packed in ``_packed_params`` or a C++ object, not ``nn.Parameter``s."""
+    return hasattr(module, "_packed_params") or type(module).__module__.startswith("torch.ao.nn.quantized")
+
+
 def hook_dicts(module: nn.Module) -> list[tuple[str, dict[Any, Any]]]:
     """Every per-module hook registry (``_forward_hooks``, ``_forward_pre_hooks_with_kwargs``,
     ``_backward_hooks``, state-dict hooks, ...), found by name, so that a registry a later

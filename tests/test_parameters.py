@@ -457,3 +457,25 @@ def test_nan_in_the_before_state_is_blamed_on_the_before_state():
         model.bias[0] = float("inf")
     texts = [f["text"] for f in nnviz_report.build_report(model, torch.randn(2, 4), before=before).data["findings"]]
     assert "1 parameter with NaN/Inf values: bias" in texts and "1 layer output with NaN/Inf: Linear" in texts
+
+
+@pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated", "ignore:torch.quantize_per_tensor")
+def test_a_dynamically_quantized_model_says_its_weights_are_packed():
+    """torch.ao's quantization is deprecated (torch 2.13) but still in use: its Linear keeps
+    its weights packed, with no nn.Parameter."""
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 16), nn.Linear(16, 8)
+
+        def forward(self, x):
+            return x + self.b(torch.relu(self.a(x)))
+
+    model = torch.ao.quantization.quantize_dynamic(MLP(), {nn.Linear}, dtype=torch.qint8)
+    report = nnviz_report.build_report(model, torch.randn(4, 8))
+    assert report.data["parameters"] == []
+    assert "2 quantized modules hold packed weights, not parameters, so they are not summarised or compared: a, b" in [
+        f["text"] for f in report.data["findings"]
+    ]
+    assert report.data["graph"]["residual_connections"] == 1, "a quantized Linear is a layer"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .. import _compat
 from .distributed import class_name, is_sharded
 from .nested import iter_tensors
 
@@ -76,7 +77,7 @@ class CallTree:
             type=class_name(module),
             call=self.counts[name],
             parent=parent.call.id if parent else None,
-            params=sum(1 for _ in module.parameters(recurse=False)),
+            params=sum(1 for _ in module.parameters(recurse=False)) or int(_compat.holds_packed_weights(module)),
         )
         self.counts[name] += 1
         self.calls.append(call)

@@ -17,12 +17,13 @@ model's device) and one slice.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from .. import _compat
 from ..errors import NNVizError
 from .matching import StateMatch, Weights, align, match_state, pick, weights_of
 from .parameter_records import ParamRecord, records_of
@@ -39,6 +40,7 @@ class ParameterComparison:
     labels: list[str]  # snapshot labels, oldest first
     sources: list[str]
     matches: list[StateMatch]  # one per snapshot
+    packed: list[str] = field(default_factory=list)  # quantized modules: weights that are no parameters
 
 
 def compare(model: nn.Module, snapshots: Sequence[Snapshot], weights: Weights | None = None) -> ParameterComparison:
@@ -73,6 +75,11 @@ def compare(model: nn.Module, snapshots: Sequence[Snapshot], weights: Weights | 
             records += records_of(chunk, snapshots, loaded, weights.trainable)
             del loaded
     return ParameterComparison(
+        packed=[
+            name or type(m).__name__
+            for name, m in model.named_modules()
+            if _compat.holds_packed_weights(m) and not name.endswith("_packed_params")  # the holder inside
+        ],
         records=records,
         labels=[s.label for s in snapshots],
         sources=[s.source for s in snapshots],

@@ -149,6 +149,15 @@ def _notices(comp: ParameterComparison) -> list[Notice]:
             )
         if match.tied:
             notices.append(Notice("info", f"{source} ({label}) saves tied weights once: {listed(match.tied, 4)}", ID))
+    if comp.packed:
+        notices.append(
+            Notice(
+                "info",
+                f"{plural(len(comp.packed), 'quantized module')} hold packed weights, not parameters, so they are "
+                f"not summarised or compared: {listed(comp.packed, 4)}",
+                ID,
+            )
+        )
     complex_ = [r.name for r in records if r.dtype.startswith("complex")]
     if complex_:
         notices.append(
