@@ -155,15 +155,12 @@ class _Search:
         operands = list(dict.fromkeys(p for p in self.preds[node] if not self.is_param_branch(p)))
         if len(operands) < 2:
             return None
-        # An operand broadcast to the sum's shape (x + cond[:, :, None, None]) is a bias or a
-        # conditioning, not an activation carried around layers, and no branch of equal rank.
-        broadcast = {o for o in operands if (o, node) in self.broadcast}
         pairs = [(i, i + 1) for i in range(len(operands) - 1)]
         if len(operands) <= ALL_PAIRS_UP_TO:
             pairs += [(i, j) for i in range(len(operands)) for j in range(i + 2, len(operands))]
         skip = branch = None
         for i, j in pairs:
-            found = _nearest_common(self.preds, self.is_param_branch, operands[i], operands[j])
+            found = _nearest_common(self.preds, self.is_param_branch, self.broadcast, operands[i], operands[j])
             if found is None:
                 continue
             key, source, chain_i, chain_j = found
@@ -175,7 +172,7 @@ class _Search:
             # branch: 0 layers); what is short is counted again over every path.
             paths = [(o, c, self.recount(source, o, layers, n.call), hp) for o, c, layers, hp in paths]
             for (operand, chain, layers, home_param), (main, _, other, _) in (paths, paths[::-1]):
-                if other == 0 or home_param or operand in broadcast:
+                if other == 0 or home_param:
                     continue  # the other operand went through no layer, or this one is not a shortcut
                 if layers == 0 or (is_add and layers <= PROJECTION_LAYERS and layers < other):
                     kind = "residual" if is_add else "concat"
@@ -183,7 +180,7 @@ class _Search:
                     cand = (key, layers, found_skip, main)
                     if skip is None or cand[:2] < skip[:2]:
                         skip = cand
-            if skip is None and branch is None and min(paths[0][2], paths[1][2]) > 0 and not broadcast:
+            if skip is None and branch is None and min(paths[0][2], paths[1][2]) > 0:
                 branch = BranchMerge(node, "sum" if is_add else "concat", n.call, source, len(operands))
         if skip is None:
             return branch
@@ -236,13 +233,18 @@ class _Search:
 
 
 def _nearest_common(
-    preds: list[list[int]], blocked: Callable[[int], bool], a: int, b: int
+    preds: list[list[int]], blocked: Callable[[int], bool], broadcast: set[tuple[int, int]], a: int, b: int
 ) -> tuple[tuple[int, int], int, list[int], list[int]] | None:
     """The node both ``a`` and ``b`` come from (through predecessors that are not
     ``blocked``) with the least sum of distances (ties go to the earlier node): ``((sum,
     node), node, chain to a, chain to b)``, each chain a shortest one, ``node`` first.
     Breadth-first from both at once, level by level; once the best sum is at most the
-    level, every node with that sum has been seen by both."""
+    level, every node with that sum has been seen by both.
+
+    An addition's operand that was broadcast to its shape (``h + cond[:, :, None, None]``,
+    a diffusion model's time embedding in every block) is not followed: what a later sum
+    has from it is a conditioning, not the activation carried on, and following it made
+    the time embedding the source of a skip around every earlier block."""
     dist = ({a: 0}, {b: 0})
     parent: tuple[dict[int, int | None], dict[int, int | None]] = ({a: None}, {b: None})
     frontier = ([a], [b])
@@ -255,7 +257,7 @@ def _nearest_common(
             nxt = []
             for cur in frontier[side]:
                 for p in preds[cur]:
-                    if p in mine or blocked(p):
+                    if p in mine or blocked(p) or (p, cur) in broadcast:
                         continue
                     mine[p] = level
                     parent[side][p] = cur
