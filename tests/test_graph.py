@@ -327,6 +327,57 @@ def test_two_branches_are_a_branch_merge_even_when_one_is_a_residual_block(inner
     assert [s["module"] for s in g["skips"]] == (["a"] if inner_skip else [])
 
 
+def test_a_hand_written_rnn_loop_has_no_skips():
+    """Each step adds its input's projection to the state: both come from the input, but one
+    through x[:, t], one step of it, not the activation carried on (999 'skips' before)."""
+
+    class Loop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.rec = nn.Linear(4, 8), nn.Linear(8, 8)
+
+        def forward(self, x):
+            h = torch.zeros(x.shape[0], 8)
+            for t in range(x.shape[1]):
+                h = torch.tanh(self.rec(h) + self.inp(x[:, t]))
+            for step in x.unbind(1):
+                h = torch.tanh(self.rec(h) + self.inp(step))
+            return h
+
+    g = nnviz_report.build_report(Loop(), torch.randn(2, 30, 4)).data["graph"]
+    assert (g["residual_connections"], g["concat_skips"], g["branch_merges"]) == (0, 0, 0)
+
+
+def test_every_path_counts_have_a_budget_for_the_whole_graph(monkeypatch):
+    """Input injection (h = f(h) + x0 in every block) makes each count walk the whole history
+    back: past a budget for the graph, counts fall back to shortest chains, and a note says so."""
+    from nnviz_report.capture import skips
+
+    class Injection(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Linear(4, 4)
+            self.blocks = nn.ModuleList(nn.Linear(4, 4) for _ in range(40))
+
+        def forward(self, x):
+            x0 = h = self.emb(x)
+            for block in self.blocks:
+                h = torch.tanh(block(h)) + x0
+            return h
+
+    full = nnviz_report.build_report(Injection(), torch.randn(2, 4)).data["graph"]
+    monkeypatch.setattr(skips, "ALL_PATHS_BUDGET", 300)
+    cut = nnviz_report.build_report(Injection(), torch.randn(2, 4)).data["graph"]
+    assert full["residual_connections"] == cut["residual_connections"] == 40 and full["note"] is None
+    assert max(s["around"] for s in full["skips"]) == 40, "the last skip goes around every block"
+    assert sum(s["around"] for s in cut["skips"]) < sum(s["around"] for s in full["skips"])
+    assert cut["note"].endswith(
+        "layer counts of skip connections were made on shortest paths only: counting every "
+        "path through this graph would take too long (a loop that adds an early tensor at "
+        "every step)"
+    )
+
+
 def test_tensors_in_a_dataclass_output_are_graph_outputs():
     g, _ = graph_of(DataclassOutput(), torch.randn(2, 8))
     assert sorted(n.name for n in g.nodes if n.kind == "output") == ["output.embedding", "output.logits"]

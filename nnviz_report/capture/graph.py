@@ -259,7 +259,12 @@ def capture_graph(
     _fold_input_clones(graph)
     _attribute_tensors(graph)
     if calls is not None and not graph.truncated:
-        graph.skips, graph.merges = find_skips(graph, calls)
+        graph.skips, graph.merges, shortest_only = find_skips(graph, calls)
+        if shortest_only:
+            graph.note = (
+                f"{shortest_only:,} layer counts of skip connections were made on shortest paths only: counting "
+                "every path through this graph would take too long (a loop that adds an early tensor at every step)"
+            )
     if graph.truncated:
         graph.note = (
             f"the autograd graph has more than {limit:,} nodes; it was walked up to there, "

@@ -23,8 +23,14 @@ if TYPE_CHECKING:
 
 ADD_OPS = frozenset({"AddBackward0"})
 CAT_OPS = frozenset({"CatBackward0"})
+# Ops that take one item along a dimension (x[:, t], x.unbind(1)): an operand that comes
+# from the source through one of them has a part of it, not the activation: it is no
+# skip, and its sum with another branch no branch merge (a hand-written RNN adds each
+# step's input to the state).
+PART_OPS = frozenset({"SelectBackward0", "UnbindBackward0"})
 PROJECTION_LAYERS = 2  # a shortcut through at most this many layers (conv + norm) is a projection
 SEARCH_BUDGET = 200_000  # nodes one search for a common source may visit
+ALL_PATHS_BUDGET = 100_000  # nodes all every-path layer counts of one graph may visit together
 ALL_PAIRS_UP_TO = 8  # merges with more operands try neighbouring operand pairs only
 
 
@@ -69,9 +75,10 @@ def _carries_input(graph: GraphCapture, preds: list[list[int]]) -> set[int]:
     return seen
 
 
-def find_skips(graph: GraphCapture, calls: Sequence[ModuleCall]) -> tuple[list[SkipConnection], list[BranchMerge]]:
+def find_skips(graph: GraphCapture, calls: Sequence[ModuleCall]) -> tuple[list[SkipConnection], list[BranchMerge], int]:
     """Every addition and concatenation of the graph that is a skip connection or a branch
-    merge, in node order."""
+    merge, in node order, and how many layer counts were left to shortest chains for lack
+    of budget (see :meth:`_Search.layers_between`)."""
     search = _Search(graph, calls)
     skips: list[SkipConnection] = []
     merges: list[BranchMerge] = []
@@ -83,7 +90,7 @@ def find_skips(graph: GraphCapture, calls: Sequence[ModuleCall]) -> tuple[list[S
             skips.append(found)
         elif isinstance(found, BranchMerge):
             merges.append(found)
-    return skips, merges
+    return skips, merges, search.over_budget
 
 
 class _Search:
@@ -99,6 +106,9 @@ class _Search:
                 self.preds[e.dst].append(e.src)
         self.data = _carries_input(graph, self.preds)
         self.broadcast = graph.broadcast
+        self.between: dict[tuple[int, int, int | None], int | None] = {}  # layers_between's answers
+        self.budget = ALL_PATHS_BUDGET  # nodes the every-path searches may still visit
+        self.over_budget = 0  # searches not made for lack of it
         self.enclosing: dict[int | None, frozenset[int]] = {}
 
     def holds_param(self, i: int) -> bool:
@@ -164,6 +174,9 @@ class _Search:
             if found is None:
                 continue
             key, source, chain_i, chain_j = found
+            parts = [any(self.nodes[c].op in PART_OPS for c in chain[1:]) for chain in (chain_i, chain_j)]
+            if all(parts) or self.nodes[source].op in PART_OPS:  # x.unbind(1): one node, every step
+                continue
             paths = [
                 (operands[i], chain_i, *self.layers_on(chain_i, n.call)),
                 (operands[j], chain_j, *self.layers_on(chain_j, n.call)),
@@ -171,8 +184,8 @@ class _Search:
             # A shortest chain may run through inner skips' shortcuts (a residual block on a
             # branch: 0 layers); what is short is counted again over every path.
             paths = [(o, c, self.recount(source, o, layers, n.call), hp) for o, c, layers, hp in paths]
-            for (operand, chain, layers, home_param), (main, _, other, _) in (paths, paths[::-1]):
-                if other == 0 or home_param:
+            for (operand, chain, layers, home_param), (main, _, other, _), part in zip(paths, paths[::-1], parts):
+                if other == 0 or home_param or part:
                     continue  # the other operand went through no layer, or this one is not a shortcut
                 if layers == 0 or (is_add and layers <= PROJECTION_LAYERS and layers < other):
                     kind = "residual" if is_add else "concat"
@@ -180,27 +193,38 @@ class _Search:
                     cand = (key, layers, found_skip, main)
                     if skip is None or cand[:2] < skip[:2]:
                         skip = cand
-            if skip is None and branch is None and min(paths[0][2], paths[1][2]) > 0:
+            if skip is None and branch is None and min(paths[0][2], paths[1][2]) > 0 and not any(parts):
                 branch = BranchMerge(node, "sum" if is_add else "concat", n.call, source, len(operands))
         if skip is None:
             return branch
         found_skip = skip[2]
-        found_skip.around = max(found_skip.around, self.layers_between(found_skip.source, skip[3], n.call))
+        found_skip.around = max(found_skip.around, self.layers_between(found_skip.source, skip[3], n.call) or 0)
         return found_skip
 
     def recount(self, source: int, operand: int, layers: int, merge_call: int | None) -> int:
         """``layers`` on a shortest chain; if that is few enough to make a shortcut, the
-        layers on every path instead."""
+        layers on every path instead (while the budget for that lasts)."""
         if layers > PROJECTION_LAYERS:
             return layers
-        return max(layers, self.layers_between(source, operand, merge_call))
+        return max(layers, self.layers_between(source, operand, merge_call) or 0)
 
-    def layers_between(self, source: int, target: int, merge_call: int | None) -> int:
+    def layers_between(self, source: int, target: int, merge_call: int | None) -> int | None:
         """The layers on every path from ``source`` to ``target``, not only on a shortest one:
-        what an outer skip goes around includes the layers that inner skips go around (0
-        where the search runs over its budget)."""
+        what an outer skip goes around includes the layers that inner skips go around. None
+        once the searches of this graph have visited ALL_PATHS_BUDGET nodes in all (each
+        walks back from ``target`` up to ``source``: a loop that adds an early tensor at
+        every step would make them quadratic); the shortest chains' counts stand then."""
         if source == target:
             return 0
+        key = (source, target, merge_call)
+        if key not in self.between:
+            self.between[key] = self._layers_between(source, target, merge_call)
+        return self.between[key]
+
+    def _layers_between(self, source: int, target: int, merge_call: int | None) -> int | None:
+        if self.budget <= 0:
+            self.over_budget += 1
+            return None
         first = self.nodes[source].seq  # autograd numbers ops in creation order: none older
         ancestors = {target}
         todo = [target]
@@ -213,8 +237,11 @@ class _Search:
                     continue
                 ancestors.add(p)
                 todo.append(p)
-            if len(ancestors) > SEARCH_BUDGET:
-                return 0
+            if len(ancestors) > self.budget:
+                self.budget = 0
+                self.over_budget += 1
+                return None
+        self.budget -= len(ancestors)
         if source not in ancestors:
             return 0
         succ: dict[int, list[int]] = {}
