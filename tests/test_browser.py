@@ -101,6 +101,16 @@ def test_opens_offline_and_draws_everything(browser, reports, name, tmp_path):
     context.close()
 
 
+def assert_found_in_the_middle(page):
+    """The node a graph search picked is drawn in the middle of the canvas."""
+    x, y, width, height = page.evaluate(
+        "(() => { const n = document.querySelector('#graph .graph-canvas g.hit').getBoundingClientRect();"
+        " const c = document.querySelector('#graph .graph-canvas').getBoundingClientRect();"
+        " return [n.x + n.width / 2 - c.x, n.y + n.height / 2 - c.y, c.width, c.height]; })()"
+    )
+    assert abs(x - width / 2) < width / 10 and abs(y - height / 2) < height / 10, (x, y, width, height)
+
+
 def test_controls(browser, reports):
     context, page, requests, errors = open_offline(browser, reports["resnet"])
     # Graph: search a block, jump to it, and follow the node to its feature map.
@@ -110,6 +120,13 @@ def test_controls(browser, reports):
     page.click(".graph-results button")
     info = page.locator(".graph-info")
     assert "layers.1.0.conv1" in info.inner_text()
+    # ... and the node found is in sight, in the middle of the canvas (it was drawn off it).
+    assert_found_in_the_middle(page)
+    page.fill("[data-graph-search]", "AddBackward0")  # an op node of a view
+    page.click(".graph-results button >> nth=3")
+    assert_found_in_the_middle(page)
+    page.fill("[data-graph-search]", "layers.1.0.conv1")
+    page.click(".graph-results button")
     href = info.locator("a").first.get_attribute("href")
     assert href.startswith("#fm-")
     assert page.evaluate(f"!!document.getElementById('{href[1:]}')")

@@ -423,8 +423,18 @@
       if (links.childNodes.length) info.appendChild(links);
       info.hidden = false;
     }
+    /* A node's box in the SVG's own (viewBox) coordinates: getBBox() is in the node's, and
+       Graphviz translates its top group by the drawing's height. */
+    function userBox(g) {
+      var bb = g.getBBox(), outer = state.svg.getScreenCTM(), inner = g.getScreenCTM();
+      if (!outer || !inner) return bb;
+      var m = outer.inverse().multiply(inner);
+      var a = new DOMPoint(bb.x, bb.y).matrixTransform(m);
+      var c = new DOMPoint(bb.x + bb.width, bb.y + bb.height).matrixTransform(m);
+      return { x: Math.min(a.x, c.x), y: Math.min(a.y, c.y), width: Math.abs(c.x - a.x), height: Math.abs(c.y - a.y) };
+    }
     function center(g) {
-      var bb = g.getBBox(), b = state.base, w = Math.min(state.box.w, Math.max(bb.width * 6, b.w / 6));
+      var bb = userBox(g), b = state.base, w = Math.min(state.box.w, Math.max(bb.width * 6, b.w / 6));
       var h = w * state.box.h / state.box.w;
       setBox(bb.x + bb.width / 2 - w / 2, bb.y + bb.height / 2 - h / 2, w, h);
       state.svg.querySelectorAll(".hit").forEach(function (e) { e.classList.remove("hit"); });
