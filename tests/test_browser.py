@@ -162,3 +162,24 @@ def test_controls(browser, reports):
     assert page.evaluate("document.documentElement.getAttribute('data-theme')") in ("dark", "light")
     assert errors == [] and requests == []
     context.close()
+
+
+def test_printing_a_page_just_opened_draws_every_picture_and_the_whole_graph(browser, reports, tmp_path):
+    """Printing draws everything within the beforeprint event: pictures whose sheets were
+    not decoded yet printed blank, and the graph printed at its first view's crop."""
+    context, page, requests, errors = open_offline(browser, reports["demo"])
+    page.wait_for_timeout(1000)  # idle: the picture sheets decode
+    # A listener added after the page's own runs after it and its promise callbacks.
+    page.evaluate(
+        """window.addEventListener("beforeprint", () => {
+             const svg = document.querySelector("#graph .graph-canvas svg"), vb = svg && svg.viewBox.baseVal;
+             const drawn = svg && svg.querySelector("g").getBBox();
+             window.atPrint = {images: window.nnviz.stats.images, total: window.nnviz.counts().images,
+                               whole: !!svg && vb.width >= drawn.width && vb.height >= drawn.height};
+           })"""
+    )
+    page.pdf(path=str(tmp_path / "demo.pdf"))
+    at = page.evaluate("window.atPrint")
+    assert at["images"] == at["total"] > 5 and at["whole"], at
+    assert errors == [] and requests == []
+    context.close()

@@ -14,6 +14,7 @@
   var ROOTS = { data: DATA, assets: ASSETS };
   var stats = { figures: 0, images: 0, graphs: 0, errors: [], drawMs: [] };
   var firstScreen = null;
+  var printing = false;  /* between beforeprint and afterprint: graphs drawn whole */
 
   function fail(where, err) {
     stats.errors.push(where + ": " + (err && err.message ? err.message : String(err)));
@@ -291,7 +292,7 @@
       breadcrumb(key);
       note.textContent = v.note || "";
       note.hidden = !v.note;
-      fit(false);
+      fit(printing);
       info.hidden = true;
       stats.graphs++;
       if (focus) { var g = svg.querySelector("#" + CSS.escape(focus)); if (g) center(g); }
@@ -605,6 +606,10 @@
   var initial = lazy.filter(inView);
   firstScreen = Promise.all(initial.map(drawElement)).then(function () {
     if (window.performance && performance.mark) performance.mark("nnviz-first-screen");
+    /* Decode the picture sheets while idle: printing draws everything within the
+       beforeprint event, and only pixels already decoded can be drawn that soon. */
+    var decodeAll = function () { sheets.forEach(function (_, i) { sheet(i); }); };
+    if (window.requestIdleCallback) window.requestIdleCallback(decodeAll); else setTimeout(decodeAll, 200);
   });
   if ("IntersectionObserver" in window) {
     var io = new IntersectionObserver(function (entries) {
@@ -622,7 +627,8 @@
     document.querySelectorAll("details").forEach(function (d) { d.open = true; });
     return Promise.all(lazy.map(drawElement));
   }
-  window.addEventListener("beforeprint", function () { drawAll(); });
+  window.addEventListener("beforeprint", function () { printing = true; drawAll(); });
+  window.addEventListener("afterprint", function () { printing = false; });
 
   window.nnviz = {
     data: DATA,
