@@ -144,11 +144,19 @@ def open_dcp(folder: Path, trust_metadata: bool) -> StoredTensors:
 
     def read(names: list[str]) -> dict[str, torch.Tensor]:
         import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.api import CheckpointException
 
         state = {n: torch.empty(specs[n].shape, dtype=specs[n].dtype) for n in names}
         with native_path(folder) as native, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "assuming the intent is to load in a single process": it is
-            dcp.load(state, storage_reader=FileSystemReader(native), no_dist=True)
+            try:
+                dcp.load(state, storage_reader=FileSystemReader(native), no_dist=True)
+            except CheckpointException as exc:  # a BaseException: past every `except Exception`
+                failures = [f[0] if isinstance(f, tuple) else f for f in getattr(exc, "failures", {}).values()]
+                cause = failures[0] if failures and isinstance(failures[0], BaseException) else exc
+                raise NNVizError(
+                    f"reading {where} failed ({first_line(cause)}); a file of the checkpoint is missing or corrupt"
+                ) from None
         return state
 
     stored = StoredTensors(specs, read, f"checkpoint {where}")

@@ -82,6 +82,9 @@ class StoredTensors(Mapping):
             raise KeyError(name)
         return self.read([name])[name]
 
+    def __contains__(self, name: object) -> bool:
+        return name in self.specs  # Mapping's default would read the tensor from disk
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.specs)
 
