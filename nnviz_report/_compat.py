@@ -14,7 +14,8 @@ import functools
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,20 +196,39 @@ def compiled_module(model: nn.Module) -> nn.Module | None:
     return inner if isinstance(inner, nn.Module) else None
 
 
-def eager_stance() -> contextlib.AbstractContextManager[Any]:
+_eager_lock = threading.Lock()
+_eager_builds = 0  # builds inside eager_stance now, in any thread
+_eager_set: Any = None  # the set_stance object whose exit puts the stance before them back
+
+
+@contextlib.contextmanager
+def eager_stance() -> Iterator[None]:
     """Every ``torch.compile`` directive ignored while it is entered (``set_stance("force_eager")``,
     process-wide), or nothing to do: when Dynamo was never imported, nothing was compiled
     (and importing it would cost seconds); inside a compiled region, or in a torch without
-    stances, nothing either."""
-    if "torch._dynamo" not in sys.modules:
-        return contextlib.nullcontext()
+    stances, nothing either. Builds in several threads share it: the first in sets it, the
+    last out puts back the stance from before the first (each putting back its own would
+    leave force_eager on when two overlap without nesting)."""
+    global _eager_builds, _eager_set
     set_stance = getattr(torch.compiler, "set_stance", None)
-    if set_stance is None:
-        return contextlib.nullcontext()
+    if "torch._dynamo" not in sys.modules or set_stance is None:
+        yield
+        return
+    with _eager_lock:
+        if _eager_builds == 0:
+            try:
+                _eager_set = set_stance("force_eager")
+            except RuntimeError:  # "attempted to set_stance in a torch.compile region"
+                _eager_set = None
+        _eager_builds += 1
     try:
-        return set_stance("force_eager")
-    except RuntimeError:  # "attempted to set_stance in a torch.compile region"
-        return contextlib.nullcontext()
+        yield
+    finally:
+        with _eager_lock:
+            _eager_builds -= 1
+            if _eager_builds == 0 and _eager_set is not None:
+                _eager_set.__exit__(None, None, None)
+                _eager_set = None
 
 
 # -- autograd ------------------------------------------------------------------------------------

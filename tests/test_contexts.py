@@ -277,3 +277,40 @@ def test_modules_called_inside_vmap_are_listed_as_not_captured():
     assert [c["function"] for c in report.data["activations"]["calls"]] == ["torch.relu"]  # not the GELUs in vmap
     assert report.data["graph"]["nodes"] > 20
     assert "members.0.0" in report.html and "inside torch.func.vmap / grad" in report.html
+
+
+def test_builds_overlapping_in_two_threads_leave_torch_compile_on():
+    """Each build put back the stance it found: B, starting while A ran, found force_eager
+    and put it back after A had ended, so torch.compile stayed off for the whole process."""
+    import threading
+
+    import torch._dynamo  # as after any torch.compile: the builds set the eager stance
+
+    a_in, b_in, a_done = threading.Event(), threading.Event(), threading.Event()
+
+    class Gate(nn.Module):
+        def __init__(self, arrive, wait):
+            super().__init__()
+            self.fc, self.arrive, self.wait = nn.Linear(4, 4), arrive, wait
+
+        def forward(self, x):
+            self.arrive.set()
+            self.wait.wait(20)
+            return self.fc(x)
+
+    def build_a():
+        nnviz_report.build_report(Gate(a_in, b_in), torch.randn(2, 4), graph=False)
+        a_done.set()
+
+    first = threading.Thread(target=build_a)
+    second = threading.Thread(
+        target=lambda: nnviz_report.build_report(Gate(b_in, a_done), torch.randn(2, 4), graph=False)
+    )
+    first.start()
+    a_in.wait(20)
+    second.start()  # B starts while A runs, and ends after A
+    first.join(30)
+    second.join(30)
+    graphs = []
+    torch.compile(nn.Linear(4, 4), backend=lambda gm, example: graphs.append(gm) or gm.forward)(torch.randn(2, 4))
+    assert len(graphs) == 1, "torch.compile compiles again after the builds"
