@@ -149,9 +149,10 @@ def in_functorch_transform() -> bool:
 
 
 def holds_packed_weights(module: nn.Module) -> bool:
-    """A quantized module (``torch.ao.nn.quantized``, dynamic or static): its weights are
-    packed in ``_packed_params`` or a C++ object, not ``nn.Parameter``s."""
-    return hasattr(module, "_packed_params") or type(module).__module__.startswith("torch.ao.nn.quantized")
+    """A quantized module with weights (``torch.ao.nn.quantized``'s Linear, Conv, ...): they
+    are packed in ``_packed_params``, not ``nn.Parameter``s. (Quantize/DeQuantize hold only
+    a scale.)"""
+    return hasattr(module, "_packed_params") and not type(module).__name__.endswith("PackedParams")
 
 
 def hook_dicts(module: nn.Module) -> list[tuple[str, dict[Any, Any]]]:

@@ -479,3 +479,37 @@ def test_a_dynamically_quantized_model_says_its_weights_are_packed():
         f["text"] for f in report.data["findings"]
     ]
     assert report.data["graph"]["residual_connections"] == 1, "a quantized Linear is a layer"
+
+
+@pytest.mark.filterwarnings(
+    "ignore:torch.ao.quantization is deprecated", "ignore:torch.quantize_per_tensor", "ignore:Please use quant_min"
+)
+def test_a_statically_quantized_model_gets_its_report():
+    """Its layers output quantized tensors (statistics failed: 'Creation of quantized tensor
+    requires quantized dtype', blamed on the input); Quantize/DeQuantize hold no weights."""
+
+    class Static(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.fc, self.dequant = (
+                torch.ao.quantization.QuantStub(),
+                nn.Linear(4, 4),
+                torch.ao.quantization.DeQuantStub(),
+            )
+
+        def forward(self, x):
+            return self.dequant(self.fc(self.quant(x)))
+
+    model = Static().eval()
+    model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+    torch.ao.quantization.prepare(model, inplace=True)
+    model(torch.randn(8, 4))
+    torch.ao.quantization.convert(model, inplace=True)
+    x = torch.randn(2, 4)
+    report = nnviz_report.build_report(model, x)
+    entries = {e["name"]: e for e in report.data["feature_maps"]}
+    assert entries["fc"]["dtype"] == "quint8"
+    assert entries["fc"]["mean"] == pytest.approx(model.fc(model.quant(x)).dequantize().mean().item(), rel=1e-5)
+    assert "1 quantized module holds packed weights, not parameters, so it is not summarised or compared: fc" in [
+        f["text"] for f in report.data["findings"]
+    ]

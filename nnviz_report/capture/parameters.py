@@ -75,11 +75,7 @@ def compare(model: nn.Module, snapshots: Sequence[Snapshot], weights: Weights | 
             records += records_of(chunk, snapshots, loaded, weights.trainable)
             del loaded
     return ParameterComparison(
-        packed=[
-            name or type(m).__name__
-            for name, m in model.named_modules()
-            if _compat.holds_packed_weights(m) and not name.endswith("_packed_params")  # the holder inside
-        ],
+        packed=[name or type(m).__name__ for name, m in model.named_modules() if _compat.holds_packed_weights(m)],
         records=records,
         labels=[s.label for s in snapshots],
         sources=[s.source for s in snapshots],

@@ -33,9 +33,12 @@ class TensorStats:
 
 
 def as_float(t: torch.Tensor) -> torch.Tensor:
-    """A floating view of ``t`` for statistics: complex becomes its magnitude, integer and
-    bool tensors become float32, half precision is upcast to float32."""
+    """A floating view of ``t`` for statistics: quantized tensors are dequantized, complex
+    becomes its magnitude, integer and bool tensors become float32, half precision is
+    upcast to float32."""
     t = t.detach()
+    if t.is_quantized:  # a statically quantized layer's output: its real values
+        t = t.dequantize()
     if t.is_complex():
         return t.abs().float()
     if not t.is_floating_point() or t.dtype in (torch.float16, torch.bfloat16):

@@ -153,8 +153,10 @@ def _notices(comp: ParameterComparison) -> list[Notice]:
         notices.append(
             Notice(
                 "info",
-                f"{plural(len(comp.packed), 'quantized module')} hold packed weights, not parameters, so they are "
-                f"not summarised or compared: {listed(comp.packed, 4)}",
+                f"{plural(len(comp.packed), 'quantized module')} "
+                f"{'holds' if len(comp.packed) == 1 else 'hold'} packed weights, not parameters, so "
+                f"{'it is' if len(comp.packed) == 1 else 'they are'} not summarised or compared: "
+                f"{listed(comp.packed, 4)}",
                 ID,
             )
         )
