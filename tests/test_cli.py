@@ -130,9 +130,6 @@ def broken(tmp_path):
     (tmp_path / "exits.py").write_text("import sys\nsys.exit(3)\n")
     (tmp_path / "empty.pt").write_bytes(b"")
     torch.save(torch.empty(2, 20, device="meta"), tmp_path / "meta_input.pt")
-    sparse = TwoLayerNet().state_dict()
-    sparse["fc1.weight"] = sparse["fc1.weight"].to_sparse()
-    torch.save(sparse, tmp_path / "sparse.pt")
     return tmp_path
 
 
@@ -192,14 +189,6 @@ def broken(tmp_path):
         (
             ["build", "{MODELS}:TwoLayerNet", "--input-shape", "100000,100000,100000"],
             "cannot be made (not enough memory); give a smaller shape",
-        ),
-        (
-            ["build", "{MODELS}:TwoLayerNet", "--input-shape", "2,20", "--before", "{T}/sparse.pt"],
-            "fc1.weight is a sparse tensor (torch.sparse_coo); save the dense values",
-        ),
-        (
-            ["build", "{MODELS}:TwoLayerNet", "--input-shape", "2,20", "--after", "{T}/sparse.pt"],
-            "fc1.weight is a sparse tensor",
         ),
         (
             ["build", "{MODELS}:TwoLayerNet", "--input-shape", "2,20", "-o", "{T}/new.html/"],

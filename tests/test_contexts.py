@@ -231,14 +231,11 @@ def test_cli_title_from_a_non_utf8_argument(tmp_path, capsys):
     assert page_json(out.read_text(encoding="utf-8"), "nnviz-data")["title"] == "run \ufffd"
 
 
-def test_meta_and_sparse_tensors_where_values_are_needed_are_clear_errors():
+def test_meta_tensors_where_values_are_needed_are_clear_errors():
     model = nn.Linear(4, 2)
     with pytest.raises(NNVizError, match=r"example input's tensor input\[1\] is on the meta device"):
         nnviz_report.build_report(model, (torch.randn(2, 4), torch.empty(3, device="meta")))
     state = model.state_dict()
-    sparse = {**state, "weight": state["weight"].to_sparse()}
-    with pytest.raises(NNVizError, match=r"weight is a sparse tensor \(torch.sparse_coo\); save the dense values"):
-        nnviz_report.build_report(model, torch.randn(2, 4), before=sparse)
     meta = {k: torch.empty_like(v, device="meta") for k, v in state.items()}
     with pytest.raises(NNVizError, match=r"weight is on the meta device \(a shape without values\)"):
         nnviz_report.build_report(model, torch.randn(2, 4), before=meta)
@@ -314,3 +311,34 @@ def test_builds_overlapping_in_two_threads_leave_torch_compile_on():
     graphs = []
     torch.compile(nn.Linear(4, 4), backend=lambda gm, example: graphs.append(gm) or gm.forward)(torch.randn(2, 4))
     assert len(graphs) == 1, "torch.compile compiles again after the builds"
+
+
+def test_sparse_tensors_in_the_model_and_in_checkpoints(tmp_path):
+    """A graph network's sparse adjacency buffer (the guard's flat copy of buffers failed on
+    it), and a checkpoint whose weight was saved sparse (compared as dense values)."""
+
+    class GCN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("adj", torch.eye(5).to_sparse())
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return torch.sparse.mm(self.adj, self.fc(x))
+
+    model = GCN()
+    before = state_of(model)
+    snap = nnviz_report.snapshot(model)
+    with torch.no_grad():
+        model.fc.weight.add_(0.5)
+    saved = {k: v.clone() for k, v in snap.tensors.items()}
+    saved["fc.weight"] = saved["fc.weight"].to_sparse()
+    torch.save(saved, tmp_path / "sparse.pt")
+    for given in (snap, saved, tmp_path / "sparse.pt"):
+        report = nnviz_report.build_report(model, torch.randn(5, 4), before=given)
+        weight = next(p for p in report.data["parameters"] if p["name"] == "fc.weight")
+        assert weight["relative_change"] > 0 and weight["before"]["mean"] == pytest.approx(
+            snap.tensors["fc.weight"].mean().item(), abs=1e-6
+        )
+    after = state_of(model)
+    assert torch.equal(after["buffers"]["adj"].to_dense(), before["buffers"]["adj"].to_dense())

@@ -87,6 +87,9 @@ class ModelState:
         # before it): reading it while another thread's backward pass sets it races in C++.
         self.grads: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None
         self.buffer_values: list[tuple[list[torch.Tensor], torch.Tensor]] = []
+        # Sparse and other non-strided buffers (a graph's adjacency): no flat copy; a clone,
+        # written back only when the version counter says it was written.
+        self.other_buffers: list[tuple[torch.Tensor, int | None, torch.Tensor]] = []
         self.cpu_rng: torch.Tensor | None = None
         self.cuda_rng: list[torch.Tensor] | None = None
         self.foreign_calls = 0  # module calls from other threads (counted by the capture's hooks)
@@ -103,7 +106,9 @@ class ModelState:
         RNG state."""
         self.params = [(p, p.requires_grad, _version(p), p.detach()) for p in self.model.parameters()]
         self.storages = {ptr: alias for _, _, _, alias in self.params if (ptr := _storage_ptr(alias))}
-        self.buffer_values = _save_values([buf for _, buf in self.model.named_buffers()])
+        buffers = [buf for _, buf in self.model.named_buffers()]
+        self.buffer_values = _save_values([b for b in buffers if b.layout == torch.strided])
+        self.other_buffers = [(b, _version(b), b.detach().clone()) for b in buffers if b.layout != torch.strided]
         self.cpu_rng = torch.get_rng_state()
         self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
 
@@ -188,6 +193,10 @@ class ModelState:
     def _restore_values(self) -> None:
         # Compare values: batch_norm updates running stats without bumping _version.
         _restore_values(self.buffer_values)
+        for buf, version, kept in self.other_buffers:
+            if version is None or _version(buf) != version:
+                with torch.no_grad():
+                    buf.copy_(kept)
         with torch.no_grad():
             for p, _, _, alias in self.params:
                 if not _same_tensor(p, alias):

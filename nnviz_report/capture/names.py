@@ -55,9 +55,11 @@ def unwrap_state(obj: Any, source: str, strip: bool = True) -> dict[str, torch.T
             f"a dict with one of {', '.join(WRAPPER_KEYS)}"
         )
     for name, t in state.items():
-        if t.layout != torch.strided or t.is_meta:
-            what = "on the meta device (a shape without values)" if t.is_meta else f"a sparse tensor ({t.layout})"
-            raise NNVizError(f"{source}: {one_line(name)} is {what}; save the dense values model.state_dict() holds")
+        if t.is_meta:
+            raise NNVizError(
+                f"{source}: {one_line(name)} is on the meta device (a shape without values); save the values "
+                "model.state_dict() holds"
+            )
     if not strip:
         return state
     return {new: state[old] for new, old in strip_prefixes(list(state)).items()}

@@ -16,7 +16,7 @@ model's device) and one slice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +49,7 @@ def compare(model: nn.Module, snapshots: Sequence[Snapshot], weights: Weights | 
     ``weights``: the parameters to read, when not the model's own (under FSDP, the full
     state gathered on rank 0)."""
     weights = weights if weights is not None else weights_of(model)
-    states = [align(weights, normalise_state(s, s.source)) for s in snapshots]
+    states = [_strided(align(weights, normalise_state(s, s.source))) for s in snapshots]
     live = {p.data_ptr() for _, p in weights.named if p.numel()}
     for snap, state in zip(snapshots, states):
         if not isinstance(state, StoredTensors) and any(t.numel() and t.data_ptr() in live for t in state.values()):
@@ -89,6 +89,22 @@ def _read(state: Any, keys: dict[str, str]) -> dict[str, torch.Tensor]:
         got = state.read(list(dict.fromkeys(keys.values())))
         return {n: got[k] for n, k in keys.items()}
     return {n: state[k] for n, k in keys.items()}
+
+
+DENSE_MAX = 2**24  # a sparse tensor of the before-state is compared as a dense copy up to this size
+
+
+def _strided(state: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """``state`` with its sparse (and other non-strided) tensors dense, up to DENSE_MAX
+    values each, or left out (a large graph's sparse adjacency buffer: buffers are not
+    compared, and a parameter left out is listed as missing)."""
+    if isinstance(state, StoredTensors) or all(t.layout == torch.strided for t in state.values()):
+        return state
+    return {
+        k: t if t.layout == torch.strided else t.to_dense()
+        for k, t in state.items()
+        if t.layout == torch.strided or t.numel() <= DENSE_MAX
+    }
 
 
 def _upcast(dtype: torch.dtype) -> bool:

@@ -220,5 +220,6 @@ def load_into(model: nn.Module, snap: Snapshot) -> None:
                 size += spec.nbytes if spec is not None else 0
             if group and (name is None or size > READ_BUDGET):
                 got = state.read(group) if isinstance(state, StoredTensors) else {n: state[n] for n in group}
+                got = {n: t if t.layout == torch.strided else t.to_dense() for n, t in got.items()}  # sparse
                 model.load_state_dict(got, strict=False)
                 group, size = [], 0

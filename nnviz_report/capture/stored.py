@@ -114,7 +114,7 @@ class StoredTensors(Mapping):
                     f"{self.source} changed while it was read: {one_line(name)} is no longer the "
                     f"{self.specs[name].shape} tensor its index names"
                 )
-            out[name] = t
+            out[name] = t if t.layout == torch.strided else t.to_dense()  # a sparse tensor saved in a .pt
         return out
 
     def renamed(self, names: dict[str, str]) -> StoredTensors:
