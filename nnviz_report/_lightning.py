@@ -68,7 +68,8 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             self.timeout = float(timeout)
             self.build_kwargs = integ.check_build_kwargs(build_kwargs)
             self.saved: list[Path] = []  # pages written (on global rank zero)
-            self._snapshots: list[tuple[Any, int]] = []  # (snapshot, trainer.global_step when taken)
+            self._snapshots: list[Any] = []
+            self._batches_since_snapshot = 0  # training batches since the last snapshot was taken
             self._example: Any = None
             self._no_example: str | None = None  # why the first batch gave no example
             self._lazy_start = False  # the "start" snapshot waits for Lazy modules' first call
@@ -98,6 +99,9 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             if given is not None:
                 self._example = integ.cpu_copy(given)
 
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            self._batches_since_snapshot += 1
+
         def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
             if self._example is None and self._no_example is None and (trainer.is_global_zero or self._sharded):
                 try:
@@ -125,21 +129,19 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
             """A snapshot added to the trajectory; one that fails is a warning (the training
             run goes on), except a model whose Lazy modules are not made yet: its "start" is
             taken before the first optimizer step."""
-            from .capture.snapshot import snapshot
+            from .capture.snapshot import has_lazy_parameters, snapshot
 
+            if label == "start" and not first and has_lazy_parameters(pl_module):
+                self._lazy_start = True
+                return
             try:
                 point = snapshot(pl_module, label=label)
-            except NNVizError as exc:
-                if label == "start" and not first and "lazy parameters" in str(exc):
-                    self._lazy_start = True
-                    return
-                integ.warn_failed(f"no {label!r} snapshot for the report", exc)
-                return
             except Exception as exc:  # noqa: BLE001 - a failed snapshot must not end the training run
                 integ.warn_failed(f"no {label!r} snapshot for the report", exc)
                 return
             if point is not None:
-                self._snapshots.insert(0 if first else len(self._snapshots), (point, trainer.global_step))
+                self._snapshots.insert(0 if first else len(self._snapshots), point)
+                self._batches_since_snapshot = 0
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
             self._report(trainer, pl_module, self.filename)
@@ -163,10 +165,9 @@ def make_callback(pl: ModuleType, module_name: str) -> type:
                     f"no example input ({self._no_example or 'no training batch was seen'}): pass "
                     "NNVizCallback(example_input=...) or set example_input_array on the LightningModule"
                 )
-            # A snapshot taken at this very step (the last epoch's) is the model itself: not twice.
-            before = [
-                snap for snap, step in self._snapshots if step != trainer.global_step or snap is self._snapshots[0][0]
-            ]
+            # A snapshot with no training batch after it (the last epoch's) is the model itself: not twice.
+            last_is_now = len(self._snapshots) > 1 and not self._batches_since_snapshot
+            before = self._snapshots[:-1] if last_is_now else list(self._snapshots)
             report = build_report(pl_module, self._example, before=before, **self.build_kwargs)
             if report is None:  # FSDP, not rank zero: the report is rank zero's
                 return

@@ -145,6 +145,28 @@ def test_every_n_epochs_keeps_the_first_and_the_latest_snapshots(tmp_path, monke
     assert labels == ["start", "epoch 3", "after"]  # epoch 4's snapshot is "after" itself
 
 
+def test_manual_optimization_keeps_every_epochs_point(tmp_path):
+    """With the raw optimizer, global_step stays 0: the last snapshot is told from 'after' by
+    the batches trained since, not by the step."""
+
+    class Manual(Classifier):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+
+        def training_step(self, batch, batch_idx):
+            opt = self.optimizers(use_pl_optimizer=False)
+            opt.zero_grad()
+            x, y = batch
+            self.manual_backward(torch.nn.functional.cross_entropy(self(x), y))
+            opt.step()
+
+    callback = NNVizCallback(every_n_epochs=1, graph=False)
+    trainer(tmp_path, [callback], False, max_epochs=3).fit(Manual(), loader())
+    data = json.loads(callback.saved[-1].with_suffix(".json").read_bytes())
+    assert [p["label"] for p in data["parameters"][0]["history"]] == ["start", "epoch 1", "epoch 2", "after"]
+
+
 def test_a_failed_build_is_a_warning_and_training_ends(tmp_path):
     callback = NNVizCallback(example_input=torch.randn(4, 7))  # the wrong width for Linear(20, ...)
     with warnings.catch_warnings(record=True) as caught:

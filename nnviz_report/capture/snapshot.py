@@ -54,13 +54,19 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             model = inner
         else:
             break
-    lazy = next((n for n, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)), None)
+    lazy = has_lazy_parameters(model)
     if lazy is not None:
         raise NNVizError(
             f"the model has lazy parameters not made yet ({lazy}: a LazyLinear or other Lazy module before its "
             "first call); run it once first, model(example_input), so that they get their shapes and values"
         )
     return model
+
+
+def has_lazy_parameters(model: nn.Module) -> str | None:
+    """The name of a parameter or buffer of a Lazy module not called yet (no shape, no
+    values), or None."""
+    return next((n for n, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)), None)
 
 
 def snapshot(
