@@ -33,14 +33,15 @@ def parse_device(text: str) -> Any:
     try:
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError) as exc:
-        reason = str(exc).splitlines()[0].split(". ")[0][:120]
+        reason = first_line(exc).split(". ")[0][:120]
         raise NNVizError(f"--device {text} cannot be used here ({reason}); drop --device to run on the CPU") from None
     return device
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """``1,3,224,224``, ``1x3x224x224``, ``(1, 3, 224, 224)`` or ``1 3 224 224``; anything
-    else (``1,x``: a typo) is an error, not a shorter shape."""
+    """Whole numbers separated by commas, ``x``, ``×`` or spaces, in brackets or not
+    (``1,3,224,224``, ``1x3x224x224``, ``(1, 3, 224, 224)``); anything else (``1,x``: a
+    typo) is an error, not a shorter shape."""
     body = text.strip().strip("()[]").strip()
     if not re.fullmatch(r"\d+(?:\s*[,x×]\s*\d+|\s+\d+)*\s*,?", body):
         raise NNVizError(f"--input-shape {text!r} is not a shape; write it like 1,3,224,224")

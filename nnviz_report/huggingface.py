@@ -79,14 +79,15 @@ class NNVizTrainerCallback(TrainerCallback):
         # FSDP (from TrainingArguments or accelerate's config): snapshot() gathers the full
         # parameters, a collective, so every process calls it; rank 0 gets the copy.
         self._sharded = integ.sharded(model)
-        if self.example_input is None and not _indexable(train_dataloader):  # every process alike
-            integ.warn_failed(
-                "no report will be made at the end of this training run",
-                NNVizError(
-                    "the training set is not a sized, indexable dataset (an IterableDataset?), so it gives no "
-                    "example input; pass NNVizTrainerCallback(example_input=...)"
-                ),
-            )
+        if self.example_input is None and not _indexable(train_dataloader):  # every process returns alike
+            if state.is_world_process_zero:
+                integ.warn_failed(
+                    "no report will be made at the end of this training run",
+                    NNVizError(
+                        "the training set is not a sized, indexable dataset (an IterableDataset?), so it gives no "
+                        "example input; pass NNVizTrainerCallback(example_input=...)"
+                    ),
+                )
             return
         if not (state.is_world_process_zero or self._sharded):
             return

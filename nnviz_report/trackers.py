@@ -167,11 +167,14 @@ def log_files(target: Any, html: Path, data: Path, report: Report, step: int | N
             artifact.add_file(str(html), name=html.name)
             artifact.add_file(str(data), name=data.name)
             run.log_artifact(artifact)
-        except wandb.errors.Error as exc:  # a finished run: "Run (...) is finished"
-            raise NNVizError(
-                f"cannot log to the W&B run {run.id}: {first_line(exc)[:200]}; log the report before "
-                "run.finish() (inside the `with wandb.init()` block)"
-            ) from None
+        except wandb.errors.Error as exc:
+            finished = getattr(run, "_is_finished", False) or "is finished" in str(exc)
+            fix = (
+                "log the report before run.finish() (inside the `with wandb.init()` block)"
+                if finished
+                else "the page and report.json are in the report's files; log them again when W&B works"
+            )
+            raise NNVizError(f"cannot log to the W&B run {run.id}: {first_line(exc)[:200]}; {fix}") from None
         return f"{artifact.name} (W&B artifact) and the media panel '{KEY}'"
     if t.kind == "tensorboard":
         t.obj.add_text(KEY, findings_markdown(report, html), global_step=step)

@@ -359,3 +359,20 @@ def test_hooks_and_buffers_the_models_own_forward_installs_once_stay():
     assert list(model.fc._forward_pre_hooks) == [user_hook.id], "the capture's hooks are gone, the user's stay"
     assert len(model.fc._forward_hooks) == 1 and hasattr(model, "cache")
     model(torch.randn(3, 4))  # the model works as after any forward pass of its own
+
+
+def test_a_build_from_inside_the_models_own_forward_says_so():
+    class Reentrant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            nnviz_report.build_report(self, x, graph=False)
+            return self.fc(x)
+
+    model = Reentrant()
+    before = state_of(model)
+    with pytest.raises(NNVizError, match="by this thread: build_report was called from inside the model's own forward"):
+        nnviz_report.build_report(model, torch.randn(2, 4), graph=False)
+    assert_same_state(before, state_of(model))

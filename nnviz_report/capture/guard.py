@@ -271,7 +271,7 @@ def preserve_model_state(
             raise _concurrent_use(foreign)
 
 
-_BUSY: set[int] = set()  # id() of every module a build is running the forward pass of
+_BUSY: dict[int, int] = {}  # id() of every module a build is running the forward pass of -> its thread
 _BUSY_LOCK = threading.Lock()
 
 
@@ -281,18 +281,26 @@ def _one_build_at_a_time(model: nn.Module) -> Iterator[None]:
     another thread, before touching it: the second would record the first's hooks and eval
     mode as the model's own, and put them back after the first had removed them."""
     ids = {id(m) for m in model.modules()}
+    me = threading.get_ident()
     with _BUSY_LOCK:
-        if not ids.isdisjoint(_BUSY):
+        owner = next((_BUSY[i] for i in ids if i in _BUSY), None)
+        if owner == me:
+            raise NNVizError(
+                "a report of this model is being built already, by this thread: build_report was called from "
+                "inside the model's own forward pass or one of its hooks; call it outside the forward pass"
+            )
+        if owner is not None:
             raise NNVizError(
                 "another report of this model (or of a module it shares) is being built right now, in "
                 "another thread; build one report of a model at a time (this one left the model untouched)"
             )
-        _BUSY.update(ids)
+        _BUSY.update(dict.fromkeys(ids, me))
     try:
         yield
     finally:
         with _BUSY_LOCK:
-            _BUSY.difference_update(ids)
+            for i in ids:
+                _BUSY.pop(i, None)
 
 
 def _concurrent_use(what: str) -> NNVizError:
