@@ -513,3 +513,18 @@ def test_a_statically_quantized_model_gets_its_report():
     assert "1 quantized module holds packed weights, not parameters, so it is not summarised or compared: fc" in [
         f["text"] for f in report.data["findings"]
     ]
+
+
+def test_diverging_colours_mean_the_same_in_every_section():
+    """Negative is blue and positive red in the feature maps' pictures; the bias trajectory
+    heatmap had them the other way round (plotly.js's RdBu, reversed)."""
+    model = TwoLayerNet()
+    snaps = [nnviz_report.snapshot(model, label="start")]
+    _train(model, steps=1)
+    snaps.append(nnviz_report.snapshot(model, label="middle"))
+    _train(model, steps=1)
+    report = nnviz_report.build_report(model, torch.randn(4, 20), before=snaps, graph=False)
+    heatmaps = [t for f in page_view(report.html)["figures"].values() for t in f["data"] if t["type"] == "heatmap"]
+    assert heatmaps
+    for t in heatmaps:  # plotly.js's "RdBu" runs from blue (rgb(5,10,172)) at the low end to red
+        assert t["colorscale"] == "RdBu" and not t.get("reversescale") and t["zmid"] == 0

@@ -292,9 +292,8 @@ def _bias_history_figure(i: int, r: ParamRecord) -> dict:
         "type": "heatmap",
         "z": ref("data", ID, i, "bias_history"),
         "y": [plotly_text(p.label) for p in r.history],
-        "colorscale": "RdBu",
+        "colorscale": "RdBu",  # plotly.js's RdBu runs blue (low) to red (high), as the feature maps' scale
         "zmid": 0,
-        "reversescale": True,
         "hovertemplate": "%{y}, index %{x}: %{z:.4g}<extra></extra>",
     }
     if r.bias_history_index is not None:
