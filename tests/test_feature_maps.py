@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -528,3 +529,16 @@ def test_nan_made_by_the_models_own_forward_is_reported():
     assert found == ["The model's output has NaN/Inf values: output['log'] (8 NaN), output['y'] (8 Inf)"]
     finite = nnviz_report.build_report(nn.Linear(4, 4), torch.randn(2, 4))
     assert not [f for f in finite.data["findings"] if f["section"] == "feature_maps"]
+
+
+def test_nan_in_a_picture_does_not_stretch_its_colour_range():
+    """A NaN was drawn as 0 and so widened the range to 0: an all-negative map with one NaN
+    column read -0.5 to 0 and painted the NaN in the colour of the maximum."""
+    from nnviz_report.capture.pictures import _quantise
+
+    v = -np.linspace(0.15, 0.5, 16, dtype=np.float32).reshape(1, 4, 4)
+    v[0, :, 2] = np.nan
+    q, lo, hi, diverging = _quantise(v)
+    finite = v[np.isfinite(v)]
+    assert (lo[0], hi[0], diverging[0]) == (pytest.approx(finite.min()), pytest.approx(finite.max()), False)
+    assert (q[0, :, 2] == 0).all(), "NaN at the low end, not the high one"

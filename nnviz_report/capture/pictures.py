@@ -183,9 +183,14 @@ def matrix_parts(m: torch.Tensor, max_rows: int, max_cols: int, row_label: str, 
 def _quantise(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """uint8 pictures of a stack of same-shaped arrays ``v[i]``, each between its own
     ``lo[i]`` and ``hi[i]`` (symmetric about zero when it has both signs: ``diverging``).
-    NaN and Inf are drawn as 0."""
-    v = np.nan_to_num(v.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    NaN and Inf are left out of the range and drawn at its low end."""
+    v = v.astype(np.float32, copy=False)
     axes = tuple(range(1, v.ndim))
+    finite = np.isfinite(v)
+    if not finite.all():  # a range of the finite values, not stretched to 0 by a NaN drawn as 0
+        low = np.where(finite, v, np.inf).min(axis=axes)
+        low = np.where(np.isfinite(low), low, 0.0).astype(np.float32)
+        v = np.where(finite, v, low.reshape((-1,) + (1,) * (v.ndim - 1)))
     if v[0].size:
         lo, hi = v.min(axis=axes).astype(np.float64), v.max(axis=axes).astype(np.float64)
     else:
