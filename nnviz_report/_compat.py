@@ -310,3 +310,18 @@ def flat_parameter_names(p: Any) -> Sequence[str]:
     """The names of the parameters an FSDP1 flat parameter holds (``FlatParameter._fqns``);
     empty where torch does not say."""
     return getattr(p, "_fqns", None) or ()
+
+
+def flat_parameter_ties(p: Any) -> list[tuple[str, str]]:
+    """The tied parameters an FSDP1 flat parameter holds once, as (name, name of the one it
+    is tied to), both relative to the flat parameter's module (``_shared_param_infos``);
+    empty where torch does not say."""
+    ties = []
+    for info in getattr(p, "_shared_param_infos", None) or ():
+        try:
+            alias = f"{info.module_name}.{info.param_name}" if info.module_name else info.param_name
+            prim = f"{info.prim_module_name}.{info.prim_param_name}" if info.prim_module_name else info.prim_param_name
+        except AttributeError:
+            return []
+        ties.append((alias, prim))
+    return ties

@@ -41,6 +41,19 @@ class BatchNormNet(nn.Module):
         return self.fc2(self.act(self.bn(self.fc1(x))))
 
 
+class TiedNet(nn.Module):
+    """An embedding tied to the output layer: FSDP1's flat parameter holds the weight once."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(37, 16)
+        self.head = nn.Linear(16, 37, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids):
+        return self.head(self.emb(ids))
+
+
 class FailsOnRank1(nn.Module):
     """Raises in the second layer's forward on rank 1, after FSDP gathered the first."""
 
@@ -150,6 +163,14 @@ def main(out: Path) -> None:
     if rank == 0:
         torch.save({"state": full, "before": dict(snap.tensors), "x": x}, out / "fsdp1_weights.pt")
     train(fsdp1, [torch.randn(16, 20, generator=gen)], steps=1)
+    # FSDP1 of a model with tied weights (use_orig_params=False: the tie is in the flat parameter).
+    torch.manual_seed(0)
+    tied = FSDP(TiedNet(), device_id=torch.device("cpu"))
+    ids = torch.arange(10).view(2, 5)
+    results["fsdp1_tied"], report = outcome(
+        lambda: nnviz_report.build_report(tied, ids, graph=False, dist_timeout=DIST_TIMEOUT)
+    )
+    save_report("fsdp1_tied", report)
 
     # A failure on rank 0 before the forward pass (its before= checkpoint is missing).
     results["missing_before"], _ = outcome(

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import nnviz_report
-from distributed_job import PG_TIMEOUT, BatchNormNet
+from distributed_job import PG_TIMEOUT, BatchNormNet, TiedNet
 from helpers import ROOT, with_examples
 from nnviz_report import NNVizError
 
@@ -91,7 +91,12 @@ def test_fsdp2_every_rank_runs_rank_0_builds_and_matches_a_single_process_build(
     rank0, rank1 = job["ranks"]
     assert rank0["fsdp"] == rank0["fsdp"] | {"ok": True, "none": False}
     assert rank1["fsdp"]["ok"] and rank1["fsdp"]["none"] and rank1["fsdp_snapshot"]["none"]
-    assert sorted(p.name for p in job["out"].glob("*.html")) == ["ddp.html", "fsdp.html", "fsdp1.html"]  # one each
+    assert sorted(p.name for p in job["out"].glob("*.html")) == [
+        "ddp.html",
+        "fsdp.html",
+        "fsdp1.html",
+        "fsdp1_tied.html",
+    ]  # one each
     saved = torch.load(job["out"] / "fsdp_weights.pt", weights_only=True)
     model = LlamaForCausalLM(num_hidden_layers=3)
     model.load_state_dict(saved["state"])
@@ -125,6 +130,17 @@ def test_fsdp1_report_matches_a_single_process_build(job):
     assert [m["name"] for m in sharded["feature_maps"]] == ["fc1", "bn", "act", "fc2"]
     for key in ("model", "activations", "feature_maps", "parameters"):
         assert sharded[key] == single[key], key
+
+
+def test_fsdp1_tied_weights_are_counted_once_as_in_one_process(job):
+    """FSDP1's flat parameter holds a tied weight once; its name was counted twice and the
+    second called frozen."""
+    torch.manual_seed(0)
+    report = single_process(lambda: nnviz_report.build_report(TiedNet(), torch.arange(10).view(2, 5), graph=False))
+    sharded = json.loads((job["out"] / "fsdp1_tied.json").read_text())
+    assert sharded["model"]["num_parameters"] == report.data["model"]["num_parameters"] == 37 * 16
+    assert [p["name"] for p in sharded["parameters"]] == ["emb.weight"]
+    assert sharded["findings"] == json.loads(json.dumps(report.data["findings"]))
 
 
 def test_a_snapshot_under_fsdp_holds_the_full_parameters(job):

@@ -196,13 +196,17 @@ def full_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:
     for n, p in named_params:
         by_tensor.setdefault(id(p), []).append(n)
     aliases = {names[0]: names for names in by_tensor.values()}
-    later = {n for names in by_tensor.values() for n in names[1:]}
-    firsts = [k for k in state if k not in buffers and k not in later]
     trainable = {n: p.requires_grad for n, p in named_params}
     for n, p in named_params:  # FSDP1's flat parameters: one flag for the parameters they hold
         if n.endswith("_flat_param"):
+            prefix = n[: -len("_flat_param")]
             for fqn in _compat.flat_parameter_names(p):
-                trainable[n[: -len("_flat_param")] + fqn] = p.requires_grad
+                trainable[prefix + fqn] = p.requires_grad
+            for alias, prim in _compat.flat_parameter_ties(p):  # held once: the tie is only known here
+                trainable[prefix + alias] = p.requires_grad
+                aliases.setdefault(prefix + prim, [prefix + prim]).append(prefix + alias)
+    later = {n for names in aliases.values() for n in names[1:]}
+    firsts = [k for k in state if k not in buffers and k not in later]
     return Weights(
         named=[(k, state[k]) for k in firsts],
         shapes={k: tuple(v.shape) for k, v in state.items()},
