@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import nnviz_report
-from helpers import DEVICES
+from helpers import DEVICES, page_view
 from models import LSTMTagger, ResNet50, SmallCNN, TransformerClassifier
 from nnviz_report.capture.histograms import stats_and_histogram
 
@@ -542,3 +542,16 @@ def test_nan_in_a_picture_does_not_stretch_its_colour_range():
     finite = v[np.isfinite(v)]
     assert (lo[0], hi[0], diverging[0]) == (pytest.approx(finite.min()), pytest.approx(finite.max()), False)
     assert (q[0, :, 2] == 0).all(), "NaN at the low end, not the high one"
+
+
+def test_charts_of_few_layers_tick_whole_positions_and_show_single_points():
+    """One or two layer outputs had ticks at -0.5, 0.5 and |max| / zero-fraction lines of one
+    point, which draw nothing."""
+    model = nn.Linear(4, 3)
+    report = nnviz_report.build_report(model, torch.randn(2, 4), before=nnviz_report.snapshot(model))
+    figures = page_view(report.html)["figures"]
+    depth = figures["fm-propagation"]
+    assert (depth["layout"]["xaxis"]["dtick"], depth["layout"]["xaxis"]["tick0"]) == (1, 0)
+    assert {t["mode"] for t in depth["data"]} == {"lines+markers", "markers"}
+    bias = next(f for key, f in figures.items() if key.startswith("par-bias-"))
+    assert bias["layout"]["xaxis"]["dtick"] == 1

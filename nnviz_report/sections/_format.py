@@ -33,6 +33,12 @@ def complex_text(names: list[str], what: str, magnitude: str, shown: str) -> str
     return f"{counted} {verb} summarised by magnitude, {magnitude} ({shown}): {listed(names, 4)}"
 
 
+def integer_ticks(count: int) -> dict:
+    """Axis settings for positions 0..count-1 (layers, bias indices): Plotly's automatic ticks
+    fall on halves when there are few (0.5, 1.5); at most 10, one tick per position."""
+    return {"dtick": 1, "tick0": 0} if count <= 10 else {"tickformat": "d"}
+
+
 def plotly_text(s: str) -> str:
     """A user string as Plotly text: Plotly reads a subset of HTML in labels, legends and
     hover text, so tags and entities are escaped to show literally."""

@@ -13,7 +13,7 @@ from ..capture.layers import LayerCapture
 from ..capture.pictures import GridImage
 from ..capture.run import CapturedRun
 from . import Notice, Section
-from ._format import complex_text, plotly_text, plural
+from ._format import complex_text, integer_ticks, plotly_text, plural
 
 ID = "feature_maps"
 TITLE = "Feature maps"
@@ -244,7 +244,7 @@ def _propagation(entries: list[dict]) -> dict:
             },
             {
                 "type": "scatter",
-                "mode": "lines",
+                "mode": "lines" if len(entries) > 1 else "markers",  # one point: no line to draw
                 "name": "|max|",
                 "x": x,
                 "y": absmax,
@@ -254,7 +254,7 @@ def _propagation(entries: list[dict]) -> dict:
             },
             {
                 "type": "scatter",
-                "mode": "lines",
+                "mode": "lines" if len(entries) > 1 else "markers",
                 "name": "zero fraction",
                 "x": x,
                 "y": [e["zero_fraction"] for e in entries],
@@ -267,7 +267,7 @@ def _propagation(entries: list[dict]) -> dict:
         "layout": {
             "height": 340,
             "margin": {"l": 50, "r": 60, "t": 10, "b": 40},
-            "xaxis": {"title": {"text": "layer output, in execution order"}},
+            "xaxis": {"title": {"text": "layer output, in execution order"}, **integer_ticks(len(entries))},
             "yaxis": {"title": {"text": "value"}},
             "yaxis2": {
                 "overlaying": "y",

@@ -7,7 +7,7 @@ from ..capture.histograms import Histogram
 from ..capture.parameters import ParameterComparison, ParamRecord
 from ..capture.run import ModelInfo
 from . import Notice, Section, ref
-from ._format import complex_text, ordinal, plotly_text, plural
+from ._format import complex_text, integer_ticks, ordinal, plotly_text, plural
 
 ID = "parameters"
 TITLE = "Parameters before vs after training"
@@ -202,7 +202,7 @@ def _bias_figure(i: int, r: ParamRecord) -> dict:
             "height": 240,
             "margin": {"l": 50, "r": 10, "t": 10, "b": 35},
             "legend": _legend(),
-            "xaxis": {"title": {"text": "index"}},
+            "xaxis": {"title": {"text": "index"}, **integer_ticks(r.numel)},
             "yaxis": {"title": {"text": "bias value"}},
         },
     }
