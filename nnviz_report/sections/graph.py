@@ -13,7 +13,8 @@ from . import Notice, Section
 from ._format import plural
 from .feature_maps import anchor as fm_anchor
 from .graph_layout import lay_out
-from .graph_views import FULL_MAX_NODES, Hierarchy, View, build_hierarchy, full_view, short_op
+from .graph_notices import REENTRANT_CHECKPOINT, checkpoint_text, layout_notices
+from .graph_views import FULL_MAX_NODES, View, build_hierarchy, full_view, short_op
 from .parameters import anchor as param_anchor
 
 ID = "graph"
@@ -105,21 +106,6 @@ def _context(note: str | None) -> dict[str, Any]:
     }
 
 
-# The backward node of torch.utils.checkpoint(..., use_reentrant=True): its forward ran
-# under no_grad, so the graph holds one node where the segment's operations would be.
-REENTRANT_CHECKPOINT = "CheckpointFunctionBackward"
-
-
-def _checkpoint_text(count: int) -> str:
-    return (
-        f"{plural(count, 'activation-checkpoint segment')} with use_reentrant=True "
-        f"{'is one opaque node' if count == 1 else 'are one opaque node each'} "
-        "(CheckpointFunctionBackward) in the autograd graph: the operations inside, and any skip "
-        "connection among them, are not drawn or counted (their layers' feature maps are shown); "
-        "torch.utils.checkpoint(..., use_reentrant=False) records them"
-    )
-
-
 def build(run: CapturedRun) -> Section:
     g = run.graph
     if g is None:
@@ -143,7 +129,7 @@ def build(run: CapturedRun) -> Section:
         notices.append(Notice("warning", g.note or "the autograd graph was cut short", ID))
     checkpoints = sum(1 for n in g.nodes if n.op == REENTRANT_CHECKPOINT)
     if checkpoints:
-        notices.append(Notice("warning", _checkpoint_text(checkpoints), ID))
+        notices.append(Notice("warning", checkpoint_text(checkpoints), ID))
     summary = f"{plural(len(g.nodes), 'node')}, {plural(g.residual_count, 'residual connection')}"
     if g.concat_count:
         summary += f", {plural(g.concat_count, 'concatenation skip')}"
@@ -288,7 +274,7 @@ def _draw(run: CapturedRun, g: GraphCapture, views: list[dict], notices: list[No
             index.append(
                 {"label": c.name or run.model.class_name, "type": c.type, "view": vid, "node": prefixes[vid] + node}
             )
-    notices.extend(_layout_notices(views, results, hierarchy))
+    notices.extend(layout_notices(views, results, hierarchy))
     module_drawn = "root" in drawn
     default = None
     if full is not None and "full" in drawn and (len(g.nodes) <= FULL_DEFAULT_MAX or not module_drawn):
@@ -322,48 +308,3 @@ def failed(exc: Exception) -> Section:
         notices=(Notice("warning", text, ID),),
         summary="not drawn",
     )
-
-
-def _layout_notices(views: list[dict], results: dict[str, dot.SvgResult], hierarchy: Hierarchy) -> list[Notice]:
-    errors = {v["error"] for v in views if v["error"]}
-    if dot.INSTALL_HINT in errors:
-        return [Notice("warning", dot.INSTALL_HINT, ID)]
-    out = []
-    full = next((v for v in views if v["id"] == "full"), None)
-    modules = [v for v in views if v["id"] != "full"]
-    failed = [v for v in modules if not v["rendered"]]
-    if full is not None and not full["rendered"]:
-        shown = (
-            "the module views show every module and operation"
-            if len(failed) < len(modules)
-            else "no other view was drawn either"
-        )
-        out.append(
-            Notice(
-                "warning" if "budget" not in (full["error"] or "") else "info",
-                f"torchviz's full graph ({full['nodes']:,} nodes) was not drawn: {full['error']}; {shown}",
-                ID,
-            )
-        )
-    if failed:
-        root_failed = any(v["id"] == "root" for v in failed)
-        first = failed[0]
-        out.append(
-            Notice(
-                "warning",
-                f"{plural(len(failed), 'module view')} of {len(modules)} not drawn "
-                f"({first['title']}: {first['error']})"
-                + ("; the model's own view is among them" if root_failed else ""),
-                ID,
-            )
-        )
-    if hierarchy.dropped:
-        out.append(
-            Notice(
-                "info",
-                f"{plural(hierarchy.dropped, 'box')} do not open a view of their own: the page "
-                "draws at most a few hundred module views; search still finds every module",
-                ID,
-            )
-        )
-    return out
