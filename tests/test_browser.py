@@ -148,6 +148,14 @@ def test_controls(browser, reports):
         ".map(td => td.dataset.v).filter(v => v !== '').map(Number)"
     )
     assert means == sorted(means)
+    # ... from the keyboard too: a header takes focus, Enter sorts the other way.
+    page.focus("#fm-table th:nth-child(5)")
+    page.keyboard.press("Enter")
+    means = page.evaluate(
+        "[...document.querySelectorAll('#fm-table tbody tr td:nth-child(5)')]"
+        ".map(td => td.dataset.v).filter(v => v !== '').map(Number)"
+    )
+    assert means == sorted(means, reverse=True)
     page.fill("#feature_maps input[data-filter]", "layers.3")
     visible = page.evaluate(
         "[...document.querySelectorAll('#fm-table tbody tr')]"

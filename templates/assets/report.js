@@ -494,6 +494,11 @@
   /* ---- tables and filters ---------------------------------------------------------------- */
   document.querySelectorAll("table.sortable").forEach(function (table) {
     table.querySelectorAll("th[data-sort]").forEach(function (th, col) {
+      /* Sortable from the keyboard too: a header takes focus, Enter or Space sorts. */
+      th.tabIndex = 0;
+      th.addEventListener("keydown", function (ev) {
+        if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); th.click(); }
+      });
       th.addEventListener("click", function () {
         var numeric = th.getAttribute("data-sort") === "num";
         var dir = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
