@@ -191,3 +191,15 @@ def test_printing_a_page_just_opened_draws_every_picture_and_the_whole_graph(bro
     assert at["images"] == at["total"] > 5 and at["whole"], at
     assert errors == [] and requests == []
     context.close()
+
+
+def test_on_a_phone_a_swipe_over_the_graph_scrolls_the_page(browser, reports):
+    context = browser.new_context(offline=True, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.goto(reports["demo"].as_uri())
+    page.wait_for_function("window.nnviz !== undefined")
+    page.evaluate("document.getElementById('graph').scrollIntoView()")
+    page.wait_for_function("window.nnviz.stats.graphs === 1")
+    style = page.evaluate("getComputedStyle(document.querySelector('#graph .graph-canvas')).touchAction")
+    assert style == "pan-y"
+    context.close()
