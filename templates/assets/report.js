@@ -134,7 +134,9 @@
       var layout = merge(themeLayout(), spec.layout || {});
       layout.autosize = true;
       var started = performance.now();
+      /* On touch screens Plotly's toolbar stays up over the legend: left out there. */
       var config = { displaylogo: false, responsive: true, showLink: false, showSendToCloud: false, showEditInChartStudio: false,
+        displayModeBar: window.matchMedia && window.matchMedia("(pointer: coarse)").matches ? false : "hover",
         modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"], toImageButtonOptions: { filename: id } };
       return Plotly.newPlot(el, resolve(spec.data), layout, config).then(function () {
         el.classList.remove("pending");
