@@ -165,6 +165,16 @@ def test_controls(browser, reports):
     # A parameter link opens its closed card.
     page.evaluate("location.hash = '#pm-layers.2.0.bn1'")
     assert page.evaluate("document.getElementById('pm-layers.2.0.bn1').open")
+    # Hovering a channel grid shows its numbers; scrolling the page takes the tooltip away.
+    page.fill("#feature_maps input[data-filter]", "")
+    canvas = page.locator("#feature_maps canvas[data-img]").first
+    canvas.scroll_into_view_if_needed()
+    page.wait_for_function("document.querySelector('#feature_maps canvas[data-img]')._nnviz !== undefined")
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + 3, box["y"] + 3)
+    assert "channel" in page.locator(".tooltip").inner_text()
+    page.mouse.wheel(0, 400)
+    page.wait_for_function("document.querySelector('.tooltip').hidden", timeout=5000)
     # Theme switch.
     page.click("[data-theme-toggle]")
     assert page.evaluate("document.documentElement.getAttribute('data-theme')") in ("dark", "light")

@@ -218,6 +218,8 @@
   var tip = document.createElement("div");
   tip.className = "tooltip"; tip.hidden = true;
   document.body.appendChild(tip);
+  /* The tooltip is placed for the pointer: once the page scrolls under it, it goes. */
+  window.addEventListener("scroll", function () { tip.hidden = true; }, { passive: true });
   function fmt(v) {
     if (v === null || v === undefined) return "–";
     var a = Math.abs(v);
