@@ -3,41 +3,23 @@ error, every figure, picture and graph draws, and the controls work."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 import nnviz_report
+from chromium import chromium, offline_page
 from models import ResNet18
 from nnviz_report.demo import train_demo
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists() and not os.environ.get("NNVIZ_REQUIRE_BROWSER"):
-        pytest.skip("Chromium is not installed (apt-get install chromium); CI sets NNVIZ_REQUIRE_BROWSER=1")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +37,7 @@ def reports(tmp_path_factory):
 
 
 def open_offline(browser, path: Path):
-    context = browser.new_context(offline=True, viewport={"width": 1400, "height": 900})
-    requests, errors = [], []
-
-    def route(r):
-        if not r.request.url.startswith(("file:", "data:", "blob:")):
-            requests.append(r.request.url)
-            return r.abort()
-        return r.continue_()
-
-    context.route("**/*", route)
-    page = context.new_page()
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    context, page, requests, errors = offline_page(browser)
     page.goto(path.as_uri())
     page.wait_for_function("window.nnviz !== undefined")
     page.evaluate("window.nnviz.firstScreen")
