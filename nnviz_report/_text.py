@@ -21,6 +21,12 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def typed_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 200 characters of it), or the type's name."""
+    text = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def listed(items: Sequence[str], limit: int) -> str:
     """The first ``limit`` items, comma-separated (each as :func:`one_line`), and how many
     more: ``a, b and 3 more``."""

@@ -26,11 +26,11 @@ from typing import Any
 
 import torch
 
-from .._text import one_line
+from .._text import one_line, typed_line
 from ..errors import NNVizError
 from .names import strip_prefixes
 from .pickled import open_dcp, open_pickle
-from .stored import StoredTensors, TensorSpec, first_line, native_path, shown
+from .stored import StoredTensors, TensorSpec, native_path, shown
 
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -132,7 +132,7 @@ def _safetensors_specs(p: Path) -> tuple[dict[str, TensorSpec], dict[str, str]]:
     except NNVizError:
         raise
     except Exception as exc:
-        raise NNVizError(f"checkpoint {shown(p)} is not a readable safetensors file ({first_line(exc)})") from exc
+        raise NNVizError(f"checkpoint {shown(p)} is not a readable safetensors file ({typed_line(exc)})") from exc
     return specs, meta
 
 
@@ -164,7 +164,7 @@ def _open_index(index: Path) -> StoredTensors:
     try:
         doc = json.loads(index.read_bytes())
     except (ValueError, UnicodeDecodeError) as exc:
-        raise NNVizError(f"{where} is not a JSON checkpoint index ({first_line(exc)})") from exc
+        raise NNVizError(f"{where} is not a JSON checkpoint index ({typed_line(exc)})") from exc
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(weight_map, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()

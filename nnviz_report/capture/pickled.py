@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
+from .._text import typed_line
 from ..errors import NNVizError
 from .names import strip_prefixes, unwrap_state
-from .stored import StoredTensors, TensorSpec, first_line, native_path, shown
+from .stored import StoredTensors, TensorSpec, native_path, shown
 
 MAX_PICKLE_BYTES = 64 * 2**20  # a Lightning checkpoint's data.pkl read for its strings, at most
 TRUST_HINT = "--trust-checkpoint-metadata (Python: trust_metadata=True)"
@@ -63,7 +64,7 @@ def _load_pickle(p: Path) -> Any:
     except NNVizError:
         raise
     except Exception as exc:  # whatever a damaged file makes the reader raise: no code ran
-        raise NNVizError(f"checkpoint {where} is not a PyTorch checkpoint or is corrupt ({first_line(exc)})") from exc
+        raise NNVizError(f"checkpoint {where} is not a PyTorch checkpoint or is corrupt ({typed_line(exc)})") from exc
 
 
 def _refusal(p: Path, culprit: str) -> str:
@@ -140,7 +141,7 @@ def open_dcp(folder: Path, trust_metadata: bool) -> StoredTensors:
             if isinstance(m, TensorStorageMetadata)
         }
     except Exception as exc:
-        raise NNVizError(f"{where} is not a readable torch.distributed.checkpoint folder ({first_line(exc)})") from exc
+        raise NNVizError(f"{where} is not a readable torch.distributed.checkpoint folder ({typed_line(exc)})") from exc
 
     def read(names: list[str]) -> dict[str, torch.Tensor]:
         import torch.distributed.checkpoint as dcp
@@ -155,7 +156,7 @@ def open_dcp(folder: Path, trust_metadata: bool) -> StoredTensors:
                 failures = [f[0] if isinstance(f, tuple) else f for f in getattr(exc, "failures", {}).values()]
                 cause = failures[0] if failures and isinstance(failures[0], BaseException) else exc
                 raise NNVizError(
-                    f"reading {where} failed ({first_line(cause)}); a file of the checkpoint is missing or corrupt"
+                    f"reading {where} failed ({typed_line(cause)}); a file of the checkpoint is missing or corrupt"
                 ) from None
         return state
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .._text import one_line
+from .._text import one_line, typed_line
 from ..errors import NNVizError
 
 
@@ -104,7 +104,7 @@ class StoredTensors(Mapping):
             raise
         except Exception as exc:
             raise NNVizError(
-                f"reading {self.source} failed ({first_line(exc)}); the file is corrupt or changed since it was opened"
+                f"reading {self.source} failed ({typed_line(exc)}); the file is corrupt or changed since it was opened"
             ) from exc
         out = {}
         for name, stored in zip(names, wanted):
@@ -125,8 +125,3 @@ class StoredTensors(Mapping):
             self.source,
             {new: self._stored.get(old, old) for new, old in names.items()},
         )
-
-
-def first_line(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0][:200]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
